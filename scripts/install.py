@@ -1,0 +1,187 @@
+"""Install AlphaTriangle into ./.venv from a machine with Python 3.11, a C++ compiler and cmake.
+
+Run as ``python3.11 scripts/install.py`` (``make install`` does this). Idempotent: when nothing
+that shapes the environment changed since the last successful run, it only re-runs the
+self-check and exits in about a second.
+
+Why a script and not just ``pip install -e .``: the PyPI wheels of trianglengin 2.0.7 and
+trimcts 1.3.0 carry an extension compiled for CPython 3.7 under every tag, so importing either
+fails on 3.11. trianglengin is rebuilt from its sdist (its CMake needs to be told which
+interpreter to use); trimcts has no sdist, but its wheel ships the C++ sources in
+``trimcts/cpp/``, from which the ``trimcts_cpp`` module is rebuilt here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".alphatriangle-install-stamp"
+BUILD = ROOT / "build" / "trimcts_cpp"
+PYBIND11 = "pybind11==3.1.0"
+TRIANGLENGIN = "trianglengin==2.0.7"
+
+SELF_CHECK = r"""
+import os
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+import trianglengin, trimcts
+from trianglengin import GameState
+from trimcts import SearchConfiguration, run_mcts
+
+class Uniform:
+    def evaluate_state(self, state):
+        acts = state.valid_actions()
+        return {a: 1.0 / len(acts) for a in acts}, 0.0
+    def evaluate_batch(self, states):
+        return [self.evaluate_state(s) for s in states]
+
+state = GameState(initial_seed=0)
+visits, _, _ = run_mcts(state, Uniform(), SearchConfiguration(max_simulations=16))
+if not visits or not set(visits) <= state.valid_actions():
+    raise SystemExit(f"self-check failed: MCTS returned visits {visits!r}")
+print(f"self-check ok: trianglengin {trianglengin.__file__!s}, one 16-simulation search over "
+      f"{len(state.valid_actions())} legal moves")
+"""
+
+
+def fail(message: str) -> None:
+    print(f"\ninstall: ERROR: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None, what: str = "") -> None:
+    print("+", " ".join(cmd), flush=True)
+    result = subprocess.run(cmd, env=env, cwd=ROOT)
+    if result.returncode != 0:
+        fail(f"{what or cmd[0]} failed (exit {result.returncode}); see the output above.")
+
+
+def venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def python_ok(code: str) -> bool:
+    env = {**os.environ, "PYGAME_HIDE_SUPPORT_PROMPT": "1"}
+    result = subprocess.run(
+        [str(venv_python()), "-c", code], env=env, cwd=ROOT, capture_output=True
+    )
+    return result.returncode == 0
+
+
+def fingerprint() -> str:
+    digest = hashlib.sha256()
+    digest.update(sys.version.encode())
+    for path in (ROOT / "pyproject.toml", Path(__file__).resolve()):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def check_toolchain() -> None:
+    if sys.version_info[:2] != (3, 11):
+        fail(
+            f"AlphaTriangle needs Python 3.11, this is {sys.version.split()[0]} ({sys.executable}). "
+            "Run with a 3.11 interpreter, e.g. `make PYTHON=/path/to/python3.11 install`."
+        )
+    if not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
+        fail("no C++ compiler found (c++, g++ or clang++); install one, e.g. `apt-get install g++`.")
+    if not shutil.which("cmake"):
+        fail("cmake not found on PATH; install it, e.g. `apt-get install cmake` or `pip install cmake`.")
+
+
+def build_trimcts() -> None:
+    """Compile trimcts_cpp from the C++ sources shipped inside the trimcts wheel."""
+    site = Path(
+        subprocess.check_output(
+            [str(venv_python()), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            text=True,
+        ).strip()
+    )
+    package = site / "trimcts"
+    sources = package / "cpp"
+    if not (sources / "CMakeLists.txt").is_file():
+        fail(f"trimcts is installed but ships no C++ sources in {sources}; reinstall trimcts==1.3.0.")
+    pybind11_dir = subprocess.check_output(
+        [str(venv_python()), "-m", "pybind11", "--cmakedir"], text=True
+    ).strip()
+    shutil.rmtree(BUILD, ignore_errors=True)
+    out = BUILD / "out"
+    run(
+        [
+            "cmake", "-S", str(sources), "-B", str(BUILD),
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-Dpybind11_DIR={pybind11_dir}",
+            f"-DPython_EXECUTABLE={venv_python()}",
+            f"-DPYTHON_EXECUTABLE={venv_python()}",
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out}",
+        ],
+        what="cmake configure of trimcts_cpp",
+    )
+    run(["cmake", "--build", str(BUILD), "-j", str(os.cpu_count() or 1)], what="build of trimcts_cpp")
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    built = out / f"trimcts_cpp{suffix}"
+    if not built.is_file():
+        fail(f"the trimcts_cpp build produced no {built.name} in {out}.")
+    for stale in package.glob("trimcts_cpp*.so"):
+        stale.unlink()
+    shutil.copy2(built, package / built.name)
+
+
+def install(force: bool) -> None:
+    check_toolchain()
+    if not venv_python().exists():
+        run([sys.executable, "-m", "venv", str(VENV)], what="creating .venv")
+    pip = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check"]
+    run([*pip, "--upgrade", "pip", PYBIND11], what="pip install of build helpers")
+    if force or not python_ok("import trianglengin"):
+        # The wheel's extension targets CPython 3.7; build from the sdist, telling its CMake
+        # which interpreter to build for (it otherwise finds a different one).
+        env = {**os.environ, "CMAKE_ARGS": f"-DPYTHON_EXECUTABLE={venv_python()}"}
+        run(
+            [*pip, "--force-reinstall", "--no-deps", "--no-binary", "trianglengin", TRIANGLENGIN],
+            env=env,
+            what="build of trianglengin from its sdist",
+        )
+    run([*pip, "-e", ".[dev]"], what="pip install of alphatriangle")
+    if force or not python_ok("import trimcts.trimcts_cpp"):
+        build_trimcts()
+
+
+def self_check() -> None:
+    env = {**os.environ, "PYGAME_HIDE_SUPPORT_PROMPT": "1"}
+    result = subprocess.run([str(venv_python()), "-c", SELF_CHECK], env=env, cwd=ROOT)
+    if result.returncode != 0:
+        STAMP.unlink(missing_ok=True)
+        fail(
+            "the installed trianglengin/trimcts do not work (see above). "
+            "Run `make install FORCE=1` to rebuild, or `rm -rf .venv build` and retry."
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="reinstall even if up to date")
+    args = parser.parse_args()
+    start = time.monotonic()
+    wanted = fingerprint()
+    up_to_date = STAMP.is_file() and STAMP.read_text() == wanted and not args.force
+    if not up_to_date:
+        STAMP.unlink(missing_ok=True)
+        install(args.force)
+    self_check()
+    if not up_to_date:
+        STAMP.write_text(wanted)
+    state = "already up to date" if up_to_date else "installed"
+    print(f"install: {state} in {time.monotonic() - start:.1f}s (.venv)")
+
+
+if __name__ == "__main__":
+    main()

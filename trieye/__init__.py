@@ -1,0 +1,3 @@
+"""trieye: a stats-and-persistence sidecar for Ray programs."""
+
+__all__: list[str] = []
