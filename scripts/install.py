@@ -8,7 +8,10 @@ Why a script and not just ``pip install -e .``: the PyPI wheels of trianglengin 
 trimcts 1.3.0 carry an extension compiled for CPython 3.7 under every tag, so importing either
 fails on 3.11. trianglengin is rebuilt from its sdist (its CMake needs to be told which
 interpreter to use); trimcts has no sdist, but its wheel ships the C++ sources in
-``trimcts/cpp/``, from which the ``trimcts_cpp`` module is rebuilt here.
+``trimcts/cpp/``, from which the ``trimcts_cpp`` module is rebuilt here, with the patch in
+``scripts/patches/`` applied: the released search loop selects every simulation's path before
+evaluating any leaf, so all simulations of a move follow one path and the search never grows
+past one node per move. The patch evaluates leaves in batches as the loop goes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".alphatriangle-install-stamp"
 BUILD = ROOT / "build" / "trimcts_cpp"
+PATCH = ROOT / "scripts" / "patches" / "trimcts-1.3.0-batched-search.patch"
 PYBIND11 = "pybind11==3.1.0"
 TRIANGLENGIN = "trianglengin==2.0.7"
 
@@ -48,6 +52,8 @@ state = GameState(initial_seed=0)
 visits, _, _ = run_mcts(state, Uniform(), SearchConfiguration(max_simulations=16))
 if not visits or not set(visits) <= state.valid_actions():
     raise SystemExit(f"self-check failed: MCTS returned visits {visits!r}")
+if sum(1 for count in visits.values() if count) < 2:
+    raise SystemExit("self-check failed: trimcts_cpp is the unpatched build (one path per search)")
 print(f"self-check ok: trianglengin {trianglengin.__file__!s}, one 16-simulation search over "
       f"{len(state.valid_actions())} legal moves")
 """
@@ -80,7 +86,7 @@ def python_ok(code: str) -> bool:
 def fingerprint() -> str:
     digest = hashlib.sha256()
     digest.update(sys.version.encode())
-    for path in (ROOT / "pyproject.toml", Path(__file__).resolve()):
+    for path in (ROOT / "pyproject.toml", Path(__file__).resolve(), PATCH):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -113,10 +119,16 @@ def build_trimcts() -> None:
         [str(venv_python()), "-m", "pybind11", "--cmakedir"], text=True
     ).strip()
     shutil.rmtree(BUILD, ignore_errors=True)
+    patched = BUILD / "src"
+    shutil.copytree(sources, patched)
+    apply = ["git", "apply", "-p1"] if shutil.which("git") else ["patch", "-p1", "-i"]
+    print("+", " ".join([*apply, str(PATCH)]), f"(in {patched})", flush=True)
+    if subprocess.run([*apply, str(PATCH)], cwd=patched).returncode != 0:
+        fail(f"could not apply {PATCH.name} to the trimcts sources; is trimcts 1.3.0 installed?")
     out = BUILD / "out"
     run(
         [
-            "cmake", "-S", str(sources), "-B", str(BUILD),
+            "cmake", "-S", str(patched), "-B", str(BUILD / "cmake"),
             "-DCMAKE_BUILD_TYPE=Release",
             f"-Dpybind11_DIR={pybind11_dir}",
             f"-DPython_EXECUTABLE={venv_python()}",
@@ -125,7 +137,7 @@ def build_trimcts() -> None:
         ],
         what="cmake configure of trimcts_cpp",
     )
-    run(["cmake", "--build", str(BUILD), "-j", str(os.cpu_count() or 1)], what="build of trimcts_cpp")
+    run(["cmake", "--build", str(BUILD / "cmake"), "-j", str(os.cpu_count() or 1)], what="build of trimcts_cpp")
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     built = out / f"trimcts_cpp{suffix}"
     if not built.is_file():
@@ -151,8 +163,7 @@ def install(force: bool) -> None:
             what="build of trianglengin from its sdist",
         )
     run([*pip, "-e", ".[dev]"], what="pip install of alphatriangle")
-    if force or not python_ok("import trimcts.trimcts_cpp"):
-        build_trimcts()
+    build_trimcts()
 
 
 def self_check() -> None:
