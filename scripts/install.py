@@ -98,9 +98,13 @@ def check_toolchain() -> None:
             "Run with a 3.11 interpreter, e.g. `make PYTHON=/path/to/python3.11 install`."
         )
     if not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
-        fail("no C++ compiler found (c++, g++ or clang++); install one, e.g. `apt-get install g++`.")
+        fail(
+            "no C++ compiler found (c++, g++ or clang++); install one, e.g. `apt-get install g++`."
+        )
     if not shutil.which("cmake"):
-        fail("cmake not found on PATH; install it, e.g. `apt-get install cmake` or `pip install cmake`.")
+        fail(
+            "cmake not found on PATH; install it, e.g. `apt-get install cmake` or `pip install cmake`."
+        )
 
 
 def build_trimcts() -> None:
@@ -114,7 +118,9 @@ def build_trimcts() -> None:
     package = site / "trimcts"
     sources = package / "cpp"
     if not (sources / "CMakeLists.txt").is_file():
-        fail(f"trimcts is installed but ships no C++ sources in {sources}; reinstall trimcts==1.3.0.")
+        fail(
+            f"trimcts is installed but ships no C++ sources in {sources}; reinstall trimcts==1.3.0."
+        )
     pybind11_dir = subprocess.check_output(
         [str(venv_python()), "-m", "pybind11", "--cmakedir"], text=True
     ).strip()
@@ -128,7 +134,11 @@ def build_trimcts() -> None:
     out = BUILD / "out"
     run(
         [
-            "cmake", "-S", str(patched), "-B", str(BUILD / "cmake"),
+            "cmake",
+            "-S",
+            str(patched),
+            "-B",
+            str(BUILD / "cmake"),
             "-DCMAKE_BUILD_TYPE=Release",
             f"-Dpybind11_DIR={pybind11_dir}",
             f"-DPython_EXECUTABLE={venv_python()}",
@@ -137,7 +147,10 @@ def build_trimcts() -> None:
         ],
         what="cmake configure of trimcts_cpp",
     )
-    run(["cmake", "--build", str(BUILD / "cmake"), "-j", str(os.cpu_count() or 1)], what="build of trimcts_cpp")
+    run(
+        ["cmake", "--build", str(BUILD / "cmake"), "-j", str(os.cpu_count() or 1)],
+        what="build of trimcts_cpp",
+    )
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     built = out / f"trimcts_cpp{suffix}"
     if not built.is_file():
