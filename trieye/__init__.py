@@ -1,3 +1,34 @@
-"""trieye: a stats-and-persistence sidecar for Ray programs."""
+"""trieye: a stats-and-persistence sidecar for Ray programs.
 
-__all__: list[str] = []
+Callers emit events (`client.log`, `client.log_event`); one actor per run aggregates them
+into MLflow, TensorBoard and the console, and saves and loads checkpoints atomically.
+"""
+
+from trieye.aggregation import MetricAggregator, MetricPoint
+from trieye.atomic import atomic_write_json, atomic_write_text
+from trieye.client import SidecarNotFoundError, TrieyeClient, connect, start_actor
+from trieye.config import Aggregation, MetricSpec, Target, TrieyeConfig
+from trieye.context import InvalidRunName, RunContext
+from trieye.events import RawMetricEvent
+from trieye.persistence import CheckpointError, CheckpointStore, LoadedCheckpoint
+
+__all__ = [
+    "Aggregation",
+    "CheckpointError",
+    "CheckpointStore",
+    "InvalidRunName",
+    "LoadedCheckpoint",
+    "MetricAggregator",
+    "MetricPoint",
+    "MetricSpec",
+    "RawMetricEvent",
+    "RunContext",
+    "SidecarNotFoundError",
+    "Target",
+    "TrieyeClient",
+    "TrieyeConfig",
+    "atomic_write_json",
+    "atomic_write_text",
+    "connect",
+    "start_actor",
+]

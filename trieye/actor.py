@@ -1,0 +1,425 @@
+"""TrieyeActor: the one process that writes a run's metrics, checkpoints and run.json.
+
+Threads inside the actor, so that no slow sink blocks callers:
+- the "ingest" concurrency group (one thread) only folds event batches into the aggregator;
+- the "io" group (one thread) saves and loads checkpoints, in submission order;
+- the default group answers queries, status changes and explicit flushes;
+- a daemon writer thread drains the aggregator into the sinks on the flush cadence.
+`_agg_lock` guards the aggregator (held for microseconds); `_sink_lock` serialises every
+write to MLflow, TensorBoard and run.json, so points reach each sink in step order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+
+from trieye.aggregation import MetricAggregator, MetricPoint
+from trieye.config import Target, TrieyeConfig
+from trieye.context import RunContext
+from trieye.events import RawMetricEvent, WireEvent
+from trieye.persistence import Buffer, CheckpointStore, LoadedCheckpoint
+from trieye.run_record import RunRecord
+from trieye.sinks import ConsoleSink, MlflowSink, Sink, TensorBoardSink
+
+logger = logging.getLogger("trieye")
+
+MLFLOW_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+_TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+MLFLOW_PARAM_BATCH_LIMIT = 100
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+@ray.remote(concurrency_groups={"ingest": 1, "io": 1})  # type: ignore[call-overload]
+class TrieyeActor:
+    """Aggregates events and owns the run's MLflow run, TensorBoard writer and files.
+
+    Ray reruns this constructor when it restarts the actor, so everything it needs to carry
+    on (MLflow run id, last logged steps) is read back from run.json. Nothing is written
+    before the first flush with data, save, status change or parameter log.
+    """
+
+    def __init__(self, ctx: RunContext, config: TrieyeConfig) -> None:
+        # The sidecar runs with num_cpus=0 next to the workers: one torch thread is plenty.
+        torch.set_num_threads(1)
+        self._ctx = ctx
+        self._config = config
+        self._record: RunRecord | None = RunRecord.load(ctx.run_json) if ctx.exists() else None
+        self._resumed = self._record is not None
+        self._store = CheckpointStore(
+            ctx.checkpoint_dir,
+            ctx.buffer_dir,
+            config.keep_last_checkpoints,
+            config.keep_last_buffers,
+        )
+        self._agg = MetricAggregator(config.metrics, time.monotonic())
+        self._agg_lock = threading.Lock()
+        self._sink_lock = threading.RLock()
+        self._mlflow: Any = None
+        self._mlflow_sink: MlflowSink | None = None
+        self._tensorboard: TensorBoardSink | None = None
+        self._console = ConsoleSink(ctx.run_name)
+        self._purge_step: int | None = None
+        self._resumed_from_step: int | None = None
+        self._log_handlers: list[logging.Handler] = []
+        self._last_flush_step = -1
+        self._closed = False
+        self._writer_error: BaseException | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._writer_loop, name="trieye-writer", daemon=True)
+        self._writer.start()
+
+    # ---------------------------------------------------------------- events
+
+    def client_settings(self) -> dict[str, float]:
+        """Batching settings for clients, so the config lives in one place."""
+        return {
+            "batch_size": self._config.client_batch_size,
+            "batch_seconds": self._config.client_batch_seconds,
+            "max_inflight_batches": self._config.client_max_inflight_batches,
+        }
+
+    @ray.method(concurrency_group="ingest")
+    def ingest(self, batch: list[WireEvent]) -> None:
+        """Fold a client's batch into the aggregator; no I/O here."""
+        self._ingest(batch)
+
+    @ray.method(concurrency_group="ingest")
+    def ingest_one(self, event: RawMetricEvent) -> None:
+        """One event per call: the naive path, kept as the benchmark's baseline."""
+        self._ingest([event.to_wire()])
+
+    def _ingest(self, batch: list[WireEvent]) -> None:
+        self._check_alive()
+        every = self._config.flush_every_steps
+        with self._agg_lock:
+            self._agg.add_batch(batch)
+            due = every is not None and self._agg.max_step - self._last_flush_step >= every
+        if due:
+            self._wake.set()
+
+    def flush(self) -> None:
+        """Write every pending aggregate now."""
+        self._check_alive()
+        self._flush()
+
+    def _writer_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(timeout=self._config.flush_every_seconds)
+                self._wake.clear()
+                if not self._stop.is_set():
+                    self._flush()
+        except Exception as exc:
+            # Thread boundary: a dead writer must not go unnoticed, so every later call to the
+            # actor raises it (see _check_alive) instead of events piling up unwritten.
+            self._writer_error = exc
+            logger.exception("trieye writer thread failed; the sidecar now rejects calls")
+
+    def _check_alive(self) -> None:
+        if self._writer_error is not None:
+            raise RuntimeError(f"the trieye writer thread failed: {self._writer_error!r}") from (
+                self._writer_error
+            )
+        if self._closed:
+            raise RuntimeError(f"the trieye actor of run {self._ctx.run_name!r} was shut down")
+
+    def _flush(self, final: bool = False) -> None:
+        with self._sink_lock:
+            with self._agg_lock:
+                points = self._agg.drain(time.monotonic(), final=final)
+                self._last_flush_step = self._agg.max_step
+            if points:
+                self._open()
+                self._write(points)
+                self._save_record()
+
+    def _write(self, points: list[MetricPoint]) -> None:
+        by_step: dict[int, dict[Target, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+        for point in points:
+            for target in point.targets:
+                by_step[point.step][target][point.name] = point.value
+        for step in sorted(by_step):
+            for target, metrics in by_step[step].items():
+                self._sink(target).write(metrics, step)
+
+    def _sink(self, target: Target) -> Sink:
+        if target == "mlflow":
+            assert self._mlflow_sink is not None, "the run is opened before any write"
+            return self._mlflow_sink
+        if target == "tensorboard":
+            if self._tensorboard is None:
+                self._tensorboard = TensorBoardSink(self._ctx.tensorboard_dir, self._purge_step)
+            return self._tensorboard
+        return self._console
+
+    # ---------------------------------------------------------------- the run
+
+    def _open(self) -> None:
+        """Create the run's directories and MLflow run, or reattach to them (idempotent)."""
+        with self._sink_lock:
+            if self._mlflow is not None:
+                return
+            ctx = self._ctx
+            for directory in (
+                ctx.run_dir,
+                ctx.checkpoint_dir,
+                ctx.buffer_dir,
+                ctx.tensorboard_dir,
+                ctx.log_dir,
+            ):
+                directory.mkdir(parents=True, exist_ok=True)
+            self._attach_log_file()
+            from mlflow import MlflowClient
+
+            # MLflow and its migrations log every table they create at INFO into the driver's
+            # console; the sidecar's own log says what matters.
+            for noisy in ("mlflow", "alembic"):
+                logging.getLogger(noisy).setLevel(logging.WARNING)
+            # The tracking URI is given here, inside the actor: it does not inherit the driver's.
+            self._mlflow = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+            if self._record is None:
+                self._record = self._create_mlflow_run()
+            else:
+                self._mlflow.get_run(self._record.mlflow_run_id)  # raises when the id is unknown
+                self._mlflow.update_run(self._record.mlflow_run_id, status="RUNNING")
+                self._record.starts += 1
+                self._record.status = "RUNNING"
+            self._mlflow_sink = MlflowSink(
+                self._mlflow,
+                self._record.mlflow_run_id,
+                self._record.mlflow_last_logged_step,
+                self._on_mlflow_cursor,
+            )
+            self._save_record()
+            logger.info(
+                "%s run %s (MLflow run %s) in %s",
+                "resumed" if self._resumed else "started",
+                ctx.run_name,
+                self._record.mlflow_run_id,
+                ctx.run_dir,
+            )
+
+    def _create_mlflow_run(self) -> RunRecord:
+        ctx = self._ctx
+        experiment = self._mlflow.get_experiment_by_name(ctx.experiment_name)
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:
+            experiment_id = self._mlflow.create_experiment(
+                ctx.experiment_name, artifact_location=ctx.artifact_root.as_uri()
+            )
+        run = self._mlflow.create_run(
+            experiment_id, run_name=ctx.run_name, tags={"trieye.run_dir": str(ctx.run_dir)}
+        )
+        return RunRecord(
+            app_name=ctx.app_name,
+            run_name=ctx.run_name,
+            mlflow_experiment_id=experiment_id,
+            mlflow_run_id=run.info.run_id,
+        )
+
+    def _attach_log_file(self) -> None:
+        # Once "trieye" has a handler Python stops printing its warnings to stderr by itself,
+        # so stderr gets its own handler next to the file.
+        to_file = logging.FileHandler(self._ctx.log_dir / "trieye.log")
+        to_file.setLevel(logging.INFO)
+        to_stderr = logging.StreamHandler()
+        to_stderr.setLevel(logging.WARNING)
+        for handler in (to_file, to_stderr):
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+            logger.addHandler(handler)
+            self._log_handlers.append(handler)
+        logger.setLevel(logging.INFO)
+
+    def _on_mlflow_cursor(self, last_logged: dict[str, int], skipped: int) -> None:
+        assert self._record is not None
+        self._record.mlflow_last_logged_step = last_logged
+        self._record.mlflow_points_skipped = skipped
+        self._save_record()
+
+    def _save_record(self) -> None:
+        assert self._record is not None
+        with self._agg_lock:
+            self._record.last_step = max(self._record.last_step, self._agg.max_step)
+            self._record.counters = self._agg.counters
+        self._record.save(self._ctx.run_json)
+
+    def run_info(self) -> dict[str, Any]:
+        """Identity, resume state and counters of the run (safe to call before anything is written)."""
+        record = self._record
+        with self._agg_lock:
+            counters = self._agg.counters
+            max_step = self._agg.max_step
+        return {
+            "actor_pid": os.getpid(),
+            "run_name": self._ctx.run_name,
+            "run_dir": str(self._ctx.run_dir),
+            "mlflow_tracking_uri": self._ctx.mlflow_tracking_uri,
+            "mlflow_experiment_id": None if record is None else record.mlflow_experiment_id,
+            "mlflow_run_id": None if record is None else record.mlflow_run_id,
+            "resumed": self._resumed,
+            "resumed_from_step": self._resumed_from_step,
+            "starts": 0 if record is None else record.starts,
+            "status": None if record is None else record.status,
+            "last_step": max(max_step, -1 if record is None else record.last_step),
+            "last_checkpoint": None if record is None else record.last_checkpoint,
+            "last_checkpoint_step": None if record is None else record.last_checkpoint_step,
+            "tensorboard_purge_step": self._purge_step,
+            "mlflow_points_skipped": 0 if self._mlflow_sink is None else self._mlflow_sink.skipped,
+            **counters,
+        }
+
+    def set_status(self, status: str) -> None:
+        """Record `status` in run.json and as the MLflow run status."""
+        if status not in MLFLOW_STATUSES:
+            raise ValueError(f"status {status!r} is not one of {MLFLOW_STATUSES}")
+        with self._sink_lock:
+            self._open()
+            assert self._record is not None
+            if status in _TERMINAL_STATUSES:
+                self._mlflow.set_terminated(self._record.mlflow_run_id, status=status)
+            else:
+                self._mlflow.update_run(self._record.mlflow_run_id, status=status)
+            self._record.status = status
+            self._save_record()
+
+    def log_params(self, params: Mapping[str, Any]) -> list[str]:
+        """Log (flattened) params; return the keys whose value differs from an earlier session.
+
+        MLflow params are immutable, so a resumed run whose config changed keeps the first
+        value as the param and records the new one as the tag `param_changed.<key>`.
+        """
+        from mlflow.entities import Param
+
+        flat = _flatten(params)
+        with self._sink_lock:
+            self._open()
+            assert self._record is not None
+            run_id = self._record.mlflow_run_id
+            existing = self._mlflow.get_run(run_id).data.params
+            new = [Param(key, value) for key, value in flat.items() if key not in existing]
+            changed = sorted(
+                key for key, value in flat.items() if key in existing and existing[key] != value
+            )
+            for start in range(0, len(new), MLFLOW_PARAM_BATCH_LIMIT):
+                self._mlflow.log_batch(run_id, params=new[start : start + MLFLOW_PARAM_BATCH_LIMIT])
+            for key in changed:
+                self._mlflow.set_tag(run_id, f"param_changed.{key}", flat[key])
+        if changed:
+            logger.warning("params changed since the run started (kept as tags): %s", changed)
+        return changed
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        with self._sink_lock:
+            self._open()
+            assert self._record is not None
+            self._mlflow.log_artifact(self._record.mlflow_run_id, local_path, artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        with self._sink_lock:
+            self._open()
+            assert self._record is not None
+            self._mlflow.log_text(self._record.mlflow_run_id, text, artifact_file)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    @ray.method(concurrency_group="io")
+    def save_checkpoint(
+        self,
+        step: int,
+        state: dict[str, Any],
+        buffer: Buffer | None,
+        is_best: bool,
+        after: list[ray.ObjectRef[None]],
+    ) -> Path:
+        """Write a checkpoint after the caller's earlier event batches (`after`) are folded in,
+        with the aggregator state flushed, so a resume neither repeats nor skips metric steps."""
+        ray.wait(after, num_returns=len(after))
+        self._check_alive()
+        try:
+            self._open()
+            self._flush()
+            with self._agg_lock:
+                sidecar_state = self._agg.state_dict()
+            path = self._store.save(step, state, buffer, is_best, sidecar_state)
+            with self._sink_lock:
+                assert self._record is not None
+                self._record.last_checkpoint = str(path.relative_to(self._ctx.run_dir))
+                self._record.last_checkpoint_step = step
+                self._save_record()
+        except Exception:
+            # Not swallowed: the caller's ObjectRef raises it too. Logged here as well because
+            # a caller that never waits on the ref would otherwise learn nothing.
+            logger.exception("saving the checkpoint of step %d failed", step)
+            raise
+        logger.info("saved checkpoint %s%s", path, " with buffer" if buffer is not None else "")
+        return path
+
+    @ray.method(concurrency_group="io")
+    def load_latest(self) -> LoadedCheckpoint | None:
+        """Load the newest good checkpoint and continue the aggregation state saved with it."""
+        loaded = self._store.load_latest()
+        if loaded is not None and loaded.sidecar_state:
+            with self._agg_lock:
+                self._agg.load_state_dict(loaded.sidecar_state)
+        with self._sink_lock:
+            # The step after the checkpoint is the first one the resumed run writes again; with
+            # no checkpoint, a run seen before restarts from scratch and rewrites everything.
+            if loaded is not None:
+                self._purge_step = loaded.step + 1
+                self._resumed_from_step = loaded.step
+            elif self._resumed:
+                self._purge_step = 0
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+                self._tensorboard = None
+        if loaded is not None:
+            logger.info("loaded checkpoint %s (step %d)", loaded.path, loaded.step)
+        return loaded
+
+    # ---------------------------------------------------------------- shutdown
+
+    def shutdown(self) -> None:
+        """Final flush, close the writers and end the MLflow run (FINISHED unless set otherwise)."""
+        if self._closed:
+            return
+        self._stop.set()
+        self._wake.set()
+        self._writer.join()
+        self._flush(final=True)
+        with self._sink_lock:
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+            if self._record is not None:
+                if self._record.status == "RUNNING":
+                    self.set_status("FINISHED")
+                self._save_record()
+            for handler in self._log_handlers:
+                logger.removeHandler(handler)
+                handler.close()
+            self._closed = True
+        if self._writer_error is not None:
+            raise RuntimeError("the trieye writer thread had failed") from self._writer_error

@@ -1,0 +1,232 @@
+"""The caller's side: start the sidecar, find it by name, and send it events and saves."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from trieye.config import TrieyeConfig, validate_metric_name
+from trieye.context import RunContext
+from trieye.events import ContextValue, RawMetricEvent, WireEvent
+from trieye.persistence import LoadedCheckpoint, check_buffer, check_state
+
+logger = logging.getLogger(__name__)
+
+
+# Ray destroys a non-detached actor once its creator drops every handle, even a named one;
+# holding the handle here lets `start_actor(...)` be called without keeping its result.
+_started: dict[str, Any] = {}
+
+
+class SidecarNotFoundError(LookupError):
+    """No trieye actor is registered under the run's name in the connected Ray cluster."""
+
+
+def start_actor(
+    ctx: RunContext,
+    config: TrieyeConfig | None = None,
+    *,
+    detached: bool = False,
+    max_restarts: int = 3,
+) -> Any:
+    """Create the run's sidecar actor, or return the running one (then `config` is ignored).
+
+    Call it in the driver after `ray.init`. The actor takes no CPU slot (num_cpus=0), so it
+    never keeps a worker from being scheduled. `detached=True` lets it outlive the driver,
+    which only works on a cluster started with `ray start`.
+    """
+    if not ray.is_initialized():
+        raise RuntimeError("call ray.init(...) before trieye.start_actor(...)")
+    from trieye.actor import TrieyeActor  # keeps `import trieye` light for worker processes
+
+    handle = TrieyeActor.options(  # type: ignore[attr-defined]
+        name=ctx.actor_name,
+        namespace=ctx.namespace,
+        get_if_exists=True,
+        lifetime="detached" if detached else None,
+        num_cpus=0,
+        max_restarts=max_restarts,
+        max_task_retries=max_restarts,
+    ).remote(ctx, config if config is not None else TrieyeConfig())
+    _started[ctx.actor_name] = handle
+    return handle
+
+
+def connect(ctx: RunContext) -> TrieyeClient:
+    """A client for the run's sidecar, from any process attached to the same Ray cluster."""
+    if not ray.is_initialized():
+        raise RuntimeError("call ray.init(...) before trieye.connect(...)")
+    try:
+        actor = ray.get_actor(ctx.actor_name, namespace=ctx.namespace)
+    except ValueError as exc:
+        raise SidecarNotFoundError(
+            f"no trieye actor {ctx.actor_name!r} in Ray namespace {ctx.namespace!r}: the driver "
+            "must call trieye.start_actor(ctx, config) first, in the same Ray cluster, with a "
+            f"RunContext for the same data root ({ctx.root_dir}) and run name"
+        ) from exc
+    return TrieyeClient(actor, ctx.actor_name)
+
+
+class TrieyeClient:
+    """Buffers events locally and ships them to the sidecar in batches.
+
+    `log` costs the caller a tuple append; a batch leaves when it holds `client_batch_size`
+    events or its first event is `client_batch_seconds` old (checked on each `log`). At most
+    `client_max_inflight_batches` batches are in flight: past that, shipping waits for the
+    oldest, which keeps the actor's queue bounded when it falls behind. Not thread-safe: use
+    one client per thread (they are cheap).
+    """
+
+    def __init__(self, actor: Any, actor_name: str) -> None:
+        self._actor = actor
+        self._actor_name = actor_name
+        settings = ray.get(actor.client_settings.remote())
+        self._batch_size = int(settings["batch_size"])
+        self._batch_seconds = float(settings["batch_seconds"])
+        self._max_inflight = int(settings["max_inflight_batches"])
+        self._batch: list[WireEvent] = []
+        self._deadline = 0.0
+        self._inflight: deque[ray.ObjectRef[None]] = deque()
+        self._saves: list[ray.ObjectRef[Path]] = []
+        self._known_names: set[str] = set()
+        self._closed = False
+        self.max_inflight_seen = 0
+        """Largest number of batches this client had in flight at once (for benchmarks)."""
+        atexit.register(self._close_at_exit)
+
+    # ---------------------------------------------------------------- events
+
+    def log(self, name: str, value: float, step: int, **context: ContextValue) -> None:
+        """Record `value` of `name` at global `step`; extra keywords travel as context."""
+        if name not in self._known_names:
+            self._known_names.add(validate_metric_name(name))
+        batch = self._batch
+        if not batch:
+            self._deadline = time.monotonic() + self._batch_seconds
+        batch.append((name, float(value), int(step), context or None))
+        if len(batch) >= self._batch_size or time.monotonic() >= self._deadline:
+            self._ship()
+
+    def log_event(
+        self, name: str, step: int, context: dict[str, ContextValue], value: float = 1.0
+    ) -> None:
+        """Record an event whose facts are in `context`; specs with `context_key` pick them out."""
+        self.log(name, value, step, **context)
+
+    def emit(self, event: RawMetricEvent) -> None:
+        self.log(event.name, event.value, event.global_step, **event.context)
+
+    def _ship(self) -> None:
+        if self._closed:
+            raise RuntimeError("this trieye client is closed")
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        if len(self._inflight) >= self._max_inflight:
+            ray.get(self._inflight.popleft())  # back-pressure; also raises the actor's errors
+        self._inflight.append(self._actor.ingest.remote(batch))
+        self.max_inflight_seen = max(self.max_inflight_seen, len(self._inflight))
+
+    def flush(self) -> None:
+        """Ship pending events, wait until the actor has them, and have it write every sink."""
+        self._ship()
+        ray.get(list(self._inflight))
+        self._inflight.clear()
+        self._raise_failed_saves()
+        ray.get(self._actor.flush.remote())
+
+    def close(self) -> None:
+        """Flush and wait for pending checkpoint saves. Idempotent; also runs at exit."""
+        if self._closed:
+            return
+        self.flush()
+        ray.get(self._saves)
+        self._saves.clear()
+        self._closed = True
+        atexit.unregister(self._close_at_exit)
+
+    def _close_at_exit(self) -> None:
+        if not ray.is_initialized():
+            if self._batch or self._inflight or self._saves:
+                logger.error(
+                    "trieye: Ray was shut down before the client was closed; %d events and %d "
+                    "pending saves may be lost (call client.close() before ray.shutdown())",
+                    len(self._batch),
+                    len(self._saves),
+                )
+            return
+        self.close()
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(
+        self,
+        step: int,
+        state: dict[str, Any],
+        buffer: dict[str, np.ndarray] | None = None,
+        is_best: bool = False,
+    ) -> ray.ObjectRef[Path]:
+        """Hand a checkpoint to the actor without waiting for the write.
+
+        `state` may hold tensors, numbers, strings and nested dicts/lists of them; `buffer`
+        maps names to numeric arrays. `ray.get` on the returned ref gives the checkpoint path
+        or raises what went wrong; a failed save also raises from the next save, flush or close.
+        """
+        check_state(state)
+        if buffer is not None:
+            check_buffer(buffer)
+        self._raise_failed_saves()
+        self._ship()
+        state_ref = ray.put(state)
+        buffer_ref = None if buffer is None else ray.put(buffer)
+        ref: ray.ObjectRef[Path] = self._actor.save_checkpoint.remote(
+            step, state_ref, buffer_ref, is_best, list(self._inflight)
+        )
+        self._saves.append(ref)
+        return ref
+
+    def _raise_failed_saves(self) -> None:
+        if not self._saves:
+            return
+        done, self._saves = ray.wait(self._saves, num_returns=len(self._saves), timeout=0)
+        ray.get(done)
+
+    def load_latest(self) -> LoadedCheckpoint | None:
+        """The newest checkpoint that verifies (older ones named in `warnings` were skipped)."""
+        loaded: LoadedCheckpoint | None = ray.get(self._actor.load_latest.remote())
+        return loaded
+
+    # ---------------------------------------------------------------- the run
+
+    def run_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = ray.get(self._actor.run_info.remote())
+        return info
+
+    def set_status(self, status: str) -> None:
+        """Set the run status (RUNNING, FINISHED, FAILED, KILLED) in run.json and MLflow."""
+        ray.get(self._actor.set_status.remote(status))
+
+    def log_params(self, params: dict[str, Any]) -> list[str]:
+        """Log nested params as MLflow params; returns keys whose value changed on a resume."""
+        changed: list[str] = ray.get(self._actor.log_params.remote(params))
+        return changed
+
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
+        ray.get(self._actor.log_artifact.remote(str(Path(path).resolve()), artifact_path))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        ray.get(self._actor.log_text.remote(text, artifact_file))
+
+    def shutdown_actor(self) -> None:
+        """Flush, end the MLflow run, close the writers, then kill the actor."""
+        self.close()
+        ray.get(self._actor.shutdown.remote())
+        ray.kill(self._actor, no_restart=True)
+        _started.pop(self._actor_name, None)

@@ -1,0 +1,274 @@
+"""Checkpoints and replay-buffer snapshots on disk: atomic, verified, never unpickled.
+
+Layout (one pair of files per save, the JSON manifest written last so that its presence
+means the data file is complete):
+
+    checkpoints/ckpt_000000001200.pt   torch.save of the caller's state dict
+    checkpoints/ckpt_000000001200.json {"step", "file", "size", "sha256", "is_best", "sidecar", ...}
+    buffers/buffer_000000001200.npz    np.savez of the caller's arrays
+    buffers/buffer_000000001200.json   {"step", "file", "size", "sha256", "arrays", ...}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trieye.atomic import atomic_open, atomic_write_json, remove_stale_temp_files
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+Buffer = dict[str, np.ndarray]
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint can be loaded although some exist, or a save was given bad data."""
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A verified checkpoint and the newest verified buffer snapshot not newer than it."""
+
+    step: int
+    state: dict[str, Any]
+    """What the caller passed to save_checkpoint, loaded with torch.load(weights_only=True)."""
+    buffer: Buffer | None
+    """Arrays of the buffer snapshot, or None when there is no usable snapshot."""
+    path: Path
+    buffer_step: int | None = None
+    buffer_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+    """One line per newer file that was skipped because it failed verification."""
+    sidecar_state: dict[str, Any] = field(default_factory=dict)
+    """The aggregation state the sidecar saved with this checkpoint."""
+
+
+def check_state(state: Any, where: str = "state") -> None:
+    """Raise TypeError unless `state` holds only what torch.load(weights_only=True) reads back."""
+    if (
+        isinstance(state, torch.Tensor)
+        or state is None
+        or isinstance(state, bool | int | float | str)
+    ):
+        return
+    if isinstance(state, Mapping):
+        for key, value in state.items():
+            if not isinstance(key, str | int):
+                raise TypeError(f"{where}: key {key!r} must be a str or int")
+            check_state(value, f"{where}[{key!r}]")
+        return
+    if isinstance(state, list | tuple):
+        for index, value in enumerate(state):
+            check_state(value, f"{where}[{index}]")
+        return
+    hint = (
+        " (use torch.from_numpy, or pass arrays as `buffer`)"
+        if isinstance(state, np.ndarray)
+        else ""
+    )
+    raise TypeError(
+        f"{where} is a {type(state).__name__}: a checkpoint state may hold only tensors, "
+        f"numbers, strings, None, and dicts/lists/tuples of them{hint}"
+    )
+
+
+def check_buffer(buffer: Mapping[str, np.ndarray]) -> None:
+    """Raise TypeError unless `buffer` is str -> numeric numpy array (loadable without pickle)."""
+    for key, array in buffer.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"buffer key {key!r} must be a non-empty str")
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"buffer[{key!r}] is a {type(array).__name__}, not a numpy array")
+        if array.dtype.hasobject:
+            raise TypeError(
+                f"buffer[{key!r}] has dtype object, which cannot be loaded without pickle"
+            )
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            sha.update(chunk)
+            size += len(chunk)
+    return size, sha.hexdigest()
+
+
+def _verify_file(path: Path, manifest: Mapping[str, Any]) -> str | None:
+    """Why `path` does not match its manifest, or None when it does."""
+    if not path.is_file():
+        return "file is missing"
+    size, sha = _digest(path)
+    if size != manifest["size"]:
+        return f"size {size} bytes, expected {manifest['size']}: truncated or overwritten"
+    if sha != manifest["sha256"]:
+        return "sha256 does not match the manifest: the file is corrupt"
+    return None
+
+
+def _read_manifests(directory: Path, prefix: str, warnings: list[str]) -> list[dict[str, Any]]:
+    """Parsed manifests, newest step first; unreadable ones become warnings."""
+    manifests = []
+    for path in directory.glob(f"{prefix}_*.json"):
+        try:
+            manifest = json.loads(path.read_text())
+            manifest["step"] = int(manifest["step"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.append(f"manifest {path} is unreadable ({exc}); skipping it")
+            continue
+        manifest["manifest_path"] = path
+        manifests.append(manifest)
+    return sorted(manifests, key=lambda m: m["step"], reverse=True)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class CheckpointStore:
+    """Saves, prunes and loads checkpoints and buffer snapshots of one run."""
+
+    def __init__(
+        self, checkpoint_dir: Path, buffer_dir: Path, keep_last: int = 3, keep_last_buffers: int = 2
+    ) -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.buffer_dir = buffer_dir
+        self.keep_last = keep_last
+        self.keep_last_buffers = keep_last_buffers
+        remove_stale_temp_files(checkpoint_dir)
+        remove_stale_temp_files(buffer_dir)
+
+    def save(
+        self,
+        step: int,
+        state: dict[str, Any],
+        buffer: Mapping[str, np.ndarray] | None = None,
+        is_best: bool = False,
+        sidecar_state: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write one checkpoint (and a buffer snapshot when given); return the checkpoint path."""
+        check_state(state)
+        if buffer is not None:
+            check_buffer(buffer)
+            self._save_buffer(step, buffer)
+        path = self.checkpoint_dir / f"ckpt_{step:012d}.pt"
+        with atomic_open(path) as handle:
+            torch.save(state, handle)
+        size, sha = _digest(path)
+        manifest = {
+            "format": FORMAT_VERSION,
+            "step": step,
+            "file": path.name,
+            "size": size,
+            "sha256": sha,
+            "is_best": is_best,
+            "with_buffer": buffer is not None,
+            "created_at": _now(),
+            "sidecar": sidecar_state or {},
+        }
+        atomic_write_json(path.with_suffix(".json"), manifest)
+        self._prune()
+        return path
+
+    def _save_buffer(self, step: int, buffer: Mapping[str, np.ndarray]) -> None:
+        path = self.buffer_dir / f"buffer_{step:012d}.npz"
+        with atomic_open(path) as handle:
+            np.savez(handle, **buffer)  # type: ignore[arg-type]
+        size, sha = _digest(path)
+        manifest = {
+            "format": FORMAT_VERSION,
+            "step": step,
+            "file": path.name,
+            "size": size,
+            "sha256": sha,
+            "arrays": {
+                k: {"shape": list(a.shape), "dtype": str(a.dtype)} for k, a in buffer.items()
+            },
+            "created_at": _now(),
+        }
+        atomic_write_json(path.with_suffix(".json"), manifest)
+
+    def _prune(self) -> None:
+        """Keep the newest `keep_last` checkpoints, the newest one saved as best, and the
+        newest `keep_last_buffers` buffer snapshots. Manifests go first, so an interrupted
+        prune leaves an orphan data file (ignored), never a manifest without its file."""
+        checkpoints = _read_manifests(self.checkpoint_dir, "ckpt", [])
+        keep = {m["step"] for m in checkpoints[: self.keep_last]}
+        best = next((m["step"] for m in checkpoints if m.get("is_best")), None)
+        if best is not None:
+            keep.add(best)
+        buffers = _read_manifests(self.buffer_dir, "buffer", [])
+        for manifest in checkpoints:
+            if manifest["step"] not in keep:
+                self._delete(manifest, self.checkpoint_dir)
+        for manifest in buffers[self.keep_last_buffers :]:
+            self._delete(manifest, self.buffer_dir)
+
+    @staticmethod
+    def _delete(manifest: Mapping[str, Any], directory: Path) -> None:
+        manifest["manifest_path"].unlink(missing_ok=True)
+        (directory / manifest["file"]).unlink(missing_ok=True)
+
+    def load_latest(self) -> LoadedCheckpoint | None:
+        """The newest checkpoint that verifies, or None when none was ever saved.
+
+        Raises CheckpointError when checkpoints exist but none verifies: starting over
+        silently would throw away a run.
+        """
+        warnings: list[str] = []
+        checkpoints = _read_manifests(self.checkpoint_dir, "ckpt", warnings)
+        for manifest in checkpoints:
+            path = self.checkpoint_dir / manifest["file"]
+            problem = _verify_file(path, manifest)
+            if problem is not None:
+                warnings.append(f"checkpoint {path} is unusable ({problem}); trying an older one")
+                continue
+            # The sha256 matched, so this is the file we wrote: a failure here is a bug, not
+            # corruption, and must surface instead of falling back.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            buffer, buffer_manifest = self._load_buffer(manifest["step"], warnings)
+            for line in warnings:
+                logger.warning(line)
+            return LoadedCheckpoint(
+                step=manifest["step"],
+                state=state,
+                buffer=buffer,
+                path=path,
+                buffer_step=None if buffer_manifest is None else buffer_manifest["step"],
+                buffer_path=None
+                if buffer_manifest is None
+                else self.buffer_dir / buffer_manifest["file"],
+                warnings=warnings,
+                sidecar_state=manifest.get("sidecar", {}),
+            )
+        if warnings:
+            raise CheckpointError("no usable checkpoint:\n  " + "\n  ".join(warnings))
+        return None
+
+    def _load_buffer(
+        self, step: int, warnings: list[str]
+    ) -> tuple[Buffer | None, dict[str, Any] | None]:
+        for manifest in _read_manifests(self.buffer_dir, "buffer", warnings):
+            if manifest["step"] > step:
+                continue
+            path = self.buffer_dir / manifest["file"]
+            problem = _verify_file(path, manifest)
+            if problem is not None:
+                warnings.append(
+                    f"buffer snapshot {path} is unusable ({problem}); trying an older one"
+                )
+                continue
+            with np.load(path, allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}, manifest
+        return None, None

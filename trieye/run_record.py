@@ -1,0 +1,48 @@
+"""run.json: who the run is (its MLflow run id) and what the sidecar already wrote."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from trieye.atomic import atomic_write_text
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class RunRecord(BaseModel):
+    """Contents of run.json, rewritten atomically by the actor (its only writer)."""
+
+    app_name: str
+    run_name: str
+    mlflow_experiment_id: str
+    mlflow_run_id: str
+    created_at: str = Field(default_factory=utc_now)
+    updated_at: str = Field(default_factory=utc_now)
+    status: str = "RUNNING"
+    starts: int = 1
+    """How many sidecar sessions opened this run (1 for a run never resumed)."""
+    last_step: int = -1
+    """Largest global step the sidecar has seen."""
+    last_checkpoint: str | None = None
+    """Path of the newest checkpoint, relative to the run directory."""
+    last_checkpoint_step: int | None = None
+    mlflow_last_logged_step: dict[str, int] = Field(default_factory=dict)
+    """Per metric, the last step sent to MLflow; written before the points themselves so
+    that a crash can cost a point but never log a step twice (MLflow is append-only)."""
+    mlflow_points_skipped: int = 0
+    """Points not sent to MLflow because their metric already had a point at that step or later."""
+    counters: dict[str, int] = Field(default_factory=dict)
+    """The aggregator's counters at the last write (events, dropped_nonfinite, ...)."""
+
+    @classmethod
+    def load(cls, path: Path) -> RunRecord:
+        return cls.model_validate_json(path.read_text())
+
+    def save(self, path: Path) -> None:
+        self.updated_at = utc_now()
+        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")

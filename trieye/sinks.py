@@ -1,0 +1,108 @@
+"""Where aggregated metrics go. Each sink only has `write(metrics, step)` and `close()`.
+
+mlflow and torch.utils.tensorboard are imported inside the sinks: they take seconds to import,
+and every process that merely logs events (Ray workers) imports `trieye` without needing them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+MLFLOW_BATCH_LIMIT = 1000  # log_batch rejects more metrics than this in one call
+
+
+class Sink(Protocol):
+    def write(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class MlflowSink:
+    """Logs metrics to one MLflow run, never a step at or before one already logged.
+
+    MLflow's metric history is append-only: after a crash and a resume from an older
+    checkpoint the replayed steps already have points, and logging them again would give a
+    history with repeated or decreasing steps. Such points are dropped and counted
+    (`skipped`) rather than held: they belong to a timeline that the checkpoint rolled back,
+    and holding them would fold replayed values into the first new point. TensorBoard, which
+    can purge, still receives them.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        run_id: str,
+        last_logged: dict[str, int],
+        persist: Callable[[dict[str, int], int], None],
+    ) -> None:
+        self._client = client
+        self._run_id = run_id
+        self.last_logged = dict(last_logged)
+        self.skipped = 0
+        self._persist = persist
+
+    def write(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        fresh = {k: v for k, v in metrics.items() if self.last_logged.get(k, -1) < step}
+        self.skipped += len(metrics) - len(fresh)
+        if not fresh:
+            return
+        self.last_logged.update(dict.fromkeys(fresh, step))
+        # Record the new cursor before logging: a crash in between then loses these points
+        # instead of logging the same step twice after the restart.
+        self._persist(dict(self.last_logged), self.skipped)
+        timestamp = int(time.time() * 1000)
+        entries = [Metric(key, value, timestamp, step) for key, value in fresh.items()]
+        for chunk in _chunks(entries, MLFLOW_BATCH_LIMIT):
+            self._client.log_batch(self._run_id, metrics=chunk)
+
+    def close(self) -> None:
+        """Nothing to release: the run's status is set by its owner."""
+
+
+class TensorBoardSink:
+    """Scalars in TensorBoard event files under `log_dir`.
+
+    `purge_step` is the first step a resumed run writes again: TensorBoard then hides the
+    points at or after it left by the previous session, so the curves do not overlap.
+    """
+
+    def __init__(self, log_dir: Path, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.log_dir = log_dir
+        self.purge_step = purge_step
+        self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+    def write(self, metrics: Mapping[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            self._writer.add_scalar(key, value, global_step=step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class ConsoleSink:
+    """One line per write, e.g. `[trieye run-a] step 1200 | loss/total=0.4312 | sps=212.5`."""
+
+    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        self._label = label
+        self._stream = stream if stream is not None else sys.stdout
+
+    def write(self, metrics: Mapping[str, float], step: int) -> None:
+        fields = " | ".join(f"{key}={value:.6g}" for key, value in sorted(metrics.items()))
+        print(f"[trieye {self._label}] step {step} | {fields}", file=self._stream, flush=True)
+
+    def close(self) -> None:
+        self._stream.flush()
