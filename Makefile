@@ -3,14 +3,17 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 FORCE ?=
+DEMO_STEPS ?= 200
+
 
 .PHONY: install train test lint bench clean
 
 install:
 	$(PYTHON) scripts/install.py $(if $(FORCE),--force)
 
+# A short demo on the defaults: a fresh run each time, a few minutes on 2 cores.
 train: install
-	$(BIN)/alphatriangle doctor
+	$(BIN)/alphatriangle train --run-name demo-$$(date +%Y%m%d-%H%M%S) --max-steps $(DEMO_STEPS)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -2,13 +2,54 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        envvar="ALPHATRIANGLE_DATA",
+        help="Root of all run data (MLflow store, checkpoints, TensorBoard events).",
+    ),
+]
+DEFAULT_DATA = Path(".alphatriangle_data")
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2, nothing changed on disk."""
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """The process boundary: bad input becomes one clear line instead of a traceback."""
+    from alphatriangle.runlock import RunLockedError
+
+    try:
+        yield
+    except (UsageError, ValueError, RunLockedError, FileNotFoundError) as err:
+        lines = [line.strip() for line in re.sub(r":\n\s*", ": ", str(err)).splitlines()]
+        message = "; ".join(line for line in lines if line)
+        console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
 
 
 @app.callback()
@@ -17,9 +58,252 @@ def main() -> None:
 
 
 @app.command()
+def train(
+    run_name: Annotated[
+        str | None, typer.Option(help="Name of the run; an existing run is resumed.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML or JSON file with model/mcts/train settings.")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many gradient steps in total.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Self-play workers (default: CPUs minus one).")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join: 'auto' or host:port.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Seed of a new run.")] = None,
+    data_dir: DataDir = DEFAULT_DATA,
+) -> None:
+    """Train (or resume) a run: self-play workers, learner and the trieye sidecar."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with _user_errors():
+        if address:
+            _use_cluster_token()
+        from alphatriangle.train import resolve_config, run_context
+        from alphatriangle.train import train as run_training
+
+        name = datetime.now().strftime("run-%Y%m%d-%H%M%S") if run_name is None else run_name
+        run = run_context(name, data_dir)
+        cfg = resolve_config(run, config, max_steps=max_steps, workers=workers, seed=seed)
+        _print_ui_commands(run)
+        view = _ProgressView()
+        with view:
+            result = run_training(
+                cfg, run, address=address, on_start=view.say, on_progress=view.show
+            )
+    how = "stopped" if result.stopped_by_signal else "finished"
+    console.print(
+        f"{how} {run.run_name!r} at step {result.final_step} "
+        f"(started at {result.start_step}); checkpoint {result.checkpoint}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _print_ui_commands(run)
+
+
+@app.command()
+def runs(data_dir: DataDir = DEFAULT_DATA) -> None:
+    """List runs with their status, last step and best score."""
+    from alphatriangle.train import run_context
+
+    root = run_context("x", data_dir).tensorboard_root
+    found = sorted(root.glob("*/run.json")) if root.is_dir() else []
+    if not found:
+        console.print(f"no runs under {root}", highlight=False)
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=run_context("x", data_dir).mlflow_tracking_uri)
+    table = Table(
+        "run", "status", "last step", "best eval score", "best self-play score", "updated"
+    )
+    for path in found:
+        info: dict[str, Any] = json.loads(path.read_text())
+        best = {
+            metric: max(
+                (m.value for m in client.get_metric_history(info["mlflow_run_id"], metric)),
+                default=None,
+            )
+            for metric in ("eval/score_mean", "episode/score")
+        }
+        table.add_row(
+            path.parent.name,
+            str(info.get("status", "?")),
+            str(info.get("last_checkpoint_step", "-")),
+            *("-" if v is None else f"{v:.2f}" for v in best.values()),
+            str(info.get("updated_at", "?")),
+        )
+    console.print(table)
+
+
+@app.command()
+def ml(
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    data_dir: DataDir = DEFAULT_DATA,
+) -> None:
+    """Open the MLflow UI on this app's runs."""
+    from alphatriangle.train import run_context
+
+    run = run_context("x", data_dir)
+    _exec(
+        [_tool("mlflow"), "ui", "--backend-store-uri", run.mlflow_tracking_uri, "--port", str(port)]
+    )
+
+
+@app.command()
+def tb(
+    port: Annotated[int, typer.Option(help="Port of TensorBoard.")] = 6006,
+    data_dir: DataDir = DEFAULT_DATA,
+) -> None:
+    """Open TensorBoard on this app's runs."""
+    from alphatriangle.train import run_context
+
+    run = run_context("x", data_dir)
+    _exec([_tool("tensorboard"), "--logdir", str(run.tensorboard_root), "--port", str(port)])
+
+
+@app.command("eval")
+def eval_(
+    run_name: Annotated[str, typer.Option(help="Run whose checkpoint to evaluate.")],
+    checkpoint: Annotated[
+        str, typer.Option(help="'latest', 'best', or the path of a checkpoint file.")
+    ] = "latest",
+    games: Annotated[int, typer.Option(min=1, help="Games (seeds 0..N-1) unless --seeds.")] = 20,
+    seeds: Annotated[str | None, typer.Option(help="Seed range A:B (A..B-1).")] = None,
+    sims: Annotated[
+        int | None, typer.Option(min=1, help="Simulations per move (default: the run's).")
+    ] = None,
+    baseline_sims: Annotated[
+        int | None, typer.Option(min=1, help="Simulations of the uniform-MCTS baseline.")
+    ] = None,
+    baselines: Annotated[bool, typer.Option(help="Also play the built-in baselines.")] = True,
+    data_dir: DataDir = DEFAULT_DATA,
+) -> None:
+    """Play fixed seeds with the network and the baselines; print and save the table."""
+    with _user_errors():
+        import torch
+
+        from alphatriangle import evaluation
+        from alphatriangle.runlock import RunLock, RunLockedError
+        from alphatriangle.train import run_context
+        from trieye import CheckpointError
+
+        torch.set_num_threads(1)
+        run = run_context(run_name, data_dir)
+        seed_list = evaluation.parse_seeds(seeds, games)
+        try:
+            model, cfg, ckpt = evaluation.load_network(run, _checkpoint_arg(checkpoint))
+        except CheckpointError as err:
+            raise UsageError(str(err)) from None
+        n_sims = sims or cfg.mcts.simulations
+        n_base = baseline_sims or n_sims
+        console.print(
+            f"evaluating {ckpt.path} (step {ckpt.step}) on {len(seed_list)} seeds "
+            f"{seed_list[0]}..{seed_list[-1]}, {n_sims} simulations",
+            highlight=False,
+            soft_wrap=True,
+        )
+        players = evaluation.evaluate(model, cfg, seed_list, n_sims, n_base, baselines)
+        rep = evaluation.report(run, ckpt, seed_list, n_sims, n_base, players)
+    table = Table("player", "games", "mean", "median", "sd", "max", "mean length", "max length")
+    for summary in players.values():
+        table.add_row(
+            summary.player,
+            str(summary.games),
+            f"{summary.mean:.2f}",
+            f"{summary.median:.2f}",
+            f"{summary.std:.2f}",
+            f"{summary.max:.2f}",
+            f"{summary.mean_length:.1f}",
+            str(summary.max_length),
+        )
+    console.print(table)
+    path = evaluation.report_path(run, rep)
+    from trieye import atomic_write_text
+
+    atomic_write_text(path, rep.to_json())
+    console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    try:
+        with RunLock(run.run_dir):
+            evaluation.log_to_mlflow(run, rep, path)
+        console.print("logged to MLflow as eval_cli/* metrics and an evals/ artifact")
+    except RunLockedError:
+        console.print("the run is training now, so MLflow logging was skipped (one writer per run)")
+
+
+@app.command()
+def play(
+    run_name: Annotated[str, typer.Option(help="Run whose agent plays.")],
+    seed: Annotated[int, typer.Option(min=0, help="Game seed.")] = 0,
+    checkpoint: Annotated[
+        str, typer.Option(help="'latest', 'best', or the path of a checkpoint file.")
+    ] = "latest",
+    sims: Annotated[
+        int | None, typer.Option(min=1, help="Simulations per move (default: the run's).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also render the game: game.gif, frames.png or game.txt.")
+    ] = None,
+    delay: Annotated[float, typer.Option(min=0, help="Seconds between moves on screen.")] = 0.0,
+    data_dir: DataDir = DEFAULT_DATA,
+) -> None:
+    """Watch the agent play one game, move by move; optionally save it as GIF/PNG/text."""
+    with _user_errors():
+        import torch
+        from trianglengin import GameState
+
+        from alphatriangle import evaluation, render
+        from alphatriangle.baselines import network_player
+        from alphatriangle.train import run_context
+        from trieye import CheckpointError
+
+        if out is not None and out.suffix.lower() not in (".gif", ".png", ".txt"):
+            raise UsageError(f"--out {out}: use a .gif, .png or .txt file name")
+        torch.set_num_threads(1)
+        run = run_context(run_name, data_dir)
+        try:
+            model, cfg, ckpt = evaluation.load_network(run, _checkpoint_arg(checkpoint))
+        except CheckpointError as err:
+            raise UsageError(str(err)) from None
+    mcts = cfg.mcts.model_copy(update={"simulations": sims or cfg.mcts.simulations})
+    player = network_player(model, mcts)
+    player.reset(seed)
+    state = GameState(initial_seed=seed)
+    texts = [render.board_text(state)]
+    images = [render.board_image(state)] if out is not None and out.suffix != ".txt" else []
+    console.print(f"{run_name} step {ckpt.step}, seed {seed}\n{texts[0]}\n", highlight=False)
+    while not state.is_over():
+        action = player.choose(state)
+        state.step(action)
+        texts.append(render.board_text(state))
+        if images:
+            images.append(render.board_image(state))
+        console.print(f"move {state.current_step}: action {action}\n{texts[-1]}\n", highlight=False)
+        time.sleep(delay)
+    console.print(f"game over: score {state.game_score():.2f} in {state.current_step} moves")
+    if out is not None:
+        if out.suffix.lower() == ".txt":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("\n\n".join(texts) + "\n")
+            written = [out]
+        else:
+            written = render.save_frames(images, out)
+        console.print(
+            f"wrote {len(texts)} frames to {written[0]}" + (" ..." if len(written) > 1 else "")
+        )
+
+
+def _checkpoint_arg(value: str) -> str | Path:
+    return value if value in ("latest", "best") else Path(value)
+
+
+@app.command()
 def doctor(
-    seed: int = typer.Option(0, help="Game seed of the check episode."),
-    sims: int = typer.Option(32, min=1, help="MCTS simulations per move."),
+    seed: Annotated[int, typer.Option(help="Game seed of the check episode.")] = 0,
+    sims: Annotated[int, typer.Option(min=1, help="MCTS simulations per move.")] = 32,
 ) -> None:
     """Check the engine and MCTS work: play one game with a uniform-prior search."""
     import trianglengin
@@ -38,7 +322,8 @@ def doctor(
     while not state.is_over():
         visits, _, _ = run_mcts(state, evaluator, search)
         if not visits:
-            raise typer.Exit(code=_fail("MCTS returned no visits; run `make install FORCE=1`."))
+            console.print("[red]error:[/red] MCTS returned no visits; run `make install FORCE=1`.")
+            raise typer.Exit(code=1)
         state.step(max(visits, key=visits.__getitem__))
         moves += 1
     elapsed = time.perf_counter() - start
@@ -48,6 +333,85 @@ def doctor(
     )
 
 
-def _fail(message: str) -> int:
-    console.print(f"[red]error:[/red] {message}")
-    return 1
+def _use_cluster_token() -> None:
+    """Send the cluster's auth token when joining one.
+
+    `ray start` turns token authentication on when ~/.ray/auth_token exists, but a connecting
+    driver only sends the token when RAY_AUTH_MODE says so, and Ray reads that setting once,
+    when it is first imported: so it is set here, before anything imports ray.
+    """
+    if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _print_ui_commands(run: Any) -> None:
+    console.print(
+        "watch it with:\n"
+        f"  mlflow ui --backend-store-uri {run.mlflow_tracking_uri}\n"
+        f"  tensorboard --logdir {run.tensorboard_root}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _tool(name: str) -> str:
+    """A console script of this environment, even when the venv is not activated."""
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if not found:
+        raise typer.BadParameter(f"{name} is not installed in this environment")
+    return found
+
+
+def _exec(cmd: list[str]) -> None:
+    console.print(" ".join(cmd), highlight=False, soft_wrap=True)
+    raise typer.Exit(code=subprocess.call(cmd))
+
+
+class _ProgressView:
+    """Live table on a terminal; a plain line every 10 s otherwise (logs, CI, pipes)."""
+
+    def __init__(self) -> None:
+        self.live = console.is_terminal and not os.environ.get("CI")
+        self._live: Live | None = None
+        self._last_line = 0.0
+
+    def __enter__(self) -> _ProgressView:
+        if self.live:
+            self._live = Live(Table(), console=console, refresh_per_second=2, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def say(self, message: str) -> None:
+        console.print(message, highlight=False, soft_wrap=True)
+
+    def show(self, snap: Any) -> None:
+        eta = "-"
+        done = snap.step - snap.start_step
+        if done > 0:
+            remaining = (snap.max_steps - snap.step) * snap.elapsed_s / done
+            eta = time.strftime("%H:%M:%S", time.gmtime(remaining))
+        fields = {
+            "step": f"{snap.step}/{snap.max_steps}",
+            "episodes": str(snap.episodes),
+            "buffer": str(snap.buffer_size),
+            "moves/s": f"{snap.moves_per_s:.1f}",
+            "samples/s": f"{snap.samples_per_s:.0f}",
+            "score (last 50)": "-"
+            if snap.mean_score == float("-inf")
+            else f"{snap.mean_score:.2f}",
+            **{k: f"{v:.3f}" for k, v in snap.losses.items() if k.startswith("loss/")},
+            "ETA": eta,
+        }
+        if self._live is not None:
+            table = Table(*fields.keys())
+            table.add_row(*fields.values())
+            self._live.update(table)
+        elif time.monotonic() - self._last_line >= 10:
+            self._last_line = time.monotonic()
+            line = "  ".join(f"{k}={v}" for k, v in fields.items())
+            console.print(line, highlight=False, soft_wrap=True)

@@ -10,7 +10,12 @@ from trieye.client import SidecarNotFoundError, TrieyeClient, connect, start_act
 from trieye.config import Aggregation, MetricSpec, Target, TrieyeConfig
 from trieye.context import InvalidRunName, RunContext
 from trieye.events import RawMetricEvent
-from trieye.persistence import CheckpointError, CheckpointStore, LoadedCheckpoint
+from trieye.persistence import (
+    CheckpointError,
+    CheckpointStore,
+    LoadedCheckpoint,
+    read_checkpoint,
+)
 
 __all__ = [
     "Aggregation",
@@ -30,5 +35,6 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "connect",
+    "read_checkpoint",
     "start_actor",
 ]

@@ -5,8 +5,15 @@ Threads inside the actor, so that no slow sink blocks callers:
 - the "io" group (one thread) saves and loads checkpoints, in submission order;
 - the default group answers queries, status changes and explicit flushes;
 - a daemon writer thread drains the aggregator into the sinks on the flush cadence.
-`_agg_lock` guards the aggregator (held for microseconds); `_sink_lock` serialises every
-write to MLflow, TensorBoard and run.json, so points reach each sink in step order.
+`_agg_lock` guards the aggregator and the delivery ledger (held for microseconds);
+`_sink_lock` serialises every write to MLflow, TensorBoard and run.json, so points reach each
+sink in step order.
+
+When the process dies, Ray restarts it (`max_restarts`) and retries the calls in flight. The
+new process reads run.json back: the MLflow run, the counters, and per client the events
+already written. Events the dead process had received but not written are lost; the clients'
+next batches reveal how many (trieye.ledger), and they are reported as a WARNING, in run.json
+(`lost_events`, `restarts`) and as the metrics `trieye/lost_events` and `trieye/restarts`.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ import ray
 import torch
 
 from trieye.aggregation import MetricAggregator, MetricPoint
-from trieye.config import Target, TrieyeConfig
+from trieye.config import MetricSpec, Target, TrieyeConfig
 from trieye.context import RunContext
 from trieye.events import RawMetricEvent, WireEvent
+from trieye.ledger import DeliveryLedger
 from trieye.persistence import Buffer, CheckpointStore, LoadedCheckpoint
 from trieye.run_record import RunRecord
 from trieye.sinks import ConsoleSink, MlflowSink, Sink, TensorBoardSink
@@ -36,6 +44,15 @@ logger = logging.getLogger("trieye")
 MLFLOW_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 _TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 MLFLOW_PARAM_BATCH_LIMIT = 100
+RESTARTS_METRIC = "trieye/restarts"
+LOST_EVENTS_METRIC = "trieye/lost_events"
+# Cumulative counts, so "latest"; on the console too, because a lost event is worth a look.
+_OWN_METRICS = tuple(
+    MetricSpec(
+        name=name, aggregation="latest", targets=frozenset({"mlflow", "tensorboard", "console"})
+    )
+    for name in (RESTARTS_METRIC, LOST_EVENTS_METRIC)
+)
 
 
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -54,8 +71,9 @@ class TrieyeActor:
     """Aggregates events and owns the run's MLflow run, TensorBoard writer and files.
 
     Ray reruns this constructor when it restarts the actor, so everything it needs to carry
-    on (MLflow run id, last logged steps) is read back from run.json. Nothing is written
-    before the first flush with data, save, status change or parameter log.
+    on (MLflow run id, last logged steps, counters, what each client already delivered) is
+    read back from run.json. Nothing is written before the first flush with data, save,
+    status change or parameter log, except the restart count after a restart.
     """
 
     def __init__(self, ctx: RunContext, config: TrieyeConfig) -> None:
@@ -65,13 +83,26 @@ class TrieyeActor:
         self._config = config
         self._record: RunRecord | None = RunRecord.load(ctx.run_json) if ctx.exists() else None
         self._resumed = self._record is not None
+        restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         self._store = CheckpointStore(
             ctx.checkpoint_dir,
             ctx.buffer_dir,
             config.keep_last_checkpoints,
             config.keep_last_buffers,
         )
-        self._agg = MetricAggregator(config.metrics, time.monotonic())
+        own = [spec for spec in _OWN_METRICS if spec.name not in {m.name for m in config.metrics}]
+        self._agg = MetricAggregator([*config.metrics, *own], time.monotonic())
+        record = self._record
+        if record is not None and not restarted:
+            # The clients of an earlier actor of this run cannot reach a new one.
+            record.client_events = {}
+        self._ledger = DeliveryLedger(None if record is None else record.client_events)
+        self._restarts = (0 if record is None else record.restarts) + int(restarted)
+        self._lost_events = 0 if record is None else record.lost_events
+        self._reported = {
+            RESTARTS_METRIC: 0 if record is None else record.restarts,
+            LOST_EVENTS_METRIC: self._lost_events,
+        }
         self._agg_lock = threading.Lock()
         self._sink_lock = threading.RLock()
         self._mlflow: Any = None
@@ -86,8 +117,27 @@ class TrieyeActor:
         self._writer_error: BaseException | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        if restarted:
+            self._continue_after_restart()
         self._writer = threading.Thread(target=self._writer_loop, name="trieye-writer", daemon=True)
         self._writer.start()
+
+    def _continue_after_restart(self) -> None:
+        record = self._record
+        if record is not None:
+            # Counters continue from the last write; what came after it is counted as lost.
+            if record.counters:
+                self._agg.load_state_dict({"last_emitted_step": {}, "counters": record.counters})
+            record.restarts = self._restarts
+            record.save(self._ctx.run_json)
+            self._attach_log_file()
+        logger.warning(
+            "the trieye actor of run %r was restarted after its process died (restart %d); "
+            "events it had received but not written are lost and will be counted as %s",
+            self._ctx.run_name,
+            self._restarts,
+            LOST_EVENTS_METRIC,
+        )
 
     # ---------------------------------------------------------------- events
 
@@ -100,28 +150,67 @@ class TrieyeActor:
         }
 
     @ray.method(concurrency_group="ingest")
-    def ingest(self, batch: list[WireEvent]) -> None:
-        """Fold a client's batch into the aggregator; no I/O here."""
-        self._ingest(batch)
+    def ingest(
+        self, batch: list[WireEvent], client_id: str | None = None, first: int = 0, acked: int = 0
+    ) -> None:
+        """Fold a client's batch into the aggregator; no I/O here.
+
+        `first` numbers the batch's first event among all the client has shipped; `acked` says
+        that every batch of the client before that number has returned (see trieye.ledger).
+        """
+        self._ingest(batch, client_id, first, acked)
 
     @ray.method(concurrency_group="ingest")
     def ingest_one(self, event: RawMetricEvent) -> None:
         """One event per call: the naive path, kept as the benchmark's baseline."""
         self._ingest([event.to_wire()])
 
-    def _ingest(self, batch: list[WireEvent]) -> None:
+    def _ingest(
+        self, batch: list[WireEvent], client_id: str | None = None, first: int = 0, acked: int = 0
+    ) -> None:
         self._check_alive()
         every = self._config.flush_every_steps
         with self._agg_lock:
-            self._agg.add_batch(batch)
+            if client_id is None:
+                self._agg.add_batch(batch)
+            else:
+                fresh = self._ledger.receive(client_id, first, len(batch))
+                if fresh == [(0, len(batch))]:
+                    self._agg.add_batch(batch)
+                else:
+                    # Ray retried a batch that the process before this one had already written.
+                    for low, high in fresh:
+                        self._agg.add_batch(batch[low:high])
+                self._settle(client_id, acked)
             due = every is not None and self._agg.max_step - self._last_flush_step >= every
         if due:
             self._wake.set()
 
-    def flush(self) -> None:
-        """Write every pending aggregate now."""
+    def flush(self, client_id: str | None = None, acked: int = 0, closing: bool = False) -> None:
+        """Write every pending aggregate now. A client passes what it has delivered (`acked`
+        events, all returned), so that events lost in a restart are counted in this write."""
         self._check_alive()
+        if client_id is not None:
+            with self._agg_lock:
+                self._settle(client_id, acked)
+                if closing:
+                    self._ledger.forget(client_id)
         self._flush()
+
+    def _settle(self, client_id: str, acked: int) -> None:
+        """Count the client's events below `acked` that never reached a write (under _agg_lock)."""
+        lost = self._ledger.settle(client_id, acked)
+        if lost:
+            self._lost_events += lost
+            logger.warning(
+                "lost %d events of client %s: the sidecar process that had received them died "
+                "before writing them (%d events lost in run %r so far, see %s)",
+                lost,
+                client_id,
+                self._lost_events,
+                self._ctx.run_name,
+                LOST_EVENTS_METRIC,
+            )
 
     def _writer_loop(self) -> None:
         try:
@@ -147,12 +236,37 @@ class TrieyeActor:
     def _flush(self, final: bool = False) -> None:
         with self._sink_lock:
             with self._agg_lock:
+                self._report_own_metrics()
                 points = self._agg.drain(time.monotonic(), final=final)
                 self._last_flush_step = self._agg.max_step
+                # Taken with the drain: these events are the ones the points below contain.
+                delivered = self._ledger.state()
+                lost = self._lost_events
             if points:
                 self._open()
                 self._write(points)
+            record = self._record
+            if record is not None and (
+                points or delivered != record.client_events or lost != record.lost_events
+            ):
+                record.client_events = delivered
+                record.lost_events = lost
                 self._save_record()
+
+    def _report_own_metrics(self) -> None:
+        """Queue a point of each changed own metric at the newest step (under _agg_lock).
+
+        A metric's steps must increase, so a change waits until the step has moved past the
+        metric's last point.
+        """
+        for name, value in (
+            (RESTARTS_METRIC, self._restarts),
+            (LOST_EVENTS_METRIC, self._lost_events),
+        ):
+            step = self._agg.max_step
+            if value != self._reported[name] and self._agg.last_emitted_step.get(name, -1) < step:
+                self._agg.add_batch([(name, float(value), step, None)], count=False)
+                self._reported[name] = value
 
     def _write(self, points: list[MetricPoint]) -> None:
         by_step: dict[int, dict[Target, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
@@ -237,9 +351,13 @@ class TrieyeActor:
             run_name=ctx.run_name,
             mlflow_experiment_id=experiment_id,
             mlflow_run_id=run.info.run_id,
+            restarts=self._restarts,
         )
 
     def _attach_log_file(self) -> None:
+        if self._log_handlers:
+            return  # attached already, by a restart that found the run directory
+        self._ctx.log_dir.mkdir(parents=True, exist_ok=True)
         # Once "trieye" has a handler Python stops printing its warnings to stderr by itself,
         # so stderr gets its own handler next to the file.
         to_file = logging.FileHandler(self._ctx.log_dir / "trieye.log")
@@ -289,6 +407,8 @@ class TrieyeActor:
             "last_checkpoint_step": None if record is None else record.last_checkpoint_step,
             "tensorboard_purge_step": self._purge_step,
             "mlflow_points_skipped": 0 if self._mlflow_sink is None else self._mlflow_sink.skipped,
+            "restarts": self._restarts,
+            "lost_events": self._lost_events,
             **counters,
         }
 

@@ -100,7 +100,9 @@ class MetricAggregator:
     ) -> None:
         self.add_batch([(name, value, step, context)])
 
-    def add_batch(self, batch: Iterable[WireEvent]) -> None:
+    def add_batch(self, batch: Iterable[WireEvent], count: bool = True) -> None:
+        """Fold events in; `count=False` for points the sidecar reports about itself, which
+        are not callers' events and stay out of the counters."""
         # The hot loop of the sidecar: locals instead of attribute lookups on purpose.
         routes = self._routes
         windows = self._windows
@@ -142,9 +144,10 @@ class MetricAggregator:
                 if step > w.step:
                     w.step = step
         self.max_step = max_step
-        self.events += events
-        self.dropped_nonfinite += nonfinite
-        self.dropped_invalid += invalid
+        if count:
+            self.events += events
+            self.dropped_nonfinite += nonfinite
+            self.dropped_invalid += invalid
 
     def drain(self, now: float, final: bool = False) -> list[MetricPoint]:
         """Points for every window that can be emitted now; `final` drops held windows (counted)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,10 @@ class TrieyeClient:
     `client_max_inflight_batches` batches are in flight: past that, shipping waits for the
     oldest, which keeps the actor's queue bounded when it falls behind. Not thread-safe: use
     one client per thread (they are cheap).
+
+    Each batch carries the client's id, the number of its first event and how many events
+    the client knows have arrived, so that an actor restarted after a crash can count exactly
+    the events that died with the old process (see trieye.ledger).
     """
 
     def __init__(self, actor: Any, actor_name: str) -> None:
@@ -93,7 +98,13 @@ class TrieyeClient:
         self._max_inflight = int(settings["max_inflight_batches"])
         self._batch: list[WireEvent] = []
         self._deadline = 0.0
-        self._inflight: deque[ray.ObjectRef[None]] = deque()
+        self._client_id = uuid.uuid4().hex
+        self._shipped = 0
+        """Events shipped so far: the number of the next batch's first event."""
+        self._acked = 0
+        """Every batch before this event number has returned from the actor."""
+        self._inflight: deque[tuple[ray.ObjectRef[None], int]] = deque()
+        """Batches not known to have returned, each with the number one past its last event."""
         self._saves: list[ray.ObjectRef[Path]] = []
         self._known_names: set[str] = set()
         self._closed = False
@@ -130,23 +141,37 @@ class TrieyeClient:
             return
         batch, self._batch = self._batch, []
         if len(self._inflight) >= self._max_inflight:
-            ray.get(self._inflight.popleft())  # back-pressure; also raises the actor's errors
-        self._inflight.append(self._actor.ingest.remote(batch))
+            oldest, end = self._inflight.popleft()
+            ray.get(oldest)  # back-pressure; also raises the actor's errors
+            self._acked = end
+        first = self._shipped
+        self._shipped += len(batch)
+        ref = self._actor.ingest.remote(batch, self._client_id, first, self._acked)
+        self._inflight.append((ref, self._shipped))
         self.max_inflight_seen = max(self.max_inflight_seen, len(self._inflight))
+
+    def deliver(self) -> None:
+        """Ship pending events and wait until the actor holds them all; unlike `flush`, leave
+        writing them to the sinks to the actor's own cadence."""
+        self._ship()
+        ray.get([ref for ref, _ in self._inflight])
+        self._inflight.clear()
+        self._acked = self._shipped
 
     def flush(self) -> None:
         """Ship pending events, wait until the actor has them, and have it write every sink."""
-        self._ship()
-        ray.get(list(self._inflight))
-        self._inflight.clear()
+        self._flush(closing=False)
+
+    def _flush(self, closing: bool) -> None:
+        self.deliver()
         self._raise_failed_saves()
-        ray.get(self._actor.flush.remote())
+        ray.get(self._actor.flush.remote(self._client_id, self._acked, closing))
 
     def close(self) -> None:
         """Flush and wait for pending checkpoint saves. Idempotent; also runs at exit."""
         if self._closed:
             return
-        self.flush()
+        self._flush(closing=True)
         ray.get(self._saves)
         self._saves.clear()
         self._closed = True
@@ -187,7 +212,7 @@ class TrieyeClient:
         state_ref = ray.put(state)
         buffer_ref = None if buffer is None else ray.put(buffer)
         ref: ray.ObjectRef[Path] = self._actor.save_checkpoint.remote(
-            step, state_ref, buffer_ref, is_best, list(self._inflight)
+            step, state_ref, buffer_ref, is_best, [batch for batch, _ in self._inflight]
         )
         self._saves.append(ref)
         return ref

@@ -83,6 +83,11 @@ class RunContext:
         return self.run_dir / "logs"
 
     @property
+    def eval_dir(self) -> Path:
+        """Evaluation reports of the run (JSON)."""
+        return self.run_dir / "evals"
+
+    @property
     def mlflow_db(self) -> Path:
         return self.app_dir / "mlflow.db"
 

@@ -136,6 +136,47 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def read_checkpoint(checkpoint_dir: Path, which: str | Path = "latest") -> LoadedCheckpoint:
+    """Load one checkpoint's state read-only (no buffer, no pruning, no temp-file cleanup), for
+    tools that inspect a run while its trainer may still be writing it.
+
+    `which` is "latest" (newest that verifies), "best" (newest saved with is_best) or the path
+    of a checkpoint file. Raises CheckpointError saying what is missing or broken.
+    """
+    warnings: list[str] = []
+    if which in ("latest", "best"):
+        manifests = (
+            _read_manifests(checkpoint_dir, "ckpt", warnings) if checkpoint_dir.is_dir() else []
+        )
+        if which == "best":
+            manifests = [m for m in manifests if m.get("is_best")]
+        if not manifests:
+            raise CheckpointError(f"no {which} checkpoint in {checkpoint_dir}")
+    else:
+        path = Path(which)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint file {path} does not exist")
+        manifest_path = path.with_suffix(".json")
+        if not manifest_path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            return LoadedCheckpoint(step=-1, state=state, buffer=None, path=path)
+        manifest = json.loads(manifest_path.read_text())
+        manifest["step"] = int(manifest["step"])
+        manifests = [{**manifest, "file": path.name}]
+        checkpoint_dir = path.parent
+    for manifest in manifests:
+        path = checkpoint_dir / manifest["file"]
+        problem = _verify_file(path, manifest)
+        if problem is not None:
+            warnings.append(f"checkpoint {path} is unusable ({problem})")
+            continue
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return LoadedCheckpoint(
+            step=manifest["step"], state=state, buffer=None, path=path, warnings=warnings
+        )
+    raise CheckpointError("no usable checkpoint:\n  " + "\n  ".join(warnings))
+
+
 class CheckpointStore:
     """Saves, prunes and loads checkpoints and buffer snapshots of one run."""
 

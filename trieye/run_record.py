@@ -38,6 +38,14 @@ class RunRecord(BaseModel):
     """Points not sent to MLflow because their metric already had a point at that step or later."""
     counters: dict[str, int] = Field(default_factory=dict)
     """The aggregator's counters at the last write (events, dropped_nonfinite, ...)."""
+    restarts: int = 0
+    """How often Ray restarted the sidecar after its process died, over the whole run."""
+    lost_events: int = 0
+    """Events that reached a sidecar process which died before writing them to the sinks."""
+    client_events: dict[str, list[tuple[int, int]]] = Field(default_factory=dict)
+    """Per client id of the current actor, the ranges of its event numbers (start, end) that
+    were written or counted as lost: what a restarted process compares the clients' next
+    batches with (see trieye.ledger)."""
 
     @classmethod
     def load(cls, path: Path) -> RunRecord:

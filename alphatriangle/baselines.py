@@ -1,0 +1,140 @@
+"""Move choosers for evaluation, and helpers that play games with them.
+
+Every player implements ``reset(seed)`` (a new game begins) and ``choose(state) -> action``;
+``play_game(player, seed)`` plays ``GameState(initial_seed=seed)`` to the end. All players are
+deterministic given the game seed: search players use no root noise and take the most visited
+move, ties to the lowest action id.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from trianglengin import EnvConfig, GameState
+
+from alphatriangle.config import MCTSConfig
+from alphatriangle.evaluator import Evaluator, NetworkEvaluator, UniformEvaluator
+from alphatriangle.model import AlphaTriangleNet
+from alphatriangle.selfplay import search
+
+
+class Player(Protocol):
+    """Chooses moves for one game at a time."""
+
+    def reset(self, seed: int) -> None:
+        """A new game with this seed starts."""
+
+    def choose(self, state: GameState) -> int:
+        """A legal action of the (non-terminal) ``state``."""
+        ...
+
+
+class RandomPlayer:
+    """Uniformly random legal moves, seeded by the game seed."""
+
+    def __init__(self) -> None:
+        self._rng = random.Random(0)
+
+    def reset(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+
+    def choose(self, state: GameState) -> int:
+        return self._rng.choice(sorted(state.valid_actions()))
+
+
+class GreedyPlayer:
+    """The move with the largest immediate ``game_score()`` gain, ties to the lowest id."""
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def choose(self, state: GameState) -> int:
+        base = state.game_score()
+        best_action, best_gain = -1, -np.inf
+        for action in sorted(state.valid_actions()):
+            child = state.copy()
+            child.step(action)
+            gain = child.game_score() - base
+            if gain > best_gain:
+                best_action, best_gain = action, gain
+        return best_action
+
+
+class MCTSPlayer:
+    """``trimcts`` search without root noise; plays the most visited move (ties: lowest id).
+
+    Reuses the subtree of its previous move when ``mcts_cfg.tree_reuse``; ``play_game`` calls
+    ``reset`` between games so that no tree crosses games.
+    """
+
+    def __init__(self, evaluator: Evaluator, mcts_cfg: MCTSConfig) -> None:
+        self.evaluator = evaluator
+        self.mcts_cfg = mcts_cfg
+        self._handle: object | None = None
+        self._last_action = -1
+
+    def reset(self, seed: int) -> None:
+        self._handle, self._last_action = None, -1
+
+    def choose(self, state: GameState) -> int:
+        visits, handle, _ = search(
+            state,
+            self.evaluator,
+            self.mcts_cfg,
+            noise=False,
+            previous=self._handle,
+            last_action=self._last_action,
+        )
+        action = min(visits, key=lambda a: (-visits[a], a))
+        if self.mcts_cfg.tree_reuse:
+            self._handle, self._last_action = handle, action
+        return action
+
+
+def uniform_mcts_player(simulations: int = 128, mcts_cfg: MCTSConfig | None = None) -> MCTSPlayer:
+    """Search with uniform priors and the banked score as value (``UniformEvaluator``)."""
+    cfg = (mcts_cfg or MCTSConfig()).model_copy(update={"simulations": simulations})
+    return MCTSPlayer(UniformEvaluator(), cfg)
+
+
+def network_player(
+    model: AlphaTriangleNet, mcts_cfg: MCTSConfig | None = None, device: str | torch.device = "cpu"
+) -> MCTSPlayer:
+    """The trained agent: ``NetworkEvaluator`` priors and values, search without noise."""
+    return MCTSPlayer(NetworkEvaluator(model, device), mcts_cfg or MCTSConfig())
+
+
+@dataclass(frozen=True)
+class GameResult:
+    """One finished evaluation game."""
+
+    seed: int
+    score: float
+    length: int
+
+
+def play_game(player: Player, seed: int, env_cfg: EnvConfig | None = None) -> tuple[float, int]:
+    """Play ``GameState(initial_seed=seed)`` to the end; returns ``(final score, moves)``."""
+    player.reset(seed)
+    state = GameState(env_cfg, initial_seed=seed)
+    moves = 0
+    while not state.is_over():
+        state.step(player.choose(state))
+        moves += 1
+    return state.game_score(), moves
+
+
+def play_games(
+    player: Player, seeds: Iterable[int], env_cfg: EnvConfig | None = None
+) -> list[GameResult]:
+    """``play_game`` over ``seeds``, in order."""
+    results = []
+    for seed in seeds:
+        score, length = play_game(player, seed, env_cfg)
+        results.append(GameResult(seed, score, length))
+    return results

@@ -1,0 +1,264 @@
+"""Replay buffer of self-play positions: preallocated numpy arrays, optional prioritized replay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from alphatriangle.selfplay import EpisodeRecord
+from alphatriangle.targets import value_targets
+
+PRIORITY_EPS = 1e-3
+"""Added to every priority so that no stored position becomes unsampleable."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A training batch of ``B`` positions.
+
+    Attributes:
+        grid: float32 ``[B, C, H, W]``.
+        other: float32 ``[B, F]``.
+        policy: float32 ``[B, A]`` MCTS visit distribution (target of the policy head).
+        valid_mask: bool ``[B, A]`` legal actions.
+        value_target: float32 ``[B]`` future score gain ``final_score - score_t``.
+        weights: float32 ``[B]`` importance-sampling weights (all ones when uniform).
+        indices: int64 ``[B]`` buffer slots, for ``update_priorities``.
+    """
+
+    grid: np.ndarray
+    other: np.ndarray
+    policy: np.ndarray
+    valid_mask: np.ndarray
+    value_target: np.ndarray
+    weights: np.ndarray
+    indices: np.ndarray
+
+
+class SumTree:
+    """Binary tree of non-negative priorities over ``capacity`` leaves, float64.
+
+    ``tree[1]`` is the total; node ``i`` has children ``2i`` and ``2i + 1``; leaf ``j`` is
+    ``tree[leaf_base + j]``. Updates and searches are vectorised over many leaves at once.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"SumTree capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.leaf_base = 1 << max(0, (capacity - 1).bit_length())
+        self.tree = np.zeros(2 * self.leaf_base, dtype=np.float64)
+
+    @property
+    def total(self) -> float:
+        return float(self.tree[1])
+
+    def get(self, leaves: np.ndarray) -> np.ndarray:
+        """Priorities of ``leaves [N]``."""
+        return self.tree[self.leaf_base + np.asarray(leaves, dtype=np.int64)]
+
+    def set(self, leaves: np.ndarray, priorities: np.ndarray) -> None:
+        """Set ``priorities [N]`` at ``leaves [N]`` (the last wins on repeats) and fix the sums."""
+        nodes = self.leaf_base + np.asarray(leaves, dtype=np.int64)
+        self.tree[nodes] = priorities
+        nodes = np.unique(nodes // 2)
+        while nodes[0] >= 1:
+            self.tree[nodes] = self.tree[2 * nodes] + self.tree[2 * nodes + 1]
+            if nodes[0] == 1:
+                break
+            nodes = np.unique(nodes // 2)
+
+    def find(self, targets: np.ndarray) -> np.ndarray:
+        """Leaf ``j`` for each target mass ``u`` in ``[0, total)``: the first leaf whose prefix sum
+        of priorities exceeds ``u``. int64 ``[N]``."""
+        u = np.array(targets, dtype=np.float64)
+        nodes = np.ones(u.shape, dtype=np.int64)
+        while nodes[0] < self.leaf_base:
+            left = self.tree[2 * nodes]
+            right = u >= left
+            u -= left * right
+            nodes = 2 * nodes + right
+        leaves = nodes - self.leaf_base
+        # Rounding can step onto an empty leaf right of the last positive one; step back.
+        empty = self.tree[nodes] <= 0.0
+        if empty.any():
+            positive = np.flatnonzero(self.tree[self.leaf_base : self.leaf_base + self.capacity])
+            pos = np.searchsorted(positive, leaves[empty], side="right") - 1
+            leaves[empty] = positive[np.maximum(pos, 0)]
+        return leaves
+
+
+class ReplayBuffer:
+    """Ring buffer of positions with uniform or prioritized (PER) sampling.
+
+    Grid, extra features and policy are stored as float16 to halve memory (all values lie in
+    [0, 1]; relative rounding below 1e-3) and returned as float32.
+
+    With ``prioritized``, a position is drawn with probability ``p_i ** alpha / sum_j p_j ** alpha``
+    where ``p_i = priority + PRIORITY_EPS``; new positions get the largest priority seen so far.
+    Importance weights are ``(N * P(i)) ** -beta``, divided by their batch maximum.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        grid_shape: tuple[int, ...],
+        other_dim: int,
+        action_dim: int,
+        prioritized: bool = False,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        seed: int = 0,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"replay buffer capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.prioritized = prioritized
+        self.alpha = alpha
+        self.beta = beta
+        self.grid = np.zeros((capacity, *grid_shape), dtype=np.float16)
+        self.other = np.zeros((capacity, other_dim), dtype=np.float16)
+        self.policy = np.zeros((capacity, action_dim), dtype=np.float16)
+        self.valid_mask = np.zeros((capacity, action_dim), dtype=bool)
+        self.value_target = np.zeros(capacity, dtype=np.float32)
+        self.tree = SumTree(capacity) if prioritized else None
+        self.max_priority = 1.0
+        self.position = 0
+        self.size = 0
+        self.added = 0
+        """Positions ever added (for replay-ratio accounting)."""
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add_episode(self, record: EpisodeRecord) -> None:
+        """Append the episode's positions with their value targets, overwriting the oldest."""
+        n = record.length
+        if n == 0:
+            return
+        targets = value_targets(record.rewards)
+        keep = slice(max(0, n - self.capacity), n)
+        slots = (self.position + np.arange(keep.stop - keep.start)) % self.capacity
+        self.grid[slots] = record.grid[keep]
+        self.other[slots] = record.other[keep]
+        self.policy[slots] = record.policy[keep]
+        self.valid_mask[slots] = record.valid_mask[keep]
+        self.value_target[slots] = targets[keep]
+        if self.tree is not None:
+            self.tree.set(slots, np.full(len(slots), self.max_priority**self.alpha))
+        self.position = int((slots[-1] + 1) % self.capacity)
+        self.size = min(self.capacity, self.size + len(slots))
+        self.added += n
+
+    def sample(self, batch_size: int) -> Batch:
+        """Draw ``batch_size`` positions with replacement (stratified over the mass with PER)."""
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        if self.tree is None:
+            indices = self.rng.integers(0, self.size, size=batch_size)
+            weights = np.ones(batch_size, dtype=np.float32)
+        else:
+            total = self.tree.total
+            strata = (np.arange(batch_size) + self.rng.random(batch_size)) / batch_size
+            indices = self.tree.find(strata * total)
+            probs = self.tree.get(indices) / total
+            w = (self.size * probs) ** -self.beta
+            weights = (w / w.max()).astype(np.float32)
+        return Batch(
+            grid=self.grid[indices].astype(np.float32),
+            other=self.other[indices].astype(np.float32),
+            policy=self.policy[indices].astype(np.float32),
+            valid_mask=self.valid_mask[indices],
+            value_target=self.value_target[indices],
+            weights=weights,
+            indices=indices.astype(np.int64),
+        )
+
+    def update_priorities(self, indices: np.ndarray, priorities: np.ndarray) -> None:
+        """Set new raw priorities ``[N]`` (e.g. absolute value errors, >= 0) of sampled slots."""
+        if self.tree is None:
+            raise ValueError("update_priorities needs a buffer created with prioritized=True")
+        priorities = np.asarray(priorities, dtype=np.float64)
+        if priorities.shape != np.shape(indices) or (priorities < 0).any():
+            raise ValueError("priorities must be non-negative and match indices in shape")
+        raw = priorities + PRIORITY_EPS
+        self.max_priority = max(self.max_priority, float(raw.max()))
+        self.tree.set(indices, raw**self.alpha)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The filled part and counters as plain arrays (``np.savez``/``allow_pickle=False`` safe)."""
+        n = self.size
+        state = {
+            "capacity": np.asarray(self.capacity, dtype=np.int64),
+            "position": np.asarray(self.position, dtype=np.int64),
+            "size": np.asarray(n, dtype=np.int64),
+            "added": np.asarray(self.added, dtype=np.int64),
+            "max_priority": np.asarray(self.max_priority, dtype=np.float64),
+            "rng": _encode_rng(self.rng),
+            "grid": self.grid[:n],
+            "other": self.other[:n],
+            "policy": self.policy[:n],
+            "valid_mask": self.valid_mask[:n],
+            "value_target": self.value_target[:n],
+        }
+        if self.tree is not None:
+            state["priorities"] = self.tree.get(np.arange(n))
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore from ``state_dict()`` output; the buffer must have the same capacity and shapes."""
+        capacity = int(state["capacity"])
+        if capacity != self.capacity:
+            raise ValueError(
+                f"saved replay buffer has capacity {capacity}, this one {self.capacity}; "
+                "use the run's original buffer_capacity"
+            )
+        n = int(state["size"])
+        for name in ("grid", "other", "policy", "valid_mask", "value_target"):
+            array = getattr(self, name)
+            saved = state[name]
+            if saved.shape != (n, *array.shape[1:]):
+                raise ValueError(
+                    f"saved replay buffer field {name!r} has shape {saved.shape}, "
+                    f"expected {(n, *array.shape[1:])}"
+                )
+            array[:n] = saved
+        if self.tree is not None:
+            if "priorities" in state:
+                self.tree.set(np.arange(n), state["priorities"])
+            elif n:
+                self.tree.set(np.arange(n), np.full(n, float(state["max_priority"]) ** self.alpha))
+        self.position = int(state["position"])
+        self.size = n
+        self.added = int(state["added"])
+        self.max_priority = float(state["max_priority"])
+        self.rng = _decode_rng(state["rng"])
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _encode_rng(rng: np.random.Generator) -> np.ndarray:
+    """PCG64 state as uint64 ``[6]``: state hi/lo, increment hi/lo, has_uint32, uinteger."""
+    st = rng.bit_generator.state
+    if st["bit_generator"] != "PCG64":
+        raise ValueError(f"cannot encode a {st['bit_generator']} generator; use PCG64")
+    s, inc = st["state"]["state"], st["state"]["inc"]
+    return np.array(
+        [s >> 64, s & _MASK64, inc >> 64, inc & _MASK64, st["has_uint32"], st["uinteger"]],
+        dtype=np.uint64,
+    )
+
+
+def _decode_rng(encoded: np.ndarray) -> np.random.Generator:
+    v = [int(x) for x in encoded]
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = {
+        "bit_generator": "PCG64",
+        "state": {"state": (v[0] << 64) | v[1], "inc": (v[2] << 64) | v[3]},
+        "has_uint32": v[4],
+        "uinteger": v[5],
+    }
+    return rng

@@ -1,0 +1,234 @@
+"""Typed configuration of the AlphaZero core: network, search and training.
+
+Every setting lives in exactly one of these models. The environment is trianglengin's default
+``EnvConfig`` and is not configured here; shapes are derived from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from trimcts import SearchConfiguration
+
+
+class ModelConfig(BaseModel):
+    """Size of the policy/value network (see ``alphatriangle.model``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: int = Field(32, ge=1, le=1024, description="Width of the convolutional trunk.")
+    num_blocks: int = Field(
+        1, ge=0, le=64, description="Residual blocks (two 3x3 convolutions each) after the stem."
+    )
+    extra_hidden: int = Field(
+        32, ge=1, le=4096, description="Width of the MLP that embeds the extra-feature vector."
+    )
+    policy_hidden: int = Field(
+        8, ge=1, le=1024, description="Width of the per-placement hidden layer of the policy head."
+    )
+    value_hidden: int = Field(
+        64, ge=1, le=4096, description="Width of the value head's hidden layer."
+    )
+    value_scale: float = Field(
+        10.0,
+        gt=0,
+        description="The value head predicts (final score - current score) / value_scale, "
+        "so that its regression target is of order one.",
+    )
+
+    @classmethod
+    def preset(cls, name: Literal["small", "large"]) -> ModelConfig:
+        """A named size: ``small`` (the default, sized for CPU self-play) or ``large`` (GPU)."""
+        if name == "small":
+            return cls()
+        if name == "large":
+            return cls(
+                channels=128, num_blocks=6, extra_hidden=128, policy_hidden=32, value_hidden=256
+            )
+        raise ValueError(f"unknown model preset {name!r}; choose 'small' or 'large'")
+
+
+class MCTSConfig(BaseModel):
+    """Monte Carlo tree search of ``trimcts`` as used for self-play and evaluation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    simulations: int = Field(64, ge=1, le=100_000, description="Simulations per move.")
+    cpuct: float = Field(
+        1.0,
+        gt=0,
+        description="PUCT exploration constant. Q values are raw game scores (not normalised), "
+        "so this is on the scale of score differences.",
+    )
+    dirichlet_alpha: float = Field(
+        0.15,
+        gt=0,
+        description="Concentration of the root Dirichlet noise (about 10 / legal moves).",
+    )
+    dirichlet_epsilon: float = Field(
+        0.25, ge=0, le=1, description="Weight of the root Dirichlet noise in self-play priors."
+    )
+    mcts_batch_size: int = Field(
+        8, ge=1, le=1024, description="Leaves evaluated together in one network call."
+    )
+    max_depth: int = Field(
+        32, ge=1, le=1000, description="Deepest tree level a simulation descends to."
+    )
+    temperature: float = Field(
+        1.0, gt=0, description="Visit-count temperature for the first `temperature_moves` moves."
+    )
+    temperature_moves: int = Field(
+        10,
+        ge=0,
+        description="Moves of an episode sampled with `temperature`; the rest take argmax.",
+    )
+    tree_reuse: bool = Field(
+        True, description="Keep the subtree of the played move for the next search."
+    )
+
+    def search(self, noise: bool) -> SearchConfiguration:
+        """The ``trimcts`` configuration; root Dirichlet noise only when ``noise``."""
+        return SearchConfiguration(
+            max_simulations=self.simulations,
+            max_depth=self.max_depth,
+            cpuct=self.cpuct,
+            dirichlet_alpha=self.dirichlet_alpha,
+            dirichlet_epsilon=self.dirichlet_epsilon if noise else 0.0,
+            discount=1.0,
+            mcts_batch_size=self.mcts_batch_size,
+        )
+
+
+class TrainConfig(BaseModel):
+    """Learner, replay buffer and training-loop settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(128, ge=1, le=1_000_000, description="Samples per gradient step.")
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="AdamW decoupled weight decay.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="Shape of the learning rate after warm-up: constant or cosine to 10%."
+    )
+    lr_warmup_steps: int = Field(50, ge=0, description="Steps of linear learning-rate warm-up.")
+    grad_clip_norm: float = Field(1.0, gt=0, description="Global gradient-norm clipping threshold.")
+    value_loss_weight: float = Field(
+        1.0, ge=0, description="Weight of the value loss in the total."
+    )
+    buffer_capacity: int = Field(100_000, ge=1, description="Replay buffer size in positions.")
+    prioritized_replay: bool = Field(
+        False, description="Sample by priority (PER) instead of uniformly."
+    )
+    per_alpha: float = Field(0.6, ge=0, le=1, description="PER priority exponent.")
+    per_beta: float = Field(0.4, ge=0, le=1, description="PER importance-sampling exponent.")
+    min_buffer_size: int = Field(
+        500, ge=1, description="Positions collected before the first gradient step (warm-up)."
+    )
+    replay_ratio: float = Field(
+        4.0, gt=0, description="Samples trained on per sample generated by self-play."
+    )
+    max_steps: int = Field(100_000, ge=1, description="Gradient steps of a training run.")
+    checkpoint_every_steps: int = Field(500, ge=1, description="Steps between model checkpoints.")
+    buffer_save_every_steps: int = Field(
+        2_000, ge=1, description="Steps between replay-buffer snapshots."
+    )
+    weights_publish_every_steps: int = Field(
+        50, ge=1, description="Steps between publishing new weights to self-play workers."
+    )
+    num_workers: int | None = Field(
+        None, ge=1, description="Self-play workers; None derives it from the CPU count."
+    )
+    seed: int = Field(
+        0, ge=0, description="Seed of the run (network init, buffer sampling, games)."
+    )
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> TrainConfig:
+        if self.min_buffer_size > self.buffer_capacity:
+            raise ValueError(
+                f"min_buffer_size ({self.min_buffer_size}) exceeds buffer_capacity "
+                f"({self.buffer_capacity}); training would never start"
+            )
+        return self
+
+    def resolved_num_workers(self) -> int:
+        """``num_workers``, or one per CPU left after the learner (at least one)."""
+        if self.num_workers is not None:
+            return self.num_workers
+        return max(1, (os.cpu_count() or 1) - 1)
+
+
+class EvalConfig(BaseModel):
+    """Periodic evaluation during training, on seeds held out from self-play."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every_steps: int = Field(
+        500, ge=0, description="Gradient steps between evaluations; 0 turns them off."
+    )
+    games: int = Field(8, ge=1, le=10_000, description="Games per evaluation, on seeds 0..games-1.")
+    simulations: int | None = Field(
+        None, ge=1, description="Simulations per move; None uses mcts.simulations."
+    )
+
+
+class AlphaTriangleConfig(BaseModel):
+    """The whole configuration of a run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Network size.")
+    mcts: MCTSConfig = Field(default_factory=MCTSConfig, description="Tree search.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Learner and loop.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Periodic evaluation.")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> AlphaTriangleConfig:
+        """Load a ``.toml`` or ``.json`` file; missing fields take their defaults.
+
+        Raises ``ValueError`` naming the file and every invalid or unknown field.
+        """
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in (".toml", ".json"):
+            raise ValueError(f"{path}: unsupported config format {suffix!r}; use .toml or .json")
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist")
+        text = path.read_text()
+        data: Any
+        if suffix == ".toml":
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as err:
+                raise ValueError(f"{path}: invalid TOML: {err}") from err
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: invalid JSON: {err}") from err
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config") -> AlphaTriangleConfig:
+        """Validate a plain mapping; errors name ``source`` and the dotted field path."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ValueError(f"{source}: invalid configuration:\n{format_errors(err)}") from err
+
+
+def format_errors(err: ValidationError) -> str:
+    """One line per problem: ``  train.batch_size: Input should be greater than or equal to 1``."""
+    lines = []
+    for problem in err.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,33 @@
+"""``EvalWorker``: a Ray actor that scores published weights on held-out seeds."""
+
+from __future__ import annotations
+
+import ray
+import torch
+
+from alphatriangle.baselines import network_player, play_games
+from alphatriangle.config import AlphaTriangleConfig
+from alphatriangle.evaluation import NETWORK, Summary, summarize
+from alphatriangle.model import AlphaTriangleNet
+
+
+@ray.remote(num_cpus=0, max_restarts=1)
+class EvalWorker:
+    """Plays the evaluation seeds with given weights, off the learner's and workers' path.
+
+    It asks Ray for no CPU so it never keeps a self-play worker from being scheduled; it
+    shares the cores while it runs (a few seconds per evaluation with the defaults).
+    """
+
+    def __init__(self, cfg: AlphaTriangleConfig) -> None:
+        torch.set_num_threads(1)
+        self.model = AlphaTriangleNet(cfg.model).eval()
+        sims = cfg.eval.simulations or cfg.mcts.simulations
+        self.player = network_player(self.model, cfg.mcts.model_copy(update={"simulations": sims}))
+        self.seeds = list(range(cfg.eval.games))
+
+    def evaluate(self, weights: dict[str, torch.Tensor]) -> Summary:
+        """The network player's summary over the evaluation seeds with ``weights``."""
+        self.model.load_state_dict(weights)
+        self.model.eval()
+        return summarize(NETWORK, play_games(self.player, self.seeds))

@@ -1,0 +1,81 @@
+"""The driver's view of its self-play workers: start, publish weights, collect, replace, stop."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+import torch
+
+from alphatriangle.config import AlphaTriangleConfig
+from alphatriangle.selfplay import EpisodeRecord
+from alphatriangle.worker import SelfPlayWorker
+from trieye import RunContext
+
+log = logging.getLogger(__name__)
+
+
+class WorkerPool:
+    """``SelfPlayWorker`` actors, each always busy with one episode.
+
+    A worker whose process dies is replaced by a fresh one with the current weights; the
+    episode it was playing is lost, nothing else.
+    """
+
+    def __init__(
+        self, run: RunContext, cfg: AlphaTriangleConfig, count: int, seed_entropy: list[int]
+    ) -> None:
+        self.run = run
+        self.cfg = cfg
+        self.seed_entropy = seed_entropy
+        self.weights: ray.ObjectRef | None = None
+        self.version = -1
+        self.replaced = 0
+        self.workers = [self._spawn(i) for i in range(count)]
+        self.pending: dict[ray.ObjectRef, int] = {}
+
+    def _spawn(self, worker_id: int) -> Any:
+        # A replacement gets fresh seeds, so it does not replay its predecessor's games.
+        entropy = [*self.seed_entropy, self.replaced]
+        return SelfPlayWorker.remote(self.run, self.cfg, worker_id, entropy)
+
+    def publish(self, model: torch.nn.Module, version: int) -> None:
+        """One ``ray.put`` of CPU weights, handed to every worker by reference.
+
+        Workers take them between episodes (actor calls run in order).
+        """
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        self.weights = ray.put(state)
+        self.version = version
+        for worker in self.workers:
+            worker.set_weights.remote(self.weights, version)
+        if not self.pending:
+            self.pending = {w.play.remote(): i for i, w in enumerate(self.workers)}
+
+    def collect(self, timeout: float) -> list[EpisodeRecord]:
+        """Finished episodes (waiting up to ``timeout`` s for the first); finished workers get
+        their next episode to play at once."""
+        refs = list(self.pending)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        episodes = []
+        for ref in ready:
+            worker_id = self.pending.pop(ref)
+            try:
+                episodes.append(ray.get(ref))
+            except ray.exceptions.RayActorError as err:
+                log.warning("self-play worker %d died (%s); starting a replacement", worker_id, err)
+                self.replaced += 1
+                self.workers[worker_id] = self._spawn(worker_id)
+                self.workers[worker_id].set_weights.remote(self.weights, self.version)
+            self.pending[self.workers[worker_id].play.remote()] = worker_id
+        return episodes
+
+    def stop(self) -> None:
+        """End every worker at once; only the episodes in progress are lost (each worker
+        flushes its events to the sidecar when it finishes an episode)."""
+        for worker in self.workers:
+            ray.kill(worker)
+        self.pending.clear()

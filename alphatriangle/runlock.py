@@ -1,0 +1,52 @@
+"""A per-run lock, so two trainers never write the same run at once."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run."""
+
+
+class RunLock:
+    """Exclusive ``flock`` on ``<run_dir>/.lock`` for as long as the ``with`` block runs.
+
+    The kernel drops the lock when its holder dies (even by ``kill -9``), so a lock file left
+    behind by a killed trainer never blocks a restart: only a live holder does.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLockedError(
+                f"run {self.path.parent.name!r} is already being trained by process {holder}; "
+                "stop that process first or pick another --run-name"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,165 @@
+"""Self-play of one episode with ``trimcts`` MCTS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from trianglengin import EnvConfig, GameState
+from trimcts import run_mcts
+
+from alphatriangle.config import MCTSConfig
+from alphatriangle.evaluator import Evaluator
+from alphatriangle.features import extract_features, feature_spec, valid_mask_from_grid
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    """One finished episode; ``T`` = moves played, ``A`` = actions, ``C, H, W`` = grid planes.
+
+    Attributes:
+        grid: float32 ``[T, C, H, W]`` grid features before each move.
+        other: float32 ``[T, F]`` extra features before each move.
+        policy: float32 ``[T, A]`` root visit distribution of each search (sums to 1).
+        valid_mask: bool ``[T, A]`` legal actions before each move.
+        scores: float32 ``[T + 1]`` ``game_score()`` before each move and at the end.
+        rewards: float32 ``[T]`` score deltas ``scores[t + 1] - scores[t]``.
+        score: final ``game_score()``.
+        length: ``T``.
+        triangles_cleared: triangles cleared over the episode.
+        simulations: MCTS simulations run over the episode.
+        search_depth: mean over moves of the search's average simulation depth.
+        seed: the game seed.
+        weight_version: version of the network weights that played it (-1: unknown/none).
+    """
+
+    grid: np.ndarray
+    other: np.ndarray
+    policy: np.ndarray
+    valid_mask: np.ndarray
+    scores: np.ndarray
+    rewards: np.ndarray
+    score: float
+    length: int
+    triangles_cleared: int
+    simulations: int
+    search_depth: float
+    seed: int
+    weight_version: int = -1
+
+
+def search(
+    state: GameState,
+    evaluator: Evaluator,
+    mcts_cfg: MCTSConfig,
+    *,
+    noise: bool,
+    previous: object | None = None,
+    last_action: int = -1,
+) -> tuple[dict[int, int], object | None, float]:
+    """One ``run_mcts`` call: ``(visits over legal root actions, tree handle, mean depth)``.
+
+    Raises ``RuntimeError`` when the search returns nothing for a non-terminal state
+    (``trimcts`` reports C++ errors only by returning empty visits).
+    """
+    visits, handle, depth = run_mcts(
+        state,
+        evaluator,
+        mcts_cfg.search(noise),
+        previous,
+        last_action if previous is not None else -1,
+    )
+    if not visits or sum(visits.values()) == 0:
+        raise RuntimeError(
+            f"MCTS returned no visits for a non-terminal state (step {state.current_step}, "
+            f"{len(state.valid_actions())} legal moves); trimcts hides C++ errors this way - "
+            "see its log output above, and check the evaluator returns (policy, value) pairs"
+        )
+    return visits, handle, depth
+
+
+def visit_distribution(visits: dict[int, int], action_dim: int) -> np.ndarray:
+    """Normalised visit counts as float32 ``[A]``."""
+    counts = np.zeros(action_dim, dtype=np.float64)
+    counts[np.fromiter(visits.keys(), dtype=np.int64)] = np.fromiter(
+        visits.values(), dtype=np.float64
+    )
+    dist: np.ndarray = (counts / counts.sum()).astype(np.float32)
+    return dist
+
+
+def choose_action(policy: np.ndarray, temperature: float | None, rng: np.random.Generator) -> int:
+    """Argmax of ``policy [A]`` (ties to the lowest id) when ``temperature`` is None, else a
+    sample from ``policy ** (1 / temperature)``."""
+    if temperature is None:
+        return int(np.argmax(policy))
+    weights = policy.astype(np.float64) ** (1.0 / temperature)
+    return int(rng.choice(policy.shape[0], p=weights / weights.sum()))
+
+
+def play_episode(
+    evaluator: Evaluator,
+    mcts_cfg: MCTSConfig,
+    seed: int,
+    *,
+    noise: bool = True,
+    temperature_moves: int | None = None,
+    env_cfg: EnvConfig | None = None,
+) -> EpisodeRecord:
+    """Play one game from ``GameState(initial_seed=seed)`` choosing every move by MCTS.
+
+    The first ``temperature_moves`` moves (``mcts_cfg.temperature_moves`` when None) are sampled
+    from the visit distribution at ``mcts_cfg.temperature``; later moves take the most visited
+    action. Root Dirichlet noise is on when ``noise``; the subtree of the played move is reused
+    when ``mcts_cfg.tree_reuse``.
+    """
+    spec = feature_spec(env_cfg)
+    moves_with_temperature = (
+        mcts_cfg.temperature_moves if temperature_moves is None else temperature_moves
+    )
+    rng = np.random.default_rng(seed)
+    state = GameState(env_cfg, initial_seed=seed)
+    grids: list[np.ndarray] = []
+    others: list[np.ndarray] = []
+    policies: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    scores = [state.game_score()]
+    depths: list[float] = []
+    cleared = 0
+    handle: object | None = None
+    last_action = -1
+    while not state.is_over():
+        grid, other = extract_features(state)
+        visits, handle, depth = search(
+            state, evaluator, mcts_cfg, noise=noise, previous=handle, last_action=last_action
+        )
+        policy = visit_distribution(visits, spec.action_dim)
+        mask = valid_mask_from_grid(grid[None])[0]
+        temperature = mcts_cfg.temperature if len(policies) < moves_with_temperature else None
+        action = choose_action(policy, temperature, rng)
+        state.step(action)
+        cleared += state.get_last_cleared_triangles()
+        handle, last_action = (handle, action) if mcts_cfg.tree_reuse else (None, -1)
+        grids.append(grid)
+        others.append(other)
+        policies.append(policy)
+        masks.append(mask)
+        scores.append(state.game_score())
+        depths.append(depth)
+
+    length = len(policies)
+    score_arr = np.asarray(scores, dtype=np.float64)
+    return EpisodeRecord(
+        grid=np.stack(grids) if grids else np.zeros((0, *spec.grid_shape), np.float32),
+        other=np.stack(others) if others else np.zeros((0, spec.other_dim), np.float32),
+        policy=np.stack(policies) if policies else np.zeros((0, spec.action_dim), np.float32),
+        valid_mask=np.stack(masks) if masks else np.zeros((0, spec.action_dim), bool),
+        scores=score_arr.astype(np.float32),
+        rewards=np.diff(score_arr).astype(np.float32),
+        score=float(score_arr[-1]),
+        length=length,
+        triangles_cleared=cleared,
+        simulations=length * mcts_cfg.simulations,
+        search_depth=float(np.mean(depths)) if depths else 0.0,
+        seed=seed,
+    )

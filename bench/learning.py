@@ -1,0 +1,134 @@
+"""Does the agent learn? Train from scratch in-process, then compare it with non-learned players.
+
+Run: ``.venv/bin/python bench/learning.py`` (opt-in; ``--minutes`` of training, 10 by default,
+plus a few minutes of evaluation). Self-play and the learner alternate in this one process on
+one thread, keeping ``replay_ratio`` samples trained per sample generated. Then every player
+plays the same fixed seeds: the trained network (MCTS, no noise, most visited move), random
+play, greedy one-step play and uniform-prior MCTS with 128 simulations. Exit status 1 when the
+trained agent does not beat the uniform-prior search.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+import argparse
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alphatriangle.baselines import (
+    GreedyPlayer,
+    Player,
+    RandomPlayer,
+    network_player,
+    play_games,
+    uniform_mcts_player,
+)
+from alphatriangle.buffer import ReplayBuffer
+from alphatriangle.config import AlphaTriangleConfig
+from alphatriangle.evaluator import NetworkEvaluator
+from alphatriangle.features import feature_spec
+from alphatriangle.learner import make_optimizer, make_scheduler, train_step
+from alphatriangle.model import AlphaTriangleNet
+from alphatriangle.selfplay import play_episode
+
+
+def train(cfg: AlphaTriangleConfig, minutes: float) -> AlphaTriangleNet:
+    """Alternate self-play episodes and gradient steps until ``minutes`` have passed."""
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    spec = feature_spec()
+    model = AlphaTriangleNet(cfg.model)
+    evaluator = NetworkEvaluator(model)
+    buffer = ReplayBuffer(
+        tc.buffer_capacity,
+        spec.grid_shape,
+        spec.other_dim,
+        spec.action_dim,
+        prioritized=tc.prioritized_replay,
+        alpha=tc.per_alpha,
+        beta=tc.per_beta,
+        seed=tc.seed,
+    )
+    optimizer = make_optimizer(model, tc)
+    scheduler = make_scheduler(optimizer, tc)
+    start = time.perf_counter()
+    deadline = start + 60 * minutes
+    scores: deque[float] = deque(maxlen=50)
+    metrics: dict[str, float] = {}
+    episode, steps, owed, last_report = 0, 0, 0.0, start
+    while time.perf_counter() < deadline and steps < tc.max_steps:
+        record = play_episode(evaluator, cfg.mcts, seed=tc.seed * 1_000_003 + episode)
+        episode += 1
+        buffer.add_episode(record)
+        scores.append(record.score)
+        if len(buffer) >= tc.min_buffer_size:
+            owed += record.length * tc.replay_ratio / tc.batch_size
+        while owed >= 1.0 and steps < tc.max_steps:
+            batch = buffer.sample(tc.batch_size)
+            result = train_step(model, optimizer, scheduler, batch, tc)
+            if tc.prioritized_replay:
+                buffer.update_priorities(batch.indices, result.priorities)
+            metrics = result.metrics
+            steps += 1
+            owed -= 1.0
+        now = time.perf_counter()
+        if now - last_report >= 30 or now >= deadline:
+            last_report = now
+            losses = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("loss/"))
+            print(
+                f"[{now - start:6.0f}s] episodes {episode:5d} positions {buffer.added:7d} "
+                f"steps {steps:6d} score(last {len(scores)}) {np.mean(scores):6.2f} {losses}",
+                flush=True,
+            )
+    model.eval()
+    return model
+
+
+def evaluate(name: str, player: Player, seeds: range) -> tuple[str, float, float, float, float]:
+    start = time.perf_counter()
+    results = play_games(player, seeds)
+    scores = np.array([r.score for r in results])
+    lengths = np.array([r.length for r in results])
+    sem = float(scores.std(ddof=1) / np.sqrt(len(scores))) if len(scores) > 1 else 0.0
+    row = (name, float(scores.mean()), sem, float(lengths.mean()), time.perf_counter() - start)
+    print(f"  {name:<32} {row[1]:8.2f} ± {row[2]:5.2f} {row[3]:8.1f} {row[4]:7.0f}s", flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="training time")
+    parser.add_argument("--config", type=Path, help="a .toml/.json AlphaTriangleConfig")
+    parser.add_argument("--first-seed", type=int, default=1000, help="first evaluation seed")
+    parser.add_argument("--games", type=int, default=100, help="evaluation games per player")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cfg = AlphaTriangleConfig.from_file(args.config) if args.config else AlphaTriangleConfig()
+    print(f"training {args.minutes:g} min from scratch with {cfg.model_dump_json()}", flush=True)
+    model = train(cfg, args.minutes)
+
+    seeds = range(args.first_seed, args.first_seed + args.games)
+    print(f"\nevaluation on seeds {seeds.start}-{seeds.stop - 1}:")
+    print(f"  {'player':<32} {'mean score':>16} {'length':>8} {'time':>8}")
+    trained = evaluate(
+        f"trained network, MCTS-{cfg.mcts.simulations}", network_player(model, cfg.mcts), seeds
+    )
+    evaluate("random", RandomPlayer(), seeds)
+    evaluate("greedy one-step", GreedyPlayer(), seeds)
+    uniform = evaluate("uniform-prior MCTS-128", uniform_mcts_player(128, cfg.mcts), seeds)
+    verdict = "beats" if trained[1] > uniform[1] else "does NOT beat"
+    print(
+        f"\nthe trained agent {verdict} uniform-prior MCTS-128 ({trained[1]:.2f} vs {uniform[1]:.2f})"
+    )
+    raise SystemExit(0 if trained[1] > uniform[1] else 1)
+
+
+if __name__ == "__main__":
+    main()

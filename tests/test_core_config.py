@@ -1,0 +1,74 @@
+"""Configuration: defaults, presets, file loading and validation messages."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alphatriangle.config import AlphaTriangleConfig, MCTSConfig, ModelConfig, TrainConfig
+
+
+def test_defaults_are_valid_and_search_maps_fields() -> None:
+    cfg = AlphaTriangleConfig()
+    assert cfg.mcts.simulations == 64
+    search = cfg.mcts.search(noise=True)
+    assert search.max_simulations == 64
+    assert search.cpuct == cfg.mcts.cpuct
+    assert search.dirichlet_epsilon == cfg.mcts.dirichlet_epsilon > 0
+    assert search.mcts_batch_size == cfg.mcts.mcts_batch_size
+    assert search.max_depth == cfg.mcts.max_depth
+    assert cfg.mcts.search(noise=False).dirichlet_epsilon == 0.0
+
+
+def test_presets() -> None:
+    assert ModelConfig.preset("small") == ModelConfig()
+    large = ModelConfig.preset("large")
+    assert large.channels > ModelConfig().channels
+    with pytest.raises(ValueError, match="unknown model preset 'huge'"):
+        ModelConfig.preset("huge")  # type: ignore[arg-type]
+
+
+def test_from_toml_and_json(tmp_path: Path) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text("[train]\nbatch_size = 32\n\n[mcts]\nsimulations = 16\ncpuct = 2.5\n")
+    cfg = AlphaTriangleConfig.from_file(toml)
+    assert (cfg.train.batch_size, cfg.mcts.simulations, cfg.mcts.cpuct) == (32, 16, 2.5)
+    assert cfg.model == ModelConfig()
+    js = tmp_path / "run.json"
+    js.write_text(cfg.model_dump_json())
+    assert AlphaTriangleConfig.from_file(js) == cfg
+
+
+def test_unknown_field_is_named_with_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"model": {"chanels": 8}}))
+    with pytest.raises(ValueError, match=r"bad\.json") as info:
+        AlphaTriangleConfig.from_file(path)
+    assert "model.chanels: unknown field" in str(info.value)
+
+
+def test_out_of_range_values_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[train]\nbatch_size = 0\n[mcts]\ndirichlet_epsilon = 1.5\n")
+    with pytest.raises(ValueError, match=r"bad\.toml") as info:
+        AlphaTriangleConfig.from_file(path)
+    message = str(info.value)
+    assert "train.batch_size: Input should be greater than or equal to 1" in message
+    assert "mcts.dirichlet_epsilon: Input should be less than or equal to 1" in message
+
+
+def test_cross_field_check_and_bad_syntax(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"min_buffer_size .* exceeds buffer_capacity"):
+        AlphaTriangleConfig.from_dict({"train": {"buffer_capacity": 10, "min_buffer_size": 20}})
+    path = tmp_path / "broken.toml"
+    path.write_text("[train\n")
+    with pytest.raises(ValueError, match=r"broken\.toml: invalid TOML"):
+        AlphaTriangleConfig.from_file(path)
+    with pytest.raises(ValueError, match=r"unsupported config format '\.yaml'"):
+        AlphaTriangleConfig.from_file(tmp_path / "x.yaml")
+
+
+def test_submodels_forbid_extra_fields() -> None:
+    for model in (ModelConfig, MCTSConfig, TrainConfig):
+        with pytest.raises(ValueError, match="extra"):
+            model.model_validate({"not_a_field": 1})

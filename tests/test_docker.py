@@ -1,0 +1,99 @@
+"""Static checks of docker/: no Docker engine runs here, so check what can be checked."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+
+from alphatriangle.train import APP_NAME
+from trieye import RunContext
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+COMPOSE = ROOT / "docker" / "compose.yaml"
+
+
+def _instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def _env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for op, args in _instructions():
+        if op == "ENV":
+            env.update(dict(pair.split("=", 1) for pair in shlex.split(args)))
+    return env
+
+
+def test_dockerfile_installs_with_the_readme_install_step() -> None:
+    runs = [args for op, args in _instructions() if op == "RUN"]
+    assert any(re.match(r"make install\b", r) for r in runs)
+    makefile = (ROOT / "Makefile").read_text()
+    # The README's two commands are `make train` and `make test`; both go through `install`.
+    assert re.search(r"^train: install\b", makefile, re.M)
+    assert re.search(r"^test: install\b", makefile, re.M)
+    readme = (ROOT / "README.md").read_text()
+    assert "make train" in readme
+    assert "make test" in readme
+
+
+def test_dockerfile_copies_everything_the_install_needs() -> None:
+    copied = set()
+    for op, args in _instructions():
+        if op == "COPY":
+            *sources, _dest = shlex.split(args)
+            copied.update(sources)
+    for needed in ("pyproject.toml", "Makefile", "scripts", "alphatriangle", "trieye"):
+        assert needed in copied, f"docker/Dockerfile does not COPY {needed}"
+        assert (ROOT / needed).exists()
+    assert (ROOT / "scripts" / "install.py").is_file()
+
+
+def test_dockerfile_entrypoint_runs_train() -> None:
+    ops = dict(_instructions())
+    assert yaml.safe_load(ops["ENTRYPOINT"]) == ["/app/.venv/bin/alphatriangle"]
+    assert yaml.safe_load(ops["CMD"])[0] == "train"
+    assert _env()["ALPHATRIANGLE_DATA"] == "/data"
+
+
+def test_compose_services_share_the_data_volume_and_point_at_the_run_data() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    assert set(services) == {"train", "mlflow", "tensorboard"}
+    volume = "alphatriangle-data"
+    assert volume in compose["volumes"]
+    for name, service in services.items():
+        assert f"{volume}:/data" in service["volumes"], name
+        assert service.get("image") == "alphatriangle:latest", name
+    assert services["train"]["command"][0] == "train"
+
+    ctx = RunContext(root_dir=Path(_env()["ALPHATRIANGLE_DATA"]), app_name=APP_NAME, run_name="x")
+    ml = services["mlflow"]
+    ml_args = ml["command"]
+    assert ml["entrypoint"] == ["/app/.venv/bin/mlflow"]
+    assert ml_args[ml_args.index("--backend-store-uri") + 1] == ctx.mlflow_tracking_uri
+    tb = services["tensorboard"]
+    tb_args = tb["command"]
+    assert tb["entrypoint"] == ["/app/.venv/bin/tensorboard"]
+    assert tb_args[tb_args.index("--logdir") + 1] == str(ctx.tensorboard_root)
+
+    for service, args in ((ml, ml_args), (tb, tb_args)):
+        port = args[args.index("--port") + 1]
+        assert service["ports"] == [f"{port}:{port}"]
+    exposed = {p for op, a in _instructions() if op == "EXPOSE" for p in a.split()}
+    assert exposed == {"5000", "6006"}
+
+
+def test_compose_tools_are_installed_by_the_project() -> None:
+    venv_bin = ROOT / ".venv" / "bin"
+    for tool in ("alphatriangle", "mlflow", "tensorboard"):
+        assert (venv_bin / tool).exists(), f"{tool} is not installed into .venv by make install"

@@ -1,0 +1,116 @@
+"""The real ``alphatriangle eval`` and ``play`` on a checkpoint made by a real tiny training run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from alphatriangle.train import run_context
+
+CLI = str(Path(sys.executable).parent / "alphatriangle")
+TINY = """
+[mcts]
+simulations = 8
+[train]
+batch_size = 16
+min_buffer_size = 32
+checkpoint_every_steps = 4
+weights_publish_every_steps = 2
+"""
+
+
+def _run(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ALPHATRIANGLE_DATA": str(workdir / "data"), "CI": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [CLI, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("evalrun")
+    (workdir / "tiny.toml").write_text(TINY)
+    args = ["train", "--run-name", "ev", "--config", "tiny.toml", "--max-steps", "4"]
+    result = _run(workdir, *args, "--workers", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir
+
+
+def test_eval_writes_table_and_json_with_the_right_seeds(trained: Path) -> None:
+    result = _run(
+        trained, "eval", "--run-name", "ev", "--seeds", "5:8", "--sims", "4", "--baseline-sims", "4"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for player in ("network", "uniform-mcts-4", "greedy", "random"):
+        assert player in result.stdout
+    ctx = run_context("ev", trained / "data")
+    [path] = ctx.eval_dir.glob("*.json")
+    report = json.loads(path.read_text())
+    assert report["seeds"] == [5, 6, 7]
+    assert report["step"] == 4
+    assert set(report["players"]) == {"network", "uniform-mcts-4", "greedy", "random"}
+    for summary in report["players"].values():
+        assert summary["games"] == 3
+        assert len(summary["scores"]) == len(summary["lengths"]) == 3
+        assert summary["mean"] == pytest.approx(sum(summary["scores"]) / 3)
+    run_id = json.loads(ctx.run_json.read_text())["mlflow_run_id"]
+    client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+    [point] = client.get_metric_history(run_id, "eval_cli/network/mean")
+    assert point.step == 4
+    assert point.value == pytest.approx(report["players"]["network"]["mean"])
+    artifacts = [a.path for a in client.list_artifacts(run_id, "evals")]
+    assert f"evals/{path.name}" in artifacts
+
+
+def test_eval_is_deterministic(trained: Path) -> None:
+    ctx = run_context("ev", trained / "data")
+    reports = []
+    for _ in range(2):
+        args = ["eval", "--run-name", "ev", "--seeds", "20:22", "--sims", "8", "--no-baselines"]
+        result = _run(trained, *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        [path] = ctx.eval_dir.glob("*seeds20-21*.json")
+        reports.append(json.loads(path.read_text())["players"])
+    assert reports[0] == reports[1]
+
+
+def test_play_writes_a_gif_with_one_frame_per_move_plus_the_start(trained: Path) -> None:
+    out = trained / "game.gif"
+    args = ["play", "--run-name", "ev", "--seed", "3", "--sims", "4", "--out", str(out)]
+    result = _run(trained, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    moves = int(re.search(r"game over: score [\d.]+ in (\d+) moves", result.stdout).group(1))  # type: ignore[union-attr]
+    assert "▲" in result.stdout or "△" in result.stdout
+    with Image.open(out) as gif:
+        assert gif.n_frames == moves + 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--checkpoint", "no/such.pt"], "does not exist"),
+        (["--seeds", "9:3"], "--seeds"),
+        (["--checkpoint", "best"], "no best checkpoint"),
+    ],
+)
+def test_eval_bad_input_is_one_clear_line(trained: Path, args: list[str], message: str) -> None:
+    before = sorted(p.name for p in (trained / "data").rglob("*"))
+    result = _run(trained, "eval", "--run-name", "ev", *args)
+    assert result.returncode == 2
+    assert message in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert sorted(p.name for p in (trained / "data").rglob("*")) == before
+
+
+def test_eval_of_a_missing_run_is_refused(trained: Path) -> None:
+    result = _run(trained, "eval", "--run-name", "nope")
+    assert result.returncode == 2
+    assert "does not exist" in result.stdout

@@ -1,0 +1,290 @@
+"""Faults and bad input with real processes: nothing saved is lost, errors are one clear line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from alphatriangle.train import run_context
+
+CLI = str(Path(sys.executable).parent / "alphatriangle")
+TINY = """
+[mcts]
+simulations = 8
+[train]
+batch_size = 16
+min_buffer_size = 32
+replay_ratio = 8.0
+checkpoint_every_steps = {ckpt}
+buffer_save_every_steps = {ckpt}
+weights_publish_every_steps = 3
+[eval]
+every_steps = 0
+"""
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    return {**os.environ, "ALPHATRIANGLE_DATA": str(workdir / "data"), "CI": "1"}
+
+
+def _cmd(*args: str) -> list[str]:
+    return [CLI, "train", "--config", "tiny.toml", "--workers", "1", *args]
+
+
+def _run(workdir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args],
+        cwd=workdir,
+        env=_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _start(workdir: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        _cmd(*args),
+        cwd=workdir,
+        env=_env(workdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _ray_pids() -> set[str]:
+    found = subprocess.run(
+        ["pgrep", "-f", "ray::|raylet|gcs_server"], capture_output=True, text=True
+    )
+    return set(found.stdout.split())
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    (tmp_path / "tiny.toml").write_text(TINY.format(ckpt=2))
+    before = _ray_pids()
+    yield tmp_path
+    # A driver killed with SIGKILL leaves some Ray helper processes behind; end them.
+    for pid in _ray_pids() - before:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def _wait_for(predicate: object, proc: subprocess.Popen[str], seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():  # type: ignore[operator]
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _manifest_steps(directory: Path) -> list[int]:
+    return sorted(json.loads(p.read_text())["step"] for p in directory.glob("*.json"))
+
+
+def _assert_mlflow_clean(workdir: Path, name: str) -> None:
+    ctx = run_context(name, workdir / "data")
+    client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name(ctx.experiment_name)
+    assert experiment is not None
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == name]
+    assert len(runs) == 1
+    for metric in runs[0].data.metrics:
+        steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, metric)]
+        assert steps == sorted(set(steps)), (metric, steps)
+
+
+def test_kill_9_of_the_driver_then_restart_resumes_from_the_last_complete_checkpoint(
+    workdir: Path,
+) -> None:
+    proc = _start(workdir, "--run-name", "k9")
+    ctx = run_context("k9", workdir / "data")
+    _wait_for(lambda: len(_manifest_steps(ctx.checkpoint_dir)) >= 2, proc)
+    # Checkpoints every 2 steps: a random instant often falls inside a write.
+    time.sleep(random.uniform(0.0, 2.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    steps = _manifest_steps(ctx.checkpoint_dir)
+    newest = steps[-1]
+    buffer_steps = [s for s in _manifest_steps(ctx.buffer_dir) if s <= newest]
+    with np.load(ctx.buffer_dir / f"buffer_{buffer_steps[-1]:012d}.npz") as data:
+        saved_size = int(data["size"])
+    result = _run(
+        workdir,
+        "train",
+        "--config",
+        "tiny.toml",
+        "--workers",
+        "1",
+        "--run-name",
+        "k9",
+        "--max-steps",
+        str(newest + 2),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    match = re.search(
+        r"resumed 'k9' at step (\d+) from .* \(buffer (\d+) positions\)", result.stdout
+    )
+    assert match, result.stdout
+    assert int(match.group(1)) == newest
+    assert int(match.group(2)) == saved_size
+    _assert_mlflow_clean(workdir, "k9")
+
+
+def test_a_killed_self_play_worker_is_replaced_and_training_goes_on(workdir: Path) -> None:
+    proc = _start(workdir, "--run-name", "wk", "--max-steps", "40")
+    ctx = run_context("wk", workdir / "data")
+    _wait_for(lambda: len(_manifest_steps(ctx.checkpoint_dir)) >= 1, proc)
+    workers = subprocess.run(["pgrep", "-f", "ray::SelfPlayWorker"], capture_output=True, text=True)
+    pids = workers.stdout.split()
+    assert pids, "no self-play worker process found"
+    os.kill(int(pids[0]), signal.SIGKILL)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out
+    assert "starting a replacement" in out
+    assert "finished 'wk' at step 40" in out
+    _assert_mlflow_clean(workdir, "wk")
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_a_truncated_newest_buffer_or_checkpoint_falls_back_with_a_warning(workdir: Path) -> None:
+    base = ["train", "--config", "tiny.toml", "--workers", "1", "--run-name", "cor"]
+    result = _run(workdir, *base, "--max-steps", "6")
+    assert result.returncode == 0, result.stdout + result.stderr
+    ctx = run_context("cor", workdir / "data")
+
+    newest_buf = sorted(ctx.buffer_dir.glob("*.npz"))[-1]
+    _truncate(newest_buf)
+    older_buf = _manifest_steps(ctx.buffer_dir)[-2]
+    result = _run(workdir, *base, "--max-steps", "8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "resumed 'cor' at step 6 from" in result.stdout
+    assert f"positions from step {older_buf})" in result.stdout
+    assert f"warning: buffer snapshot {newest_buf} is unusable" in result.stdout
+
+    newest_ckpt = sorted(ctx.checkpoint_dir.glob("*.pt"))[-1]
+    _truncate(newest_ckpt)
+    previous = _manifest_steps(ctx.checkpoint_dir)[-2]
+    result = _run(workdir, *base, "--max-steps", "10")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"resumed 'cor' at step {previous} from" in result.stdout
+    assert f"warning: checkpoint {newest_ckpt} is unusable" in result.stdout
+    _assert_mlflow_clean(workdir, "cor")
+
+
+def test_a_second_trainer_of_the_same_run_is_refused(workdir: Path) -> None:
+    first = _start(workdir, "--run-name", "dup")
+    ctx = run_context("dup", workdir / "data")
+    _wait_for(lambda: len(_manifest_steps(ctx.checkpoint_dir)) >= 1, first)
+    second = _run(workdir, "train", "--config", "tiny.toml", "--run-name", "dup")
+    assert second.returncode == 2
+    assert f"already being trained by process {first.pid}" in second.stdout
+    assert "Traceback" not in second.stdout + second.stderr
+    first.send_signal(signal.SIGINT)
+    out, _ = first.communicate(timeout=60)
+    assert first.returncode == 0, out
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, float]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("args", "files", "message"),
+    [
+        (["--run-name", "../x"], {}, "invalid run name '../x'"),
+        (["--run-name", "a/b"], {}, "invalid run name 'a/b'"),
+        (["--run-name", ""], {}, "invalid run name ''"),
+        (["--run-name", "x" * 200], {}, "invalid run name"),
+        (
+            ["--config", "c.toml"],
+            {"c.toml": "[train]\nbatch_sise = 3\n"},
+            "train.batch_sise: unknown field",
+        ),
+        (["--config", "c.toml"], {"c.toml": "[mcts]\nsimulations = 0\n"}, "mcts.simulations"),
+        (["--config", "c.toml"], {"c.toml": "[train\nx=1"}, "invalid TOML"),
+        (["--config", "c.json"], {"c.json": "{not json"}, "invalid JSON"),
+        (["--config", "c.yaml"], {"c.yaml": "a: 1"}, "use .toml or .json"),
+        (["--config", "missing.toml"], {}, "does not exist"),
+        (
+            ["--run-name", "good", "--config", "big.toml"],
+            {"big.toml": "[model]\nchannels = 48\n"},
+            "use a new --run-name",
+        ),
+    ],
+)
+def test_bad_input_is_refused_with_one_line_and_changes_nothing(
+    existing_run: Path, args: list[str], files: dict[str, str], message: str
+) -> None:
+    for name, text in files.items():
+        (existing_run / name).write_text(text)
+    before = _snapshot(existing_run / "data")
+    result = _run(existing_run, "train", "--max-steps", "1", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stdout
+    assert lines[0].startswith("error: ")
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert _snapshot(existing_run / "data") == before
+
+
+@pytest.fixture(scope="module")
+def existing_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run named "good" (default network) to check that bad input leaves it alone."""
+    workdir = tmp_path_factory.mktemp("badinput")
+    (workdir / "tiny.toml").write_text(TINY.format(ckpt=2))
+    result = _run(
+        workdir,
+        "train",
+        "--config",
+        "tiny.toml",
+        "--workers",
+        "1",
+        "--run-name",
+        "good",
+        "--max-steps",
+        "2",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr to make a dir read-only")
+def test_disk_errors_while_saving_are_reported_and_retried(workdir: Path) -> None:
+    proc = _start(workdir, "--run-name", "ro", "--max-steps", "60")
+    ctx = run_context("ro", workdir / "data")
+    _wait_for(lambda: len(_manifest_steps(ctx.checkpoint_dir)) >= 1, proc)
+    # Root ignores permission bits; the immutable flag makes the directory really read-only.
+    subprocess.run(["chattr", "+i", str(ctx.checkpoint_dir)], check=True)
+    try:
+        blocked_at = _manifest_steps(ctx.checkpoint_dir)[-1]
+        time.sleep(8)
+    finally:
+        subprocess.run(["chattr", "-i", str(ctx.checkpoint_dir)], check=True)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out
+    assert "checkpoint save failed" in out
+    assert "finished 'ro' at step 60" in out
+    steps = _manifest_steps(ctx.checkpoint_dir)
+    assert steps[-1] == 60
+    assert blocked_at < 60

@@ -1,0 +1,211 @@
+"""The real ``alphatriangle train`` in a subprocess: smoke run, resume, SIGINT, Ray cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from alphatriangle.train import run_context
+
+CLI = str(Path(sys.executable).parent / "alphatriangle")
+RAY = str(Path(sys.executable).parent / "ray")
+TINY = """
+[mcts]
+simulations = 8
+[train]
+batch_size = 16
+min_buffer_size = 32
+replay_ratio = 8.0
+checkpoint_every_steps = 5
+buffer_save_every_steps = 5
+weights_publish_every_steps = 3
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "tiny.toml").write_text(TINY)
+    return tmp_path
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    return {**os.environ, "ALPHATRIANGLE_DATA": str(workdir / "data"), "CI": "1"}
+
+
+def _train(workdir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, "train", "--config", "tiny.toml", "--workers", "1", *args],
+        cwd=workdir,
+        env=_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _buffer_size(run_dir: Path) -> int:
+    newest = sorted((run_dir / "buffers").glob("*.npz"))[-1]
+    with np.load(newest, allow_pickle=False) as data:
+        return int(data["size"])
+
+
+def _mlflow_runs(workdir: Path, name: str) -> list[object]:
+    ctx = run_context(name, workdir / "data")
+    client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name(ctx.experiment_name)
+    assert experiment is not None
+    return [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if r.info.run_name == name or r.data.tags.get("mlflow.runName") == name
+    ]
+
+
+def _history_steps(workdir: Path, name: str, metric: str) -> list[int]:
+    ctx = run_context(name, workdir / "data")
+    client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+    run_id = json.loads(ctx.run_json.read_text())["mlflow_run_id"]
+    return [m.step for m in client.get_metric_history(run_id, metric)]
+
+
+def _assert_strictly_increasing(steps: list[int]) -> None:
+    assert steps, "no points"
+    assert all(a < b for a, b in itertools.pairwise(steps)), steps
+
+
+def test_train_smoke_then_resume_by_name(workdir: Path) -> None:
+    out = _ok(_train(workdir, "--run-name", "smoke", "--max-steps", "10"))
+    assert "new run 'smoke'" in out
+    assert "mlflow ui --backend-store-uri sqlite:///" in out
+    assert "tensorboard --logdir" in out
+    ctx = run_context("smoke", workdir / "data")
+    assert sorted(p.name for p in ctx.checkpoint_dir.glob("*.pt"))[-1].endswith("10.pt")
+    saved_size = _buffer_size(ctx.run_dir)
+    assert saved_size > 0
+    events = list(ctx.tensorboard_dir.glob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(ctx.tensorboard_dir))
+    acc.Reload()
+    assert "loss/policy" in acc.Tags()["scalars"]
+    [mlrun] = _mlflow_runs(workdir, "smoke")
+    run_id = mlrun.info.run_id  # type: ignore[attr-defined]
+    metrics = mlrun.data.metrics  # type: ignore[attr-defined]
+    for name in ("loss/policy", "loss/value", "episode/score", "episode/length", "buffer/size"):
+        assert name in metrics, sorted(metrics)
+
+    out = _ok(_train(workdir, "--run-name", "smoke", "--max-steps", "20"))
+    match = re.search(r"resumed 'smoke' at step (\d+) from (\S+) \(buffer (\d+) positions\)", out)
+    assert match, out
+    assert int(match.group(1)) == 10
+    assert int(match.group(3)) == saved_size
+    [again] = _mlflow_runs(workdir, "smoke")
+    assert again.info.run_id == run_id  # type: ignore[attr-defined]
+    for metric in ("loss/policy", "episode/score", "buffer/size"):
+        steps = _history_steps(workdir, "smoke", metric)
+        _assert_strictly_increasing(steps)
+    assert max(_history_steps(workdir, "smoke", "loss/policy")) == 20
+    assert json.loads(ctx.run_json.read_text())["status"] == "FINISHED"
+
+
+def test_sigint_saves_and_next_start_resumes(workdir: Path) -> None:
+    proc = subprocess.Popen(
+        [CLI, "train", "--config", "tiny.toml", "--workers", "1", "--run-name", "sig"],
+        cwd=workdir,
+        env=_env(workdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    ctx = run_context("sig", workdir / "data")
+    deadline = time.monotonic() + 180
+    while not list(ctx.checkpoint_dir.glob("*.json")):
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "no checkpoint within 180 s"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert time.monotonic() - start < 30
+    final = re.search(r"stopped 'sig' at step (\d+)", out)
+    assert final, out
+    step = int(final.group(1))
+    assert json.loads(ctx.run_json.read_text())["status"] == "KILLED"
+
+    out = _ok(_train(workdir, "--run-name", "sig", "--max-steps", str(step + 2)))
+    assert f"resumed 'sig' at step {step} from" in out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Ray head on loopback with its own temp dir, stopped (and only it) afterwards."""
+    temp_dir = tmp_path_factory.mktemp("rayhead")
+    port = _free_port()
+    # Ray replaces 127.0.0.1 by the machine's outward address; another loopback address
+    # keeps the whole cluster on loopback.
+    address = f"127.0.0.2:{port}"
+    subprocess.run(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.2",
+            f"--port={port}",
+            f"--temp-dir={temp_dir}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    try:
+        yield address
+    finally:
+        # `ray stop` would end every Ray on the machine; stop only this head's processes
+        # (gcs_server may ignore SIGTERM while shutting down, hence the SIGKILL after it).
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            found = subprocess.run(["pgrep", "-f", str(temp_dir)], capture_output=True, text=True)
+            for pid in found.stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), sig)
+            time.sleep(3)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_train_on_an_existing_cluster_continues_by_name(workdir: Path, ray_head: str) -> None:
+    out = _ok(_train(workdir, "--run-name", "cl", "--max-steps", "6", "--address", ray_head))
+    assert "new run 'cl'" in out
+    out = _ok(_train(workdir, "--run-name", "cl", "--max-steps", "12", "--address", ray_head))
+    assert "resumed 'cl' at step 6" in out
+    [mlrun] = _mlflow_runs(workdir, "cl")
+    assert mlrun.data.metrics  # type: ignore[attr-defined]
+    _assert_strictly_increasing(_history_steps(workdir, "cl", "loss/policy"))
