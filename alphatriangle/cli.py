@@ -97,7 +97,9 @@ def train(
     how = "stopped" if result.stopped_by_signal else "finished"
     console.print(
         f"{how} {run.run_name!r} at step {result.final_step} "
-        f"(started at {result.start_step}); checkpoint {result.checkpoint}",
+        f"(started at {result.start_step}); checkpoint {result.checkpoint}\n"
+        f"throughput while training: self-play {result.moves_per_s:.1f} moves/s, "
+        f"learner {result.samples_per_s:.0f} samples/s",
         highlight=False,
         soft_wrap=True,
     )

@@ -92,6 +92,8 @@ class TrainResult:
     final_step: int
     stopped_by_signal: bool
     checkpoint: Path | None
+    moves_per_s: float = 0.0
+    samples_per_s: float = 0.0
     recent_scores: list[float] = field(default_factory=list)
 
 
@@ -154,6 +156,7 @@ def train(
     An existing run of the same name is resumed from its newest good checkpoint.
     """
     tc = cfg.train
+    launched = time.monotonic()
     with RunLock(run.run_dir), _stop_on_signals() as stop, _ray_session(address, run):
         atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
         start_actor(run, metric_config())
@@ -212,6 +215,10 @@ def train(
                 counters.step += 1
                 counters.samples_trained += tc.batch_size
                 meter.trained(tc.batch_size)
+                if counters.step == start_step + 1:
+                    on_start(
+                        f"first gradient step {time.monotonic() - launched:.1f} s after launch"
+                    )
                 losses = result.metrics
                 for name, value in result.metrics.items():
                     stats.log(name, value, counters.step)
@@ -252,6 +259,8 @@ def train(
             final_step=counters.step,
             stopped_by_signal=stop.requested,
             checkpoint=saved_path,
+            moves_per_s=meter.rates()[0],
+            samples_per_s=meter.rates()[1],
             recent_scores=list(meter.scores),
         )
 
@@ -396,13 +405,22 @@ class _Meter:
         self.window_moves = 0
         self.window_samples = 0
         self.last_report = 0.0
+        self.total_moves = 0
+        self.total_samples = 0
 
     def episode(self, record: EpisodeRecord) -> None:
         self.scores.append(record.score)
         self.window_moves += record.length
+        self.total_moves += record.length
 
     def trained(self, samples: int) -> None:
         self.window_samples += samples
+        self.total_samples += samples
+
+    def rates(self) -> tuple[float, float]:
+        """Self-play moves/s and learner samples/s since the workers started."""
+        span = max(time.monotonic() - self.start, 1e-9)
+        return self.total_moves / span, self.total_samples / span
 
     def mean_score(self) -> float:
         return float(np.mean(self.scores)) if self.scores else float("-inf")

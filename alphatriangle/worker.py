@@ -73,7 +73,7 @@ class SelfPlayWorker:
         self.stats.log("worker/moves_per_s", record.length / elapsed, step)
         self.stats.log("worker/simulations_per_s", record.simulations / elapsed, step)
         # One small RPC per episode, so that killing a worker loses nothing already played.
-        self.stats.flush()
+        self.stats.deliver()
         return record
 
     def info(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -83,7 +84,11 @@ class TrieyeActor:
         self._config = config
         self._record: RunRecord | None = RunRecord.load(ctx.run_json) if ctx.exists() else None
         self._resumed = self._record is not None
-        restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        with warnings.catch_warnings():
+            # Ray 2.60's own was_current_actor_reconstructed reads its deprecated `actor_id`
+            # property, which would print a deprecation notice at every actor start.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         self._store = CheckpointStore(
             ctx.checkpoint_dir,
             ctx.buffer_dir,
