@@ -29,16 +29,16 @@ class WorkerPool:
         self.run = run
         self.cfg = cfg
         self.seed_entropy = seed_entropy
-        self.weights: ray.ObjectRef | None = None
+        self.weights: ray.ObjectRef[Any] | None = None
         self.version = -1
         self.replaced = 0
         self.workers = [self._spawn(i) for i in range(count)]
-        self.pending: dict[ray.ObjectRef, int] = {}
+        self.pending: dict[ray.ObjectRef[Any], int] = {}
 
     def _spawn(self, worker_id: int) -> Any:
         # A replacement gets fresh seeds, so it does not replay its predecessor's games.
         entropy = [*self.seed_entropy, self.replaced]
-        return SelfPlayWorker.remote(self.run, self.cfg, worker_id, entropy)
+        return SelfPlayWorker.remote(self.run, self.cfg, worker_id, entropy)  # type: ignore[attr-defined]
 
     def publish(self, model: torch.nn.Module, version: int) -> None:
         """One ``ray.put`` of CPU weights, handed to every worker by reference.

@@ -8,7 +8,7 @@ EPISODE_END = "episode_end"
 
 
 def _episode(name: str, key: str, aggregation: str = "mean") -> MetricSpec:
-    return MetricSpec(name=name, source=EPISODE_END, context_key=key, aggregation=aggregation)  # type: ignore[arg-type]
+    return MetricSpec(name=name, source=EPISODE_END, context_key=key, aggregation=aggregation)
 
 
 def metric_config() -> TrieyeConfig:

@@ -273,8 +273,8 @@ class _PeriodicEval:
     """
 
     def __init__(self, cfg: AlphaTriangleConfig) -> None:
-        self.worker = EvalWorker.remote(cfg)
-        self.pending: tuple[ray.ObjectRef, dict[str, Any]] | None = None
+        self.worker = EvalWorker.remote(cfg)  # type: ignore[attr-defined]
+        self.pending: tuple[ray.ObjectRef[Any], dict[str, Any]] | None = None
 
     def start(self, state: dict[str, Any]) -> None:
         if self.pending is None:
@@ -305,7 +305,7 @@ def _worker_count(tc: TrainConfig) -> int:
     """``num_workers``, or one per CPU Ray sees minus one for the learner, at least one."""
     if tc.num_workers is not None:
         return tc.num_workers
-    return max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
+    return max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)  # type: ignore[no-untyped-call]
 
 
 def _new_buffer(cfg: AlphaTriangleConfig) -> ReplayBuffer:
@@ -346,7 +346,7 @@ def _save(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     buffer: ReplayBuffer,
     with_buffer: bool,
-) -> ray.ObjectRef:
+) -> ray.ObjectRef[Any]:
     """Queue a checkpoint of the learner (and the buffer) with the sidecar; don't wait."""
     state = _checkpoint_state(counters, model, optimizer, scheduler)
     snapshot = buffer.state_dict() if with_buffer else None
@@ -359,7 +359,7 @@ def _queue_save(
     state: dict[str, Any],
     buffer: dict[str, np.ndarray] | None = None,
     is_best: bool = False,
-) -> ray.ObjectRef:
+) -> ray.ObjectRef[Any]:
     """Hand a save to the sidecar. The client raises a failure of an earlier save here: it is
     reported loudly and this save goes ahead, so a full or read-only disk costs checkpoints,
     not the run, and the next save point retries."""

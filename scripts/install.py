@@ -6,12 +6,15 @@ self-check and exits in about a second.
 
 Why a script and not just ``pip install -e .``: the PyPI wheels of trianglengin 2.0.7 and
 trimcts 1.3.0 carry an extension compiled for CPython 3.7 under every tag, so importing either
-fails on 3.11. trianglengin is rebuilt from its sdist (its CMake needs to be told which
-interpreter to use); trimcts has no sdist, but its wheel ships the C++ sources in
-``trimcts/cpp/``, from which the ``trimcts_cpp`` module is rebuilt here, with the patch in
-``scripts/patches/`` applied: the released search loop selects every simulation's path before
-evaluating any leaf, so all simulations of a move follow one path and the search never grows
-past one node per move. The patch evaluates leaves in batches as the loop goes.
+fails on 3.11. Both are rebuilt here, each with a patch from ``scripts/patches/``:
+
+- trianglengin from its sdist (its CMake must be told which interpreter to build for). Patch:
+  a game state's copy deep-copied the board's immutable line tables (~250 us per copy and free);
+  they are shared between copies instead (~12 us). MCTS copies one state per simulation.
+- trimcts has no sdist, but its wheel ships the C++ sources in ``trimcts/cpp/``, from which
+  ``trimcts_cpp`` is built. Patch: the released search loop selects every simulation's path
+  before evaluating any leaf, so all simulations of a move follow one path and the tree never
+  grows past one node per move; leaves are now evaluated in batches as the loop goes.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".alphatriangle-install-stamp"
-BUILD = ROOT / "build" / "trimcts_cpp"
-PATCH = ROOT / "scripts" / "patches" / "trimcts-1.3.0-batched-search.patch"
+BUILD = ROOT / "build"
+PATCHES = ROOT / "scripts" / "patches"
+TRIMCTS_PATCH = PATCHES / "trimcts-1.3.0-batched-search.patch"
+ENGINE_PATCH = PATCHES / "trianglengin-2.0.7-shared-lines.patch"
 PYBIND11 = "pybind11==3.1.0"
 TRIANGLENGIN = "trianglengin==2.0.7"
 
@@ -54,6 +60,14 @@ if not visits or not set(visits) <= state.valid_actions():
     raise SystemExit(f"self-check failed: MCTS returned visits {visits!r}")
 if sum(1 for count in visits.values() if count) < 2:
     raise SystemExit("self-check failed: trimcts_cpp is the unpatched build (one path per search)")
+import time
+start = time.perf_counter()
+for _ in range(200):
+    state.copy()
+copy_us = (time.perf_counter() - start) / 200 * 1e6
+if copy_us > 80:
+    print(f"install: warning: a game-state copy takes {copy_us:.0f} us (patched build: ~12 us); "
+          "self-play will be slow. Run `make install FORCE=1`.")
 print(f"self-check ok: trianglengin {trianglengin.__file__!s}, one 16-simulation search over "
       f"{len(state.valid_actions())} legal moves")
 """
@@ -86,7 +100,7 @@ def python_ok(code: str) -> bool:
 def fingerprint() -> str:
     digest = hashlib.sha256()
     digest.update(sys.version.encode())
-    for path in (ROOT / "pyproject.toml", Path(__file__).resolve(), PATCH):
+    for path in (ROOT / "pyproject.toml", Path(__file__).resolve(), TRIMCTS_PATCH, ENGINE_PATCH):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -107,8 +121,38 @@ def check_toolchain() -> None:
         )
 
 
+def apply_patch(patch: Path, directory: Path) -> None:
+    tool = ["git", "apply", "-p1"] if shutil.which("git") else ["patch", "-p1", "-i"]
+    print("+", " ".join([*tool, str(patch)]), f"(in {directory})", flush=True)
+    if subprocess.run([*tool, str(patch)], cwd=directory).returncode != 0:
+        fail(f"could not apply {patch.name} in {directory}; are the pinned versions installed?")
+
+
+def build_trianglengin(pip: list[str]) -> None:
+    """Build and install trianglengin from its sdist with the engine patch applied."""
+    build = BUILD / "trianglengin"
+    shutil.rmtree(build, ignore_errors=True)
+    download = [str(venv_python()), "-m", "pip", "download", "--disable-pip-version-check"]
+    run(
+        [*download, "--no-deps", "--no-binary", "trianglengin", TRIANGLENGIN, "-d", str(build)],
+        what="download of the trianglengin sdist",
+    )
+    [sdist] = build.glob("trianglengin-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        archive.extractall(build, filter="data")
+    source = build / sdist.name.removesuffix(".tar.gz")
+    apply_patch(ENGINE_PATCH, source / "src" / "trianglengin" / "cpp")
+    # Its CMake otherwise picks another interpreter than the one it builds for.
+    env = {**os.environ, "CMAKE_ARGS": f"-DPYTHON_EXECUTABLE={venv_python()}"}
+    run(
+        [*pip, "--force-reinstall", "--no-deps", str(source)],
+        env=env,
+        what="build of trianglengin from its sdist",
+    )
+
+
 def build_trimcts() -> None:
-    """Compile trimcts_cpp from the C++ sources shipped inside the trimcts wheel."""
+    """Compile trimcts_cpp from the C++ sources shipped inside the trimcts wheel, patched."""
     site = Path(
         subprocess.check_output(
             [str(venv_python()), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -124,21 +168,19 @@ def build_trimcts() -> None:
     pybind11_dir = subprocess.check_output(
         [str(venv_python()), "-m", "pybind11", "--cmakedir"], text=True
     ).strip()
-    shutil.rmtree(BUILD, ignore_errors=True)
-    patched = BUILD / "src"
+    build = BUILD / "trimcts_cpp"
+    shutil.rmtree(build, ignore_errors=True)
+    patched = build / "src"
     shutil.copytree(sources, patched)
-    apply = ["git", "apply", "-p1"] if shutil.which("git") else ["patch", "-p1", "-i"]
-    print("+", " ".join([*apply, str(PATCH)]), f"(in {patched})", flush=True)
-    if subprocess.run([*apply, str(PATCH)], cwd=patched).returncode != 0:
-        fail(f"could not apply {PATCH.name} to the trimcts sources; is trimcts 1.3.0 installed?")
-    out = BUILD / "out"
+    apply_patch(TRIMCTS_PATCH, patched)
+    out = build / "out"
     run(
         [
             "cmake",
             "-S",
             str(patched),
             "-B",
-            str(BUILD / "cmake"),
+            str(build / "cmake"),
             "-DCMAKE_BUILD_TYPE=Release",
             f"-Dpybind11_DIR={pybind11_dir}",
             f"-DPython_EXECUTABLE={venv_python()}",
@@ -148,7 +190,7 @@ def build_trimcts() -> None:
         what="cmake configure of trimcts_cpp",
     )
     run(
-        ["cmake", "--build", str(BUILD / "cmake"), "-j", str(os.cpu_count() or 1)],
+        ["cmake", "--build", str(build / "cmake"), "-j", str(os.cpu_count() or 1)],
         what="build of trimcts_cpp",
     )
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
@@ -160,21 +202,13 @@ def build_trimcts() -> None:
     shutil.copy2(built, package / built.name)
 
 
-def install(force: bool) -> None:
+def install() -> None:
     check_toolchain()
     if not venv_python().exists():
         run([sys.executable, "-m", "venv", str(VENV)], what="creating .venv")
     pip = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check"]
     run([*pip, "--upgrade", "pip", PYBIND11], what="pip install of build helpers")
-    if force or not python_ok("import trianglengin"):
-        # The wheel's extension targets CPython 3.7; build from the sdist, telling its CMake
-        # which interpreter to build for (it otherwise finds a different one).
-        env = {**os.environ, "CMAKE_ARGS": f"-DPYTHON_EXECUTABLE={venv_python()}"}
-        run(
-            [*pip, "--force-reinstall", "--no-deps", "--no-binary", "trianglengin", TRIANGLENGIN],
-            env=env,
-            what="build of trianglengin from its sdist",
-        )
+    build_trianglengin(pip)
     run([*pip, "-e", ".[dev]"], what="pip install of alphatriangle")
     build_trimcts()
 
@@ -199,7 +233,7 @@ def main() -> None:
     up_to_date = STAMP.is_file() and STAMP.read_text() == wanted and not args.force
     if not up_to_date:
         STAMP.unlink(missing_ok=True)
-        install(args.force)
+        install()
     self_check()
     if not up_to_date:
         STAMP.write_text(wanted)
