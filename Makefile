@@ -18,6 +18,10 @@ train: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# selfplay, trieye, persistence and pipeline benchmarks, one markdown table (~8 min on 2 cores).
+bench: install
+	$(BIN)/python bench/run_all.py
+
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 

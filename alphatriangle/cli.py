@@ -41,10 +41,14 @@ class UsageError(Exception):
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """The process boundary: bad input becomes one clear line instead of a traceback."""
+    from alphatriangle.errors import FinalSaveError
     from alphatriangle.runlock import RunLockedError
 
     try:
         yield
+    except FinalSaveError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
     except (UsageError, ValueError, RunLockedError, FileNotFoundError) as err:
         lines = [line.strip() for line in re.sub(r":\n\s*", ": ", str(err)).splitlines()]
         message = "; ".join(line for line in lines if line)

@@ -22,6 +22,7 @@ import torch
 
 from alphatriangle.buffer import ReplayBuffer
 from alphatriangle.config import AlphaTriangleConfig, TrainConfig
+from alphatriangle.errors import FinalSaveError
 from alphatriangle.eval_worker import EvalWorker
 from alphatriangle.features import feature_spec
 from alphatriangle.learner import make_optimizer, make_scheduler, train_step
@@ -249,9 +250,16 @@ def train(
                 evals.stop()
             counters.best_mean_score = max(counters.best_mean_score, meter.mean_score())
             final = _save(stats, counters, model, optimizer, scheduler, buffer, True)
-            saved_path = Path(ray.get(final))
             stats.set_status(status)
-            stats.shutdown_actor()
+            try:
+                saved_path = Path(ray.get(final))
+                stats.shutdown_actor()
+            except ray.exceptions.RayTaskError as err:
+                raise FinalSaveError(
+                    f"the final checkpoint (step {counters.step}) could not be written: "
+                    f"{err.cause}; a restart resumes from the newest good checkpoint in "
+                    f"{run.checkpoint_dir}"
+                ) from err
         return TrainResult(
             run=run,
             resumed_from=ckpt.path if ckpt else None,

@@ -146,6 +146,11 @@ def restore_once(client: trieye.TrieyeClient, cfg: AlphaTriangleConfig) -> dict[
     }
 
 
+def _spread(rows: list[dict[str, float]], key: str) -> str:
+    values = [row[key] for row in rows]
+    return f"{statistics.median(values):.3f} s ({min(values):.3f}-{max(values):.3f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--positions", type=int, default=100_000, help="replay buffer fill")
@@ -200,26 +205,27 @@ def main() -> None:
         **{key: round(median(restores, key), 4) for key in restores[0]},
         "runs": {"save": saves, "restore": restores},
     }
-    mb = 1e6
     print(
         f"\ncheckpoint + buffer of {len(buffer):,} positions through the trieye sidecar, "
-        f"median of {args.repeats} ({os.cpu_count()} CPUs)"
+        f"median (min-max) of {args.repeats} ({os.cpu_count()} CPUs)"
     )
-    rows = [
-        ("learner blocked: build state dicts", f"{results['build_state_s']:.3f} s"),
-        ("learner blocked: save_checkpoint call", f"{results['save_call_s']:.3f} s"),
-        ("learner blocked: total", f"{results['learner_blocked_s']:.3f} s"),
-        ("save wall time until ray.get(ref)", f"{results['save_wall_s']:.3f} s"),
-        ("checkpoint file (.pt)", f"{results['checkpoint_bytes'] / mb:.2f} MB"),
-        ("buffer file (.npz)", f"{results['buffer_bytes'] / mb:.1f} MB"),
-        ("restore: client.load_latest()", f"{results['load_latest_s']:.3f} s"),
-        ("restore: model+optimizer load", f"{results['model_optimizer_load_s']:.3f} s"),
-        ("restore: buffer.load_state_dict", f"{results['buffer_load_state_dict_s']:.3f} s"),
-        ("restore: total", f"{results['restore_total_s']:.3f} s"),
-    ]
     print("| measure | value |\n|---|---|")
-    for label, value in rows:
-        print(f"| {label} | {value} |")
+    for key, label in [
+        ("build_state_s", "learner blocked: build state dicts"),
+        ("save_call_s", "learner blocked: save_checkpoint call"),
+        ("learner_blocked_s", "learner blocked: total"),
+        ("save_wall_s", "save wall time until ray.get(ref)"),
+    ]:
+        print(f"| {label} | {_spread(saves, key)} |")
+    print(f"| checkpoint file (.pt) | {results['checkpoint_bytes'] / 1e6:.2f} MB |")
+    print(f"| buffer file (.npz) | {results['buffer_bytes'] / 1e6:.1f} MB |")
+    for key, label in [
+        ("load_latest_s", "restore: client.load_latest()"),
+        ("model_optimizer_load_s", "restore: model+optimizer load_state_dict"),
+        ("buffer_load_state_dict_s", "restore: buffer.load_state_dict"),
+        ("restore_total_s", "restore: total"),
+    ]:
+        print(f"| {label} | {_spread(restores, key)} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
 

@@ -16,6 +16,7 @@ over-counts shared data.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -37,12 +38,14 @@ DRIVER = "driver"
 
 @dataclass(frozen=True)
 class ProcMemory:
-    """Memory of one process at one instant, in MB."""
+    """Memory of one process at one instant, in MB: VmRSS, VmHWM (peak VmRSS so far) and
+    RssAnon (the private part of VmRSS, without shared object-store and file pages)."""
 
     pid: int
     role: str
     rss_mb: float
     hwm_mb: float
+    anon_mb: float
 
 
 def _children_by_parent() -> dict[int, list[int]]:
@@ -93,13 +96,11 @@ def _memory(pid: int, role: str) -> ProcMemory | None:
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     if "VmRSS" not in fields:  # a zombie has no memory left to report
         return None
-    kb = 1024.0
-    return ProcMemory(
-        pid,
-        role,
-        int(fields["VmRSS"].split()[0]) / kb,
-        int(fields["VmHWM"].split()[0]) / kb,
-    )
+
+    def mb(key: str) -> float:
+        return int(fields[key].split()[0]) / 1024.0
+
+    return ProcMemory(pid, role, mb("VmRSS"), mb("VmHWM"), mb("RssAnon"))
 
 
 def role_pids(driver: int) -> dict[int, str]:
@@ -153,6 +154,19 @@ class MemoryMonitor:
         return peaks
 
 
+def kill_tree(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL a driver that is still running and every process below it: a driver killed
+    alone leaves its Ray processes (raylet, gcs_server, actors) behind."""
+    if proc.poll() is not None:
+        return
+    tree = _descendants(proc.pid)
+    proc.kill()
+    proc.wait()
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _launch(data: Path, name: str, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "ALPHATRIANGLE_DATA": str(data), "CI": "1"}
     return subprocess.Popen(
@@ -185,13 +199,16 @@ def main() -> None:
         lines: list[str] = []
         proc = _launch(data, "bench")
         monitor = MemoryMonitor(proc.pid)
-        first = _first_step(proc, launched, lines)
-        time.sleep(max(0.0, args.seconds - (time.monotonic() - launched)))
-        stopping = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-        stop_s = time.monotonic() - stopping
-        monitor.stop()
+        try:
+            first = _first_step(proc, launched, lines)
+            time.sleep(max(0.0, args.seconds - (time.monotonic() - launched)))
+            stopping = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=120)
+            stop_s = time.monotonic() - stopping
+        finally:
+            monitor.stop()
+            kill_tree(proc)
         text = "".join(lines) + out
         rates = re.search(r"self-play ([\d.]+) moves/s, learner (\d+) samples/s", text)
         final = re.search(r"stopped 'bench' at step (\d+)", text)
@@ -201,8 +218,13 @@ def main() -> None:
 
         launched = time.monotonic()
         resumed = _launch(data, "bench", "--max-steps", str(step + 3))
-        resume_first = _first_step(resumed, launched, [])
-        resumed.communicate(timeout=120)
+        try:
+            resume_first = _first_step(resumed, launched, [])
+            resumed_out, _ = resumed.communicate(timeout=120)
+        finally:
+            kill_tree(resumed)
+        if resumed.returncode != 0:
+            raise SystemExit(f"the resumed run failed (exit {resumed.returncode}):\n{resumed_out}")
 
     results: dict[str, Any] = {
         "machine_cpus": os.cpu_count(),

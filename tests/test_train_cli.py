@@ -115,7 +115,7 @@ def test_train_smoke_then_resume_by_name(workdir: Path) -> None:
         assert name in metrics, sorted(metrics)
 
     out = _ok(_train(workdir, "--run-name", "smoke", "--max-steps", "20"))
-    match = re.search(r"resumed 'smoke' at step (\d+) from (\S+) \(buffer (\d+) positions\)", out)
+    match = re.search(r"resumed 'smoke' at step (\d+) from (\S+) \(buffer (\d+) positions", out)
     assert match, out
     assert int(match.group(1)) == 10
     assert int(match.group(3)) == saved_size
