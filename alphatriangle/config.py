@@ -169,7 +169,7 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     every_steps: int = Field(
-        500, ge=0, description="Gradient steps between evaluations; 0 turns them off."
+        100, ge=0, description="Gradient steps between evaluations; 0 turns them off."
     )
     games: int = Field(8, ge=1, le=10_000, description="Games per evaluation, on seeds 0..games-1.")
     simulations: int | None = Field(

@@ -114,3 +114,44 @@ def test_eval_of_a_missing_run_is_refused(trained: Path) -> None:
     result = _run(trained, "eval", "--run-name", "nope")
     assert result.returncode == 2
     assert "does not exist" in result.stdout
+
+
+def test_periodic_evaluation_logs_eval_metrics_and_keeps_the_best_checkpoint(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pe.toml").write_text(
+        TINY + "[eval]\nevery_steps = 3\ngames = 2\nsimulations = 4\n"
+    )
+    args = ["train", "--run-name", "pe", "--config", "pe.toml", "--max-steps", "40"]
+    result = _run(tmp_path, *args, "--workers", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    ctx = run_context("pe", tmp_path / "data")
+    run_id = json.loads(ctx.run_json.read_text())["mlflow_run_id"]
+    client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+    history = client.get_metric_history(run_id, "eval/score_mean")
+    assert history, "no evaluation finished during the run"
+    assert all(point.step % 3 == 0 for point in history)
+    best = [
+        json.loads(p.read_text())
+        for p in ctx.checkpoint_dir.glob("*.json")
+        if json.loads(p.read_text()).get("is_best")
+    ]
+    assert len(best) == 1
+    best_step = best[0]["step"]
+    # The first evaluation to reach the top score is the one kept as best.
+    by_step = sorted(history, key=lambda p: p.step)
+    assert max(by_step, key=lambda p: p.value).step == best_step
+
+    result = _run(
+        tmp_path,
+        "eval",
+        "--run-name",
+        "pe",
+        "--checkpoint",
+        "best",
+        "--games",
+        "2",
+        "--no-baselines",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"(step {best_step})" in result.stdout
