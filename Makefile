@@ -18,7 +18,7 @@ train: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# selfplay, trieye, persistence and pipeline benchmarks, one markdown table (~8 min on 2 cores).
+# selfplay, trieye, persistence and pipeline benchmarks, one markdown table (~4 min on 2 cores).
 bench: install
 	$(BIN)/python bench/run_all.py
 

@@ -98,6 +98,7 @@ def save_once(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     buffer: ReplayBuffer,
+    buffer_dir: Path,
 ) -> dict[str, float]:
     """One checkpoint with buffer, timed the way the training loop pays for it (train._save)."""
     start = time.perf_counter()
@@ -108,7 +109,7 @@ def save_once(
     returned = time.perf_counter()
     path = Path(ray.get(ref))
     written = time.perf_counter()
-    buffer_file = path.parent.parent / "buffers" / f"buffer_{step:012d}.npz"
+    buffer_file = buffer_dir / f"buffer_{step:012d}.npz"
     return {
         "build_state_s": built - start,
         "save_call_s": returned - built,
@@ -184,7 +185,9 @@ def main() -> None:
             # sqlite): do the same so that the first save measures a save, not that set-up.
             client.log_params({"bench": "persistence"})
             for step in range(1, args.repeats + 1):
-                saves.append(save_once(client, step, model, optimizer, scheduler, buffer))
+                saves.append(
+                    save_once(client, step, model, optimizer, scheduler, buffer, ctx.buffer_dir)
+                )
                 restores.append(restore_once(client, cfg))
                 restored = restores[-1]["restored_positions"]
                 if restored != len(buffer):

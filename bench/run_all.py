@@ -1,6 +1,6 @@
 """Every default benchmark, one after another, summarised in one markdown table.
 
-Run: ``make bench`` or ``.venv/bin/python bench/run_all.py`` (about 8 minutes on 2 cores).
+Run: ``make bench`` or ``.venv/bin/python bench/run_all.py`` (about 4 minutes on 2 cores).
 Runs ``selfplay.py``, ``trieye_bench.py``, ``persistence.py`` and ``pipeline.py`` as separate
 processes (so that none inherits another's Ray session or threads), echoing their output, then
 prints one table (measure | value | how measured) and writes ``bench/results/summary.json``.
@@ -50,6 +50,8 @@ class Bench:
 
 @dataclass
 class Row:
+    """One line of the summary table."""
+
     measure: str
     value: str
     how: str
@@ -83,19 +85,28 @@ def run(bench: Bench) -> None:
     bench.load_after = os.getloadavg()[0]
 
 
-def selfplay_rows(bench: Bench) -> list[Row]:
+def selfplay_results(stdout: str) -> dict[str, Any]:
     """selfplay.py prints a table and writes no JSON: read the table."""
     rates = {}
-    for line in bench.stdout.splitlines():
+    for line in stdout.splitlines():
         if match := SELFPLAY_ROW.match(line.strip()):
-            rates[match["label"]] = (float(match["wall"]), float(match["cpu"]))
-    network = re.search(r"default network: (channels .*?parameters)", bench.stdout)
-    net = network.group(1) if network else "default network"
+            rates[match["label"]] = {
+                "per_wall_s": float(match["wall"]),
+                "per_cpu_s": float(match["cpu"]),
+            }
+    network = re.search(r"default network: (channels .*?parameters)", stdout)
+    return {"rates": rates, "network": network.group(1) if network else "default network"}
+
+
+def selfplay_rows(data: dict[str, Any]) -> list[Row]:
+    rates, net = data["rates"], data["network"]
 
     def rate(label: str, unit: str) -> str:
-        key = next(k for k in rates if k.startswith(label))
-        wall, cpu = rates[key]
-        return f"{cpu:,.0f} {unit} per CPU-second ({wall:,.0f} per wall second)"
+        measured = next(v for k, v in rates.items() if k.startswith(label))
+        return (
+            f"{measured['per_cpu_s']:,.0f} {unit} per CPU-second "
+            f"({measured['per_wall_s']:,.0f} per wall second)"
+        )
 
     how = "bench/selfplay.py: one process, torch.set_num_threads(1), default MCTS config"
     return [
@@ -147,7 +158,7 @@ def persistence_rows(data: dict[str, Any]) -> list[Row]:
     n = f"{data['buffer_positions']:,}"
     how = (
         f"bench/persistence.py: real TrieyeActor, buffer of {n} positions + default "
-        f"model/AdamW state, median of {data['repeats']}"
+        f"model/AdamW state, median of {data['repeats']} per figure"
     )
     return [
         Row(
@@ -162,12 +173,14 @@ def persistence_rows(data: dict[str, Any]) -> list[Row]:
         ),
         Row(
             "checkpoint files",
-            f"{data['checkpoint_bytes'] / 1e6:.2f} MB model+optimizer, {data['buffer_bytes'] / 1e6:.0f} MB buffer",
+            f"{data['checkpoint_bytes'] / 1e6:.2f} MB model+optimizer, "
+            f"{data['buffer_bytes'] / 1e6:.0f} MB buffer",
             f"{how}; .pt and uncompressed .npz",
         ),
         Row(
             "checkpoint restore",
-            f"{data['restore_total_s']:.2f} s (load_latest {data['load_latest_s']:.2f} s, buffer.load_state_dict {data['buffer_load_state_dict_s']:.2f} s)",
+            f"{data['restore_total_s']:.2f} s (load_latest {data['load_latest_s']:.2f} s, "
+            f"buffer.load_state_dict {data['buffer_load_state_dict_s']:.2f} s)",
             f"{how}; sha256 verified, torch.load(weights_only=True), np.load(allow_pickle=False)",
         ),
     ]
@@ -175,7 +188,10 @@ def persistence_rows(data: dict[str, Any]) -> list[Row]:
 
 def pipeline_rows(data: dict[str, Any]) -> list[Row]:
     cpus = data["machine_cpus"]
-    how = f"bench/pipeline.py: `alphatriangle train` on defaults, {cpus} CPUs, {data['train_seconds']:g} s run"
+    how = (
+        f"bench/pipeline.py: `alphatriangle train` on defaults, {cpus} CPUs, "
+        f"{data['train_seconds']:g} s run"
+    )
     rows = [
         Row(
             "pipeline self-play moves/s (all workers)",
@@ -208,10 +224,21 @@ def pipeline_rows(data: dict[str, Any]) -> list[Row]:
             Row(
                 f"peak RSS, {role}",
                 f"{peak['peak_hwm_mb']:.0f} MB",
-                f"{how}; VmHWM sampled every second, largest of {peak['processes']:.0f} process(es)",
+                f"{how}; VmHWM sampled every second, largest of "
+                f"{peak['processes']:.0f} process(es)",
             )
         )
     return rows
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the machine type."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
 
 
 def main() -> None:
@@ -249,31 +276,38 @@ def main() -> None:
         run(bench)
 
     readers: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+        "selfplay": selfplay_rows,
         "trieye_bench": trieye_rows,
         "persistence": persistence_rows,
         "pipeline": pipeline_rows,
     }
     rows: list[Row] = []
+    results: dict[str, Any] = {}
     failed: list[str] = []
     for name, bench in benches.items():
         if bench.returncode != 0:
             failed.append(f"{bench.script} (exit {bench.returncode})")
             continue
         if name == "selfplay":
-            rows += selfplay_rows(bench)
+            results[name] = selfplay_results(bench.stdout)
         else:
-            rows += readers[name](json.loads(files[name].read_text()))
+            results[name] = json.loads(files[name].read_text())
+        rows += readers[name](results[name])
 
     machine = {
         "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "system": platform.platform(),
     }
     loads = ", ".join(
         f"{b.script} {b.load_before:.1f}->{b.load_after:.1f}" for b in benches.values()
     )
-    print(f"\n## AlphaTriangle benchmarks ({machine['cpus']} CPUs, {machine['processor']})\n")
+    print(
+        f"\n## AlphaTriangle benchmarks ({machine['cpus']} CPUs, {machine['processor']}, "
+        f"{machine['memory_gb']} GiB)\n"
+    )
     print("| measure | value | how measured |\n|---|---|---|")
     for row in rows:
         print(f"| {row.measure} | {row.value} | {row.how} |")
@@ -293,6 +327,7 @@ def main() -> None:
             for name, b in benches.items()
         },
         "failed": failed,
+        "results": results,
     }
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2))
     if failed:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -67,22 +66,40 @@ def _start(workdir: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _ray_pids() -> set[str]:
-    found = subprocess.run(
-        ["pgrep", "-f", "ray::|raylet|gcs_server"], capture_output=True, text=True
-    )
-    return set(found.stdout.split())
+def _descendants(root: int) -> dict[int, str]:
+    """Live processes below ``root`` (pid -> command line), read from /proc."""
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, ppid in parent.items():
+            if ppid == pid and child not in found:
+                try:
+                    cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                found[child] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+                frontier.append(child)
+    return found
+
+
+def _kill_all(pids: object) -> None:
+    for pid in pids:  # type: ignore[attr-defined]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[Path]:
+def workdir(tmp_path: Path) -> Path:
     (tmp_path / "tiny.toml").write_text(TINY.format(ckpt=2))
-    before = _ray_pids()
-    yield tmp_path
-    # A driver killed with SIGKILL leaves some Ray helper processes behind; end them.
-    for pid in _ray_pids() - before:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid), signal.SIGKILL)
+    return tmp_path
 
 
 def _wait_for(predicate: object, proc: subprocess.Popen[str], seconds: float = 180) -> None:
@@ -117,8 +134,11 @@ def test_kill_9_of_the_driver_then_restart_resumes_from_the_last_complete_checkp
     _wait_for(lambda: len(_manifest_steps(ctx.checkpoint_dir)) >= 2, proc)
     # Checkpoints every 2 steps: a random instant often falls inside a write.
     time.sleep(random.uniform(0.0, 2.0))
+    ray_processes = _descendants(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    # A driver killed with SIGKILL leaves some of its Ray helper processes behind.
+    _kill_all(ray_processes)
 
     steps = _manifest_steps(ctx.checkpoint_dir)
     newest = steps[-1]
@@ -146,17 +166,16 @@ def test_kill_9_of_the_driver_then_restart_resumes_from_the_last_complete_checkp
 
 
 def test_a_killed_self_play_worker_is_replaced_and_training_goes_on(workdir: Path) -> None:
-    proc = _start(workdir, "--run-name", "wk", "--max-steps", "40")
+    proc = _start(workdir, "--run-name", "wk", "--max-steps", "200")
     ctx = run_context("wk", workdir / "data")
     _wait_for(lambda: len(_manifest_steps(ctx.checkpoint_dir)) >= 1, proc)
-    workers = subprocess.run(["pgrep", "-f", "ray::SelfPlayWorker"], capture_output=True, text=True)
-    pids = workers.stdout.split()
-    assert pids, "no self-play worker process found"
+    pids = [pid for pid, cmd in _descendants(proc.pid).items() if "ray::SelfPlayWorker" in cmd]
+    assert pids, _descendants(proc.pid)
     os.kill(int(pids[0]), signal.SIGKILL)
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, out
     assert "starting a replacement" in out
-    assert "finished 'wk' at step 40" in out
+    assert "finished 'wk' at step 200" in out
     _assert_mlflow_clean(workdir, "wk")
 
 
