@@ -7,7 +7,6 @@ Every setting lives in exactly one of these models. The environment is trianglen
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -141,7 +140,9 @@ class TrainConfig(BaseModel):
         50, ge=1, description="Steps between publishing new weights to self-play workers."
     )
     num_workers: int | None = Field(
-        None, ge=1, description="Self-play workers; None derives it from the CPU count."
+        None,
+        ge=1,
+        description="Self-play workers; None: one per CPU Ray sees, minus one for the learner.",
     )
     seed: int = Field(
         0, ge=0, description="Seed of the run (network init, buffer sampling, games)."
@@ -155,12 +156,6 @@ class TrainConfig(BaseModel):
                 f"({self.buffer_capacity}); training would never start"
             )
         return self
-
-    def resolved_num_workers(self) -> int:
-        """``num_workers``, or one per CPU left after the learner (at least one)."""
-        if self.num_workers is not None:
-            return self.num_workers
-        return max(1, (os.cpu_count() or 1) - 1)
 
 
 class EvalConfig(BaseModel):
