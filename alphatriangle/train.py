@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -52,7 +52,6 @@ class Counters:
     episodes: int = 0
     samples_generated: int = 0
     samples_trained: int = 0
-    moves: int = 0
     simulations: int = 0
     weight_version: int = 0
     best_mean_score: float = float("-inf")
@@ -63,7 +62,6 @@ class Counters:
     def add_episode(self, record: EpisodeRecord) -> None:
         self.episodes += 1
         self.samples_generated += record.length
-        self.moves += record.length
         self.simulations += record.simulations
 
 
@@ -88,14 +86,12 @@ class TrainResult:
     """How a ``train()`` call ended."""
 
     run: RunContext
-    resumed_from: Path | None
     start_step: int
     final_step: int
     stopped_by_signal: bool
     checkpoint: Path | None
     moves_per_s: float = 0.0
     samples_per_s: float = 0.0
-    recent_scores: list[float] = field(default_factory=list)
 
 
 def data_root() -> Path:
@@ -262,14 +258,12 @@ def train(
                 ) from err
         return TrainResult(
             run=run,
-            resumed_from=ckpt.path if ckpt else None,
             start_step=start_step,
             final_step=counters.step,
             stopped_by_signal=stop.requested,
             checkpoint=saved_path,
             moves_per_s=meter.rates()[0],
             samples_per_s=meter.rates()[1],
-            recent_scores=list(meter.scores),
         )
 
 
