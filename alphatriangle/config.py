@@ -137,7 +137,10 @@ class TrainConfig(BaseModel):
         2_000, ge=1, description="Steps between replay-buffer snapshots."
     )
     weights_publish_every_steps: int = Field(
-        50, ge=1, description="Steps between publishing new weights to self-play workers."
+        10,
+        ge=1,
+        description="Steps between publishing new weights to self-play workers; episode metrics "
+        "are logged at the weight version, so this is also their step resolution.",
     )
     num_workers: int | None = Field(
         None,

@@ -1,0 +1,387 @@
+"""Fixed-budget learning benchmark through the full pipeline: train, evaluate, plot the curve.
+
+Run: ``.venv/bin/python bench/learning_pipeline.py [--minutes 30] [--seeds 1000:1100]`` (opt-in).
+
+1. Starts the real ``alphatriangle train`` on its defaults (``--workers`` passed through) in a
+   temporary data directory and sends it SIGINT ``--minutes`` after launch, so the budget
+   includes start-up. It must exit 0: it saves a final checkpoint on the way out.
+2. Runs ``alphatriangle eval --checkpoint latest`` on the held-out ``--seeds``: the trained
+   network (``--sims``) beside uniform-prior MCTS (``--baseline-sims``), greedy one-step and
+   random play, all on the same seeds. Self-play uses seeds from 2^20 up, so these are never
+   trained on.
+3. Reads the run's MLflow histories of ``episode/score`` (mean self-play score per sidecar
+   flush) and ``eval/score_mean`` (the periodic evaluation on seeds 0..eval.games-1) and plots
+   them against wall-clock minutes, with the held-out means of step 2 as horizontal lines.
+
+Prints a markdown table (player | mean | median | sd | max) with the steps trained and the
+positions generated, and writes ``learning_pipeline.json`` and ``learning_pipeline.png`` in
+``--out``. Unlike ``bench/learning.py`` (one process, alternating self-play and learning), this
+measures what a user gets from ``alphatriangle train`` in the same time.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+import argparse
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on a benchmark machine; select before pyplot is imported
+import matplotlib.pyplot as plt
+from mlflow.tracking import MlflowClient
+
+# Sibling module (bench/ is on sys.path when this file runs as a script).
+from pipeline import kill_tree
+
+from alphatriangle.config import AlphaTriangleConfig
+from alphatriangle.evaluation import parse_seeds
+from alphatriangle.train import run_context
+from trieye import RunContext
+
+CLI = str(Path(sys.executable).parent / "alphatriangle")
+RUN_NAME = "learning-pipeline"
+SELFPLAY_SEED_FLOOR = 2**20
+"""Self-play seeds start here (see README), so evaluation seeds must stay below it."""
+MAX_STEPS = 100_000_000
+"""Never reached: the time budget, not a step count, ends training."""
+CURVES = ("episode/score", "eval/score_mean")
+PLAYER_ORDER = ("network", "uniform-mcts", "greedy", "random")
+
+
+@dataclass
+class Child:
+    """A CLI subprocess whose output a thread drains into ``lines`` (a full pipe would block
+    the child) and echoes, prefixed, so a long run shows progress."""
+
+    proc: subprocess.Popen[str]
+    lines: list[str]
+    reader: threading.Thread
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+STARTED: list[subprocess.Popen[str]] = []
+"""Every CLI process this benchmark started, for ``kill_tree`` when anything fails."""
+
+
+def _start(args: list[str], env: dict[str, str], prefix: str) -> Child:
+    proc = subprocess.Popen(
+        [CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    STARTED.append(proc)
+    lines: list[str] = []
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            print(f"{prefix}| {line}", end="", flush=True)
+
+    reader = threading.Thread(target=drain, name=f"{prefix}-output", daemon=True)
+    reader.start()
+    return Child(proc, lines, reader)
+
+
+def _finish(child: Child, timeout: float | None, what: str) -> None:
+    """Wait for ``child`` to exit 0; anything else is a failed benchmark."""
+    try:
+        code = child.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"{what} did not exit within {timeout:.0f} s") from None
+    child.reader.join(timeout=10)
+    if code != 0:
+        raise SystemExit(f"{what} failed (exit {code}):\n{child.text[-4000:]}")
+
+
+def train(env: dict[str, str], budget_s: float, workers: int | None, stop_s: float) -> Child:
+    """``alphatriangle train`` for ``budget_s`` from launch, then SIGINT and a clean exit."""
+    extra = ["--workers", str(workers)] if workers else []
+    child = _start(
+        ["train", "--run-name", RUN_NAME, "--max-steps", str(MAX_STEPS), *extra], env, "train"
+    )
+    try:
+        # An exit before the budget is spent is a failure (a crash, or bad input).
+        child.proc.wait(timeout=budget_s)
+        child.reader.join(timeout=10)
+        raise SystemExit(
+            f"training ended before the budget (exit {child.proc.returncode}):\n"
+            f"{child.text[-4000:]}"
+        )
+    except subprocess.TimeoutExpired:
+        pass
+    # SIGINT to the driver alone, as Ctrl-C would: it stops its workers itself and saves.
+    child.proc.send_signal(signal.SIGINT)
+    _finish(child, stop_s, "training after SIGINT")
+    return child
+
+
+def evaluate(env: dict[str, str], run: RunContext, args: argparse.Namespace) -> dict[str, Any]:
+    """``alphatriangle eval`` on the held-out seeds; its JSON report (the newest in evals/)."""
+    child = _start(
+        [
+            "eval",
+            "--run-name",
+            RUN_NAME,
+            "--checkpoint",
+            "latest",
+            "--seeds",
+            args.seeds,
+            "--sims",
+            str(args.sims),
+            "--baseline-sims",
+            str(args.baseline_sims),
+        ],
+        env,
+        "eval",
+    )
+    _finish(child, None, "alphatriangle eval")
+    reports = sorted(run.eval_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
+    if not reports:
+        raise SystemExit(f"alphatriangle eval wrote no report under {run.eval_dir}")
+    report: dict[str, Any] = json.loads(reports[-1].read_text())
+    return report
+
+
+def curves(run: RunContext) -> dict[str, list[dict[str, float]]]:
+    """Each curve's points as minutes since the first point of either curve, step and value."""
+    run_id = json.loads(run.run_json.read_text())["mlflow_run_id"]
+    client = MlflowClient(tracking_uri=run.mlflow_tracking_uri)
+    history = {name: client.get_metric_history(run_id, name) for name in CURVES}
+    stamps = [m.timestamp for points in history.values() for m in points]
+    if not stamps:
+        return {name: [] for name in CURVES}
+    t0 = min(stamps)  # MLflow timestamps are milliseconds since the epoch
+    return {
+        name: [
+            {"minutes": (m.timestamp - t0) / 60_000, "step": m.step, "value": m.value}
+            for m in sorted(points, key=lambda m: (m.timestamp, m.step))
+        ]
+        for name, points in history.items()
+    }
+
+
+def _ordered(players: dict[str, Any]) -> list[dict[str, Any]]:
+    """Players in a fixed reading order: the agent first, then strongest baseline down."""
+
+    def rank(name: str) -> int:
+        return next(
+            (i for i, p in enumerate(PLAYER_ORDER) if name.startswith(p)), len(PLAYER_ORDER)
+        )
+
+    return [players[name] for name in sorted(players, key=rank)]
+
+
+def plot(
+    path: Path,
+    series: dict[str, list[dict[str, float]]],
+    report: dict[str, Any],
+    budget_min: float,
+    steps: int,
+    periodic_games: int,
+) -> None:
+    seeds = report["seeds"]
+    held_out = f"held-out seeds {seeds[0]}-{seeds[-1]}"
+    fig, ax = plt.subplots(figsize=(10, 6), dpi=120)
+    selfplay = series["episode/score"]
+    ax.plot(
+        [p["minutes"] for p in selfplay],
+        [p["value"] for p in selfplay],
+        color="tab:blue",
+        alpha=0.55,
+        linewidth=1,
+        marker=".",
+        markersize=3,
+        label="self-play episode/score (mean per flush, training seeds)",
+    )
+    periodic = series["eval/score_mean"]
+    ax.plot(
+        [p["minutes"] for p in periodic],
+        [p["value"] for p in periodic],
+        color="tab:orange",
+        linewidth=2,
+        marker="o",
+        markersize=5,
+        label=f"periodic eval/score_mean (seeds 0-{periodic_games - 1}, during training)",
+    )
+    styles = {"uniform-mcts": "tab:green", "greedy": "tab:purple", "random": "tab:gray"}
+    end = max((p["minutes"] for s in series.values() for p in s), default=budget_min)
+    for player in _ordered(report["players"]):
+        name, mean = player["player"], player["mean"]
+        if name == "network":
+            # The trained agent is one point, at the end of training, not a level over time.
+            ax.plot(
+                [end],
+                [mean],
+                marker="*",
+                markersize=16,
+                color="tab:red",
+                linestyle="none",
+                label=f"trained agent, final checkpoint ({held_out}): {mean:.1f}",
+            )
+            continue
+        color = next((c for p, c in styles.items() if name.startswith(p)), "black")
+        ax.axhline(
+            mean,
+            color=color,
+            linestyle="--",
+            linewidth=1.5,
+            label=f"{name} ({held_out}): {mean:.1f}",
+        )
+    ax.set_xlabel("wall-clock minutes since the run's first logged point")
+    ax.set_ylabel("game score")
+    ax.set_title(
+        f"alphatriangle train (defaults), {budget_min:g}-minute budget, {steps} steps; "
+        f"eval {report['simulations']} sims vs uniform MCTS {report['baseline_simulations']}",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=30.0, help="training budget from launch")
+    parser.add_argument("--seeds", default="1000:1100", help="held-out eval seeds A:B (A..B-1)")
+    parser.add_argument("--sims", type=int, default=64, help="simulations of the trained agent")
+    parser.add_argument(
+        "--baseline-sims", type=int, default=128, help="simulations of the uniform-MCTS baseline"
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench/results/learning_pipeline"))
+    parser.add_argument("--workers", type=int, default=None, help="passed to alphatriangle train")
+    parser.add_argument(
+        "--stop-timeout", type=float, default=300.0, help="seconds allowed for the exit on SIGINT"
+    )
+    parser.add_argument(
+        "--keep-data", action="store_true", help="keep the temporary data directory (prints it)"
+    )
+    args = parser.parse_args()
+    if args.minutes <= 0 or args.sims < 1 or args.baseline_sims < 1:
+        parser.error("--minutes, --sims and --baseline-sims must be positive")
+    # Check the seeds now rather than after the whole training budget has been spent.
+    try:
+        seeds = parse_seeds(args.seeds, 0)
+    except ValueError as err:
+        parser.error(str(err))
+    if seeds[-1] >= SELFPLAY_SEED_FLOOR:
+        parser.error(f"--seeds must stay below {SELFPLAY_SEED_FLOOR} (self-play seeds)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    # SIGTERM would end this process without running `finally`, orphaning the driver and its
+    # Ray processes; as an exception it unwinds through the cleanup below like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+    data = Path(tempfile.mkdtemp(prefix="learning_pipeline-"))
+    env = {**os.environ, "ALPHATRIANGLE_DATA": str(data), "CI": "1"}
+    run = run_context(RUN_NAME, data)
+    try:
+        started = time.monotonic()
+        trained = train(env, args.minutes * 60, args.workers, args.stop_timeout)
+        train_s = time.monotonic() - started
+        text = trained.text
+        final = re.search(rf"stopped '{RUN_NAME}' at step (\d+)", text)
+        rates = re.search(r"self-play ([\d.]+) moves/s, learner (\d+) samples/s", text)
+        if not final or not rates:
+            raise SystemExit(f"no final step or throughput in the train output:\n{text[-4000:]}")
+        steps = int(final.group(1))
+        started = time.monotonic()
+        report = evaluate(env, run, args)
+        eval_s = time.monotonic() - started
+        series = curves(run)
+        # The run's own config says which seeds its periodic evaluation played.
+        periodic_games = AlphaTriangleConfig.from_file(run.config_json).eval.games
+        # progress/samples_generated is logged at every gradient step, so its last point is
+        # the count at the final step; the throughput line only gives a rate.
+        generated = _last_value(run, "progress/samples_generated")
+    finally:
+        # A no-op for processes that exited; after a failure (or Ctrl-C here) it SIGKILLs the
+        # driver and the Ray processes below it, which would otherwise outlive this script.
+        # Never `ray stop`: it would also stop other Ray sessions on the machine.
+        for proc in STARTED:
+            kill_tree(proc)
+        if args.keep_data:
+            print(f"run data kept in {data}")
+        else:
+            shutil.rmtree(data, ignore_errors=True)
+
+    png = args.out / "learning_pipeline.png"
+    plot(png, series, report, args.minutes, steps, periodic_games)
+    players = _ordered(report["players"])
+    summary: dict[str, Any] = {
+        "machine_cpus": os.cpu_count(),
+        "budget_minutes": args.minutes,
+        "workers": args.workers,
+        "train_wall_s": round(train_s, 1),
+        "eval_wall_s": round(eval_s, 1),
+        "steps": steps,
+        "positions_generated": generated,
+        "selfplay_moves_per_s": float(rates.group(1)),
+        "learner_samples_per_s": float(rates.group(2)),
+        "eval": {
+            "checkpoint_step": report["step"],
+            "seeds": args.seeds,
+            "simulations": report["simulations"],
+            "baseline_simulations": report["baseline_simulations"],
+            "players": {
+                p["player"]: {
+                    k: p[k]
+                    for k in ("mean", "median", "std", "max", "min", "mean_length", "scores")
+                }
+                for p in players
+            },
+        },
+        "periodic_eval_seeds": f"0:{periodic_games}",
+        "curves": series,
+        "plot": str(png),
+    }
+    (args.out / "learning_pipeline.json").write_text(json.dumps(summary, indent=2))
+
+    print(
+        f"\n### alphatriangle train, {args.minutes:g} min on {os.cpu_count()} CPUs; "
+        f"eval on seeds {args.seeds} (network {report['simulations']} sims)\n"
+    )
+    print("| player | mean | median | sd | max |")
+    print("|---|---|---|---|---|")
+    for p in players:
+        print(
+            f"| {p['player']} | {p['mean']:.2f} | {p['median']:.2f} | {p['std']:.2f} | {p['max']:.2f} |"
+        )
+    print(
+        f"\nsteps trained: {steps}; positions generated: "
+        f"{'?' if generated is None else f'{generated:.0f}'}; throughput while training: "
+        f"self-play {rates.group(1)} moves/s, learner {rates.group(2)} samples/s; "
+        f"eval took {eval_s / 60:.1f} min"
+    )
+    print(f"wrote {args.out / 'learning_pipeline.json'} and {png}")
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _last_value(run: RunContext, metric: str) -> float | None:
+    run_id = json.loads(run.run_json.read_text())["mlflow_run_id"]
+    points = MlflowClient(tracking_uri=run.mlflow_tracking_uri).get_metric_history(run_id, metric)
+    return max(points, key=lambda m: (m.step, m.timestamp)).value if points else None
+
+
+if __name__ == "__main__":
+    main()
