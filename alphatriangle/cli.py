@@ -400,7 +400,11 @@ class _ProgressView:
         done = snap.step - snap.start_step
         if done > 0:
             remaining = (snap.max_steps - snap.step) * snap.elapsed_s / done
-            eta = time.strftime("%H:%M:%S", time.gmtime(remaining))
+            eta = (
+                f"{remaining / 86400:.1f} days"
+                if remaining >= 86400
+                else time.strftime("%H:%M:%S", time.gmtime(remaining))
+            )
         fields = {
             "step": f"{snap.step}/{snap.max_steps}",
             "episodes": str(snap.episodes),
