@@ -11,9 +11,12 @@ from alphatriangle.evaluation import NETWORK, Summary, summarize
 from alphatriangle.model import AlphaTriangleNet
 
 
-@ray.remote(num_cpus=0, max_restarts=1)
+@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=2)
 class EvalWorker:
     """Plays the evaluation seeds with given weights, off the learner's and workers' path.
+
+    An evaluation is a pure function of the weights, so one cut short by the death of the
+    process is simply run again by the restarted actor.
 
     It asks Ray for no CPU so it never keeps a self-play worker from being scheduled; it
     shares the cores while it runs (a few seconds per evaluation with the defaults).

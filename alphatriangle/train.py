@@ -243,6 +243,8 @@ def train(
             # everything trained so far, so a restart by name loses nothing.
             workers.stop()
             if evals is not None:
+                if status == "FINISHED":
+                    evals.finish(stats, counters, stop, on_start)
                 evals.stop()
             counters.best_mean_score = max(counters.best_mean_score, meter.mean_score())
             final = _save(stats, counters, model, optimizer, scheduler, buffer, True)
@@ -288,8 +290,13 @@ class _PeriodicEval:
             return
         ref, snapshot = self.pending
         self.pending = None
-        summary = ray.get(ref)
         step = snapshot["counters"]["step"]
+        try:
+            summary = ray.get(ref)
+        except ray.exceptions.RayError as err:
+            # The actor is restarted by Ray (``max_restarts``); training never waits on it.
+            log.warning("evaluation of step %d failed (%s); the next one retries", step, err)
+            return
         stats.log("eval/score_mean", summary.mean, step)
         stats.log("eval/score_median", summary.median, step)
         stats.log("eval/score_max", summary.max, step)
@@ -298,6 +305,23 @@ class _PeriodicEval:
             counters.best_eval_score = summary.mean
             snapshot["counters"]["best_eval_score"] = summary.mean
             _queue_save(stats, step, snapshot, is_best=True)
+
+    def finish(
+        self,
+        stats: TrieyeClient,
+        counters: Counters,
+        stop: _StopFlag,
+        on_start: Callable[[str], None],
+    ) -> None:
+        """Wait for the evaluation in flight, so a finished run reports (and keeps as best)
+        what it scored. Ctrl-C or SIGTERM skips the wait."""
+        if self.pending is None:
+            return
+        step = self.pending[1]["counters"]["step"]
+        on_start(f"waiting for the evaluation of step {step} (Ctrl-C skips it)")
+        while not stop.requested and not ray.wait([self.pending[0]], timeout=0.25)[0]:
+            pass
+        self.poll(stats, counters)
 
     def stop(self) -> None:
         ray.kill(self.worker)

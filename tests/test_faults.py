@@ -179,6 +179,33 @@ def test_a_killed_self_play_worker_is_replaced_and_training_goes_on(workdir: Pat
     _assert_mlflow_clean(workdir, "wk")
 
 
+def test_a_killed_evaluation_worker_is_restarted_and_its_evaluation_redone(
+    workdir: Path,
+) -> None:
+    (workdir / "tiny.toml").write_text(
+        TINY.format(ckpt=2).replace("every_steps = 0", "every_steps = 2\nsimulations = 32")
+    )
+    proc = _start(workdir, "--run-name", "ek", "--max-steps", "300")
+
+    def evaluating() -> list[int]:
+        # Ray titles an actor's process ``ray::Class.method`` while the method runs.
+        tree = _descendants(proc.pid)
+        return [pid for pid, cmd in tree.items() if "ray::EvalWorker.evaluate" in cmd]
+
+    # The first evaluation (of step 2) takes seconds: this kill lands inside it.
+    _wait_for(evaluating, proc)
+    os.kill(evaluating()[0], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out
+    assert "finished 'ek' at step 300" in out
+    assert not re.search(r"evaluation of step \d+ failed", out), out
+    ctx = run_context("ek", workdir / "data")
+    run_id = json.loads(ctx.run_json.read_text())["mlflow_run_id"]
+    client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+    steps = [p.step for p in client.get_metric_history(run_id, "eval/score_mean")]
+    assert steps[0] == 2, (steps, out)
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
