@@ -137,12 +137,23 @@ def runs(data_dir: DataDir = DEFAULT_DATA) -> None:
         }
         table.add_row(
             path.parent.name,
-            str(info.get("status", "?")),
+            _run_status(path.parent, str(info.get("status", "?"))),
             str(info.get("last_checkpoint_step", "-")),
             *("-" if v is None else f"{v:.2f}" for v in best.values()),
             str(info.get("updated_at", "?")),
         )
     console.print(table)
+
+
+def _run_status(run_dir: Path, recorded: str) -> str:
+    """The recorded status, checked against the run lock: a trainer killed by ``kill -9`` or
+    the OOM killer never got to record that it stopped."""
+    from alphatriangle.runlock import lock_holder
+
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        return f"RUNNING (pid {holder})"
+    return "DIED" if recorded == "RUNNING" else recorded
 
 
 @app.command()

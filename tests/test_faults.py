@@ -37,7 +37,8 @@ every_steps = 0
 
 
 def _env(workdir: Path) -> dict[str, str]:
-    return {**os.environ, "ALPHATRIANGLE_DATA": str(workdir / "data"), "CI": "1"}
+    # A wide console keeps `runs` table rows on one line.
+    return {**os.environ, "ALPHATRIANGLE_DATA": str(workdir / "data"), "CI": "1", "COLUMNS": "200"}
 
 
 def _cmd(*args: str) -> list[str]:
@@ -139,6 +140,8 @@ def test_kill_9_of_the_driver_then_restart_resumes_from_the_last_complete_checkp
     proc.wait(timeout=30)
     # A driver killed with SIGKILL leaves some of its Ray helper processes behind.
     _kill_all(ray_processes)
+    # It recorded RUNNING and never got to say otherwise; `runs` checks the lock.
+    assert re.search(r"k9 +│ DIED", _run(workdir, "runs").stdout)
 
     steps = _manifest_steps(ctx.checkpoint_dir)
     newest = steps[-1]
@@ -243,6 +246,7 @@ def test_a_second_trainer_of_the_same_run_is_refused(workdir: Path) -> None:
     assert second.returncode == 2
     assert f"already being trained by process {first.pid}" in second.stdout
     assert "Traceback" not in second.stdout + second.stderr
+    assert f"RUNNING (pid {first.pid})" in _run(workdir, "runs").stdout
     first.send_signal(signal.SIGINT)
     out, _ = first.communicate(timeout=60)
     assert first.returncode == 0, out

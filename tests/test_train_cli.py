@@ -45,7 +45,8 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def _env(workdir: Path) -> dict[str, str]:
-    return {**os.environ, "ALPHATRIANGLE_DATA": str(workdir / "data"), "CI": "1"}
+    # A wide console keeps `runs` table rows on one line.
+    return {**os.environ, "ALPHATRIANGLE_DATA": str(workdir / "data"), "CI": "1", "COLUMNS": "200"}
 
 
 def _train(workdir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -126,6 +127,10 @@ def test_train_smoke_then_resume_by_name(workdir: Path) -> None:
         _assert_strictly_increasing(steps)
     assert max(_history_steps(workdir, "smoke", "loss/policy")) == 20
     assert json.loads(ctx.run_json.read_text())["status"] == "FINISHED"
+    listing = subprocess.run(
+        [CLI, "runs"], env=_env(workdir), capture_output=True, text=True, timeout=120
+    )
+    assert re.search(r"smoke +│ FINISHED +│ 20 ", listing.stdout), listing.stdout
 
 
 def test_sigint_saves_and_next_start_resumes(workdir: Path) -> None:
