@@ -41,12 +41,12 @@ class UsageError(Exception):
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """The process boundary: bad input becomes one clear line instead of a traceback."""
-    from alphatriangle.errors import FinalSaveError
+    from alphatriangle.errors import FinalSaveError, SidecarLostError
     from alphatriangle.runlock import RunLockedError
 
     try:
         yield
-    except FinalSaveError as err:
+    except (FinalSaveError, SidecarLostError) as err:
         console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
     except (UsageError, ValueError, RunLockedError, FileNotFoundError) as err:

@@ -3,3 +3,7 @@
 
 class FinalSaveError(RuntimeError):
     """Training stopped but its last state could not be saved (e.g. the disk is full)."""
+
+
+class SidecarLostError(RuntimeError):
+    """The run's trieye actor died for good, so nothing more could be logged or saved."""

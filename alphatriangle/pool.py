@@ -11,7 +11,7 @@ import torch
 from alphatriangle.config import AlphaTriangleConfig
 from alphatriangle.selfplay import EpisodeRecord
 from alphatriangle.worker import SelfPlayWorker
-from trieye import RunContext
+from trieye import RunContext, SidecarDiedError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,10 @@ class WorkerPool:
             worker_id = self.pending.pop(ref)
             try:
                 episodes.append(ray.get(ref))
+            except ray.exceptions.RayTaskError as err:
+                if isinstance(err.cause, SidecarDiedError):
+                    raise err.cause from None  # no replacement could log either
+                raise
             except ray.exceptions.RayActorError as err:
                 log.warning("self-play worker %d died (%s); starting a replacement", worker_id, err)
                 self.replaced += 1

@@ -22,7 +22,7 @@ import torch
 
 from alphatriangle.buffer import ReplayBuffer
 from alphatriangle.config import AlphaTriangleConfig, TrainConfig
-from alphatriangle.errors import FinalSaveError
+from alphatriangle.errors import FinalSaveError, SidecarLostError
 from alphatriangle.eval_worker import EvalWorker
 from alphatriangle.features import feature_spec
 from alphatriangle.learner import make_optimizer, make_scheduler, train_step
@@ -34,6 +34,7 @@ from alphatriangle.stats import metric_config
 from trieye import (
     LoadedCheckpoint,
     RunContext,
+    SidecarDiedError,
     TrieyeClient,
     atomic_write_text,
     connect,
@@ -154,7 +155,12 @@ def train(
     """
     tc = cfg.train
     launched = time.monotonic()
-    with RunLock(run.run_dir), _stop_on_signals() as stop, _ray_session(address, run):
+    with (
+        RunLock(run.run_dir),
+        _stop_on_signals() as stop,
+        _ray_session(address, run),
+        _sidecar_loss_reported(run),
+    ):
         atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
         start_actor(run, metric_config())
         stats = connect(run)
@@ -247,17 +253,9 @@ def train(
                     evals.finish(stats, counters, stop, on_start)
                 evals.stop()
             counters.best_mean_score = max(counters.best_mean_score, meter.mean_score())
-            final = _save(stats, counters, model, optimizer, scheduler, buffer, True)
-            stats.set_status(status)
-            try:
-                saved_path = Path(ray.get(final))
-                stats.shutdown_actor()
-            except ray.exceptions.RayTaskError as err:
-                raise FinalSaveError(
-                    f"the final checkpoint (step {counters.step}) could not be written: "
-                    f"{err.cause}; a restart resumes from the newest good checkpoint in "
-                    f"{run.checkpoint_dir}"
-                ) from err
+            saved_path = _final_save(
+                stats, counters, model, optimizer, scheduler, buffer, status, run.checkpoint_dir
+            )
         return TrainResult(
             run=run,
             start_step=start_step,
@@ -379,6 +377,39 @@ def _save(
     return _queue_save(stats, counters.step, state, snapshot)
 
 
+def _final_save(
+    stats: TrieyeClient,
+    counters: Counters,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    buffer: ReplayBuffer,
+    status: str,
+    checkpoint_dir: Path,
+) -> Path | None:
+    """Save the learner and the buffer, record ``status`` and shut the sidecar down.
+
+    A failure raises ``FinalSaveError``, unless the run is already failing (``status``
+    FAILED): then it is logged, so that it does not hide the error that stopped training.
+    """
+    try:
+        final = _save(stats, counters, model, optimizer, scheduler, buffer, True)
+        stats.set_status(status)
+        path = stats.saved_path(final)
+        stats.shutdown_actor()
+        return path
+    except (ray.exceptions.RayError, SidecarDiedError) as err:
+        cause = err.cause if isinstance(err, ray.exceptions.RayTaskError) else err
+        message = (
+            f"the final checkpoint (step {counters.step}) could not be written: {cause}; a "
+            f"restart resumes from the newest good checkpoint in {checkpoint_dir}"
+        )
+        if status != "FAILED":
+            raise FinalSaveError(message) from err
+        log.error(message)
+        return None
+
+
 def _queue_save(
     stats: TrieyeClient,
     step: int,
@@ -481,6 +512,18 @@ def _maybe_report(
     meter.last_report = now
     if span > 10:
         meter.window_start, meter.window_moves, meter.window_samples = now, 0, 0
+
+
+@contextmanager
+def _sidecar_loss_reported(run: RunContext) -> Iterator[None]:
+    """The sidecar dead for good ends the run (nothing could be saved any more) with one line
+    that says how to go on."""
+    try:
+        yield
+    except SidecarDiedError as err:
+        raise SidecarLostError(
+            f"{err}; the same command resumes from the newest checkpoint in {run.checkpoint_dir}"
+        ) from None
 
 
 @dataclass

@@ -209,6 +209,35 @@ def test_a_killed_evaluation_worker_is_restarted_and_its_evaluation_redone(
     assert steps[0] == 2, (steps, out)
 
 
+def test_a_sidecar_dead_for_good_ends_the_run_with_one_line_and_it_resumes(
+    workdir: Path,
+) -> None:
+    proc = _start(workdir, "--run-name", "sd", "--max-steps", "5000")
+    ctx = run_context("sd", workdir / "data")
+    _wait_for(lambda: len(_manifest_steps(ctx.checkpoint_dir)) >= 1, proc)
+
+    def sidecar() -> list[int]:
+        return [p for p, cmd in _descendants(proc.pid).items() if "ray::TrieyeActor" in cmd]
+
+    killed: list[int] = []
+    # Ray restarts it three times (trieye's default max_restarts); the fourth death is final.
+    for _ in range(4):
+        _wait_for(lambda: [p for p in sidecar() if p not in killed], proc)
+        pid = next(p for p in sidecar() if p not in killed)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out
+    assert re.search(r"error: the trieye actor .* died and will not be restarted", out), out
+    assert f"the same command resumes from the newest checkpoint in {ctx.checkpoint_dir}" in out
+    newest = _manifest_steps(ctx.checkpoint_dir)[-1]
+    result = _run(workdir, *_cmd("--run-name", "sd", "--max-steps", str(newest + 2))[1:])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"resumed 'sd' at step {newest} from" in result.stdout
+    _assert_mlflow_clean(workdir, "sd")
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 

@@ -6,7 +6,13 @@ into MLflow, TensorBoard and the console, and saves and loads checkpoints atomic
 
 from trieye.aggregation import MetricAggregator, MetricPoint
 from trieye.atomic import atomic_write_json, atomic_write_text
-from trieye.client import SidecarNotFoundError, TrieyeClient, connect, start_actor
+from trieye.client import (
+    SidecarDiedError,
+    SidecarNotFoundError,
+    TrieyeClient,
+    connect,
+    start_actor,
+)
 from trieye.config import Aggregation, MetricSpec, Target, TrieyeConfig
 from trieye.context import InvalidRunName, RunContext
 from trieye.events import RawMetricEvent
@@ -28,6 +34,7 @@ __all__ = [
     "MetricSpec",
     "RawMetricEvent",
     "RunContext",
+    "SidecarDiedError",
     "SidecarNotFoundError",
     "Target",
     "TrieyeClient",

@@ -30,6 +30,11 @@ class SidecarNotFoundError(LookupError):
     """No trieye actor is registered under the run's name in the connected Ray cluster."""
 
 
+class SidecarDiedError(RuntimeError):
+    """The run's actor is dead for good: its process died more often than `max_restarts`
+    allows, or it was killed without restart. Files it already wrote are intact."""
+
+
 def start_actor(
     ctx: RunContext,
     config: TrieyeConfig | None = None,
@@ -92,7 +97,8 @@ class TrieyeClient:
     def __init__(self, actor: Any, actor_name: str) -> None:
         self._actor = actor
         self._actor_name = actor_name
-        settings = ray.get(actor.client_settings.remote())
+        self._dead = False
+        settings = self._get(actor.client_settings.remote())
         self._batch_size = int(settings["batch_size"])
         self._batch_seconds = float(settings["batch_seconds"])
         self._max_inflight = int(settings["max_inflight_batches"])
@@ -142,7 +148,7 @@ class TrieyeClient:
         batch, self._batch = self._batch, []
         if len(self._inflight) >= self._max_inflight:
             oldest, end = self._inflight.popleft()
-            ray.get(oldest)  # back-pressure; also raises the actor's errors
+            self._get(oldest)  # back-pressure; also raises the actor's errors
             self._acked = end
         first = self._shipped
         self._shipped += len(batch)
@@ -154,7 +160,7 @@ class TrieyeClient:
         """Ship pending events and wait until the actor holds them all; unlike `flush`, leave
         writing them to the sinks to the actor's own cadence."""
         self._ship()
-        ray.get([ref for ref, _ in self._inflight])
+        self._get([ref for ref, _ in self._inflight])
         self._inflight.clear()
         self._acked = self._shipped
 
@@ -165,19 +171,21 @@ class TrieyeClient:
     def _flush(self, closing: bool) -> None:
         self.deliver()
         self._raise_failed_saves()
-        ray.get(self._actor.flush.remote(self._client_id, self._acked, closing))
+        self._get(self._actor.flush.remote(self._client_id, self._acked, closing))
 
     def close(self) -> None:
         """Flush and wait for pending checkpoint saves. Idempotent; also runs at exit."""
         if self._closed:
             return
         self._flush(closing=True)
-        ray.get(self._saves)
+        self._get(self._saves)
         self._saves.clear()
         self._closed = True
         atexit.unregister(self._close_at_exit)
 
     def _close_at_exit(self) -> None:
+        if self._dead:
+            return  # the caller was told, by a SidecarDiedError
         if not ray.is_initialized():
             if self._batch or self._inflight or self._saves:
                 logger.error(
@@ -188,6 +196,23 @@ class TrieyeClient:
                 )
             return
         self.close()
+
+    def _get(self, refs: Any) -> Any:
+        """`ray.get` of actor calls, with the actor's permanent death made one clear error."""
+        if self._dead:
+            raise SidecarDiedError(self._death_message())
+        try:
+            return ray.get(refs)
+        except ray.exceptions.ActorDiedError as err:
+            self._dead = True
+            raise SidecarDiedError(self._death_message()) from err
+
+    def _death_message(self) -> str:
+        return (
+            f"the trieye actor {self._actor_name!r} died and will not be restarted (it died "
+            "more often than its max_restarts allow, or was killed for good); events and "
+            "saves it had not finished are lost, files it already wrote are intact"
+        )
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -217,41 +242,46 @@ class TrieyeClient:
         self._saves.append(ref)
         return ref
 
+    def saved_path(self, save: ray.ObjectRef[Path]) -> Path:
+        """Wait for a save returned by `save_checkpoint`; its checkpoint's path."""
+        path: Path = self._get(save)
+        return path
+
     def _raise_failed_saves(self) -> None:
         if not self._saves:
             return
         done, self._saves = ray.wait(self._saves, num_returns=len(self._saves), timeout=0)
-        ray.get(done)
+        self._get(done)
 
     def load_latest(self) -> LoadedCheckpoint | None:
         """The newest checkpoint that verifies (older ones named in `warnings` were skipped)."""
-        loaded: LoadedCheckpoint | None = ray.get(self._actor.load_latest.remote())
+        loaded: LoadedCheckpoint | None = self._get(self._actor.load_latest.remote())
         return loaded
 
     # ---------------------------------------------------------------- the run
 
     def run_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = ray.get(self._actor.run_info.remote())
+        info: dict[str, Any] = self._get(self._actor.run_info.remote())
         return info
 
     def set_status(self, status: str) -> None:
         """Set the run status (RUNNING, FINISHED, FAILED, KILLED) in run.json and MLflow."""
-        ray.get(self._actor.set_status.remote(status))
+        self._get(self._actor.set_status.remote(status))
 
     def log_params(self, params: dict[str, Any]) -> list[str]:
         """Log nested params as MLflow params; returns keys whose value changed on a resume."""
-        changed: list[str] = ray.get(self._actor.log_params.remote(params))
+        changed: list[str] = self._get(self._actor.log_params.remote(params))
         return changed
 
     def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
-        ray.get(self._actor.log_artifact.remote(str(Path(path).resolve()), artifact_path))
+        self._get(self._actor.log_artifact.remote(str(Path(path).resolve()), artifact_path))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        ray.get(self._actor.log_text.remote(text, artifact_file))
+        self._get(self._actor.log_text.remote(text, artifact_file))
 
     def shutdown_actor(self) -> None:
         """Flush, end the MLflow run, close the writers, then kill the actor."""
         self.close()
-        ray.get(self._actor.shutdown.remote())
+        self._get(self._actor.shutdown.remote())
         ray.kill(self._actor, no_restart=True)
         _started.pop(self._actor_name, None)

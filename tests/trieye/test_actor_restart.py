@@ -100,3 +100,21 @@ def test_a_killed_actor_restarts_and_counts_exactly_the_lost_events(tmp_path: Pa
     client.close()
     client.shutdown_actor()
     assert time.monotonic() - started < 40
+
+
+def test_an_actor_dead_for_good_is_one_clear_error_and_its_files_stay(tmp_path: Path) -> None:
+    ctx = RunContext(root_dir=tmp_path, app_name="app", run_name="gone")
+    trieye.start_actor(ctx, CONFIG, max_restarts=0)
+    client = trieye.connect(ctx)
+    saved = client.saved_path(client.save_checkpoint(1, {"w": torch.ones(3)}))
+    pid = client.run_info()["actor_pid"]
+    os.kill(pid, signal.SIGKILL)
+    log_steps(client, range(1, 5))
+    with pytest.raises(trieye.SidecarDiedError, match="died and will not be restarted"):
+        client.flush()
+    # Every later call says the same at once instead of hanging or raising Ray internals.
+    with pytest.raises(trieye.SidecarDiedError):
+        client.save_checkpoint(2, {"w": torch.ones(3)})
+    assert saved.exists()
+    loaded = trieye.read_checkpoint(ctx.checkpoint_dir)
+    assert (loaded.path, loaded.state["w"].tolist()) == (saved, [1.0, 1.0, 1.0])
