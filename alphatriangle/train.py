@@ -254,7 +254,11 @@ def train(
                 evals.stop()
             counters.best_mean_score = max(counters.best_mean_score, meter.mean_score())
             saved_path = _final_save(
-                stats, counters, model, optimizer, scheduler, buffer, status, run.checkpoint_dir
+                stats,
+                lambda: _save(stats, counters, model, optimizer, scheduler, buffer, True),
+                counters.step,
+                status,
+                run.checkpoint_dir,
             )
         return TrainResult(
             run=run,
@@ -379,21 +383,19 @@ def _save(
 
 def _final_save(
     stats: TrieyeClient,
-    counters: Counters,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    buffer: ReplayBuffer,
+    save: Callable[[], ray.ObjectRef[Any]],
+    step: int,
     status: str,
     checkpoint_dir: Path,
 ) -> Path | None:
-    """Save the learner and the buffer, record ``status`` and shut the sidecar down.
+    """Queue the last ``save`` (of step ``step``), record ``status``, wait for the save and
+    shut the sidecar down.
 
     A failure raises ``FinalSaveError``, unless the run is already failing (``status``
     FAILED): then it is logged, so that it does not hide the error that stopped training.
     """
     try:
-        final = _save(stats, counters, model, optimizer, scheduler, buffer, True)
+        final = save()
         stats.set_status(status)
         path = stats.saved_path(final)
         stats.shutdown_actor()
@@ -401,7 +403,7 @@ def _final_save(
     except (ray.exceptions.RayError, SidecarDiedError) as err:
         cause = err.cause if isinstance(err, ray.exceptions.RayTaskError) else err
         message = (
-            f"the final checkpoint (step {counters.step}) could not be written: {cause}; a "
+            f"the final checkpoint (step {step}) could not be written: {cause}; a "
             f"restart resumes from the newest good checkpoint in {checkpoint_dir}"
         )
         if status != "FAILED":

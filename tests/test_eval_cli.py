@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,38 +11,21 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from alphatriangle.train import run_context
+from tests.cli import ok, run_cli, tiny_config, train_args
 
-CLI = str(Path(sys.executable).parent / "alphatriangle")
-TINY = """
-[mcts]
-simulations = 8
-[train]
-batch_size = 16
-min_buffer_size = 32
-checkpoint_every_steps = 4
-weights_publish_every_steps = 2
-"""
-
-
-def _run(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ALPHATRIANGLE_DATA": str(workdir / "data"), "CI": "1", "COLUMNS": "200"}
-    return subprocess.run(
-        [CLI, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
-    )
+TINY = {"train": {"checkpoint_every_steps": 4, "weights_publish_every_steps": 2}}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("evalrun")
-    (workdir / "tiny.toml").write_text(TINY)
-    args = ["train", "--run-name", "ev", "--config", "tiny.toml", "--max-steps", "4"]
-    result = _run(workdir, *args, "--workers", "1")
-    assert result.returncode == 0, result.stdout + result.stderr
+    (workdir / "tiny.toml").write_text(tiny_config(**TINY))
+    ok(run_cli(workdir, *train_args("--run-name", "ev", "--max-steps", "4")))
     return workdir
 
 
 def test_eval_writes_table_and_json_with_the_right_seeds(trained: Path) -> None:
-    result = _run(
+    result = run_cli(
         trained, "eval", "--run-name", "ev", "--seeds", "5:8", "--sims", "4", "--baseline-sims", "4"
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -75,7 +55,7 @@ def test_eval_is_deterministic(trained: Path) -> None:
     reports = []
     for _ in range(2):
         args = ["eval", "--run-name", "ev", "--seeds", "20:22", "--sims", "8", "--no-baselines"]
-        result = _run(trained, *args)
+        result = run_cli(trained, *args)
         assert result.returncode == 0, result.stdout + result.stderr
         [path] = ctx.eval_dir.glob("*seeds20-21*.json")
         reports.append(json.loads(path.read_text())["players"])
@@ -85,7 +65,7 @@ def test_eval_is_deterministic(trained: Path) -> None:
 def test_play_writes_a_gif_with_one_frame_per_move_plus_the_start(trained: Path) -> None:
     out = trained / "game.gif"
     args = ["play", "--run-name", "ev", "--seed", "3", "--sims", "4", "--out", str(out)]
-    result = _run(trained, *args)
+    result = run_cli(trained, *args)
     assert result.returncode == 0, result.stdout + result.stderr
     moves = int(re.search(r"game over: score [\d.]+ in (\d+) moves", result.stdout).group(1))  # type: ignore[union-attr]
     assert "▲" in result.stdout or "△" in result.stdout
@@ -103,7 +83,7 @@ def test_play_writes_a_gif_with_one_frame_per_move_plus_the_start(trained: Path)
 )
 def test_eval_bad_input_is_one_clear_line(trained: Path, args: list[str], message: str) -> None:
     before = sorted(p.name for p in (trained / "data").rglob("*"))
-    result = _run(trained, "eval", "--run-name", "ev", *args)
+    result = run_cli(trained, "eval", "--run-name", "ev", *args)
     assert result.returncode == 2
     assert message in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
@@ -111,7 +91,7 @@ def test_eval_bad_input_is_one_clear_line(trained: Path, args: list[str], messag
 
 
 def test_eval_of_a_missing_run_is_refused(trained: Path) -> None:
-    result = _run(trained, "eval", "--run-name", "nope")
+    result = run_cli(trained, "eval", "--run-name", "nope")
     assert result.returncode == 2
     assert "does not exist" in result.stdout
 
@@ -119,12 +99,10 @@ def test_eval_of_a_missing_run_is_refused(trained: Path) -> None:
 def test_periodic_evaluation_logs_eval_metrics_and_keeps_the_best_checkpoint(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "pe.toml").write_text(
-        TINY + "[eval]\nevery_steps = 3\ngames = 2\nsimulations = 4\n"
+    (tmp_path / "tiny.toml").write_text(
+        tiny_config(**TINY, eval={"every_steps": 3, "games": 2, "simulations": 4})
     )
-    args = ["train", "--run-name", "pe", "--config", "pe.toml", "--max-steps", "40"]
-    result = _run(tmp_path, *args, "--workers", "1")
-    assert result.returncode == 0, result.stdout + result.stderr
+    ok(run_cli(tmp_path, *train_args("--run-name", "pe", "--max-steps", "40")))
     ctx = run_context("pe", tmp_path / "data")
     run_id = json.loads(ctx.run_json.read_text())["mlflow_run_id"]
     client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
@@ -142,7 +120,7 @@ def test_periodic_evaluation_logs_eval_metrics_and_keeps_the_best_checkpoint(
     by_step = sorted(history, key=lambda p: p.step)
     assert max(by_step, key=lambda p: p.value).step == best_step
 
-    result = _run(
+    result = run_cli(
         tmp_path,
         "eval",
         "--run-name",

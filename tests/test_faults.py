@@ -3,68 +3,32 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 
 from alphatriangle.train import run_context
+from tests.cli import (
+    assert_mlflow_clean,
+    manifest_steps,
+    metric_steps,
+    ok,
+    run_cli,
+    start_cli,
+    tiny_config,
+    train_args,
+    wait_for,
+)
 
-CLI = str(Path(sys.executable).parent / "alphatriangle")
-TINY = """
-[mcts]
-simulations = 8
-[train]
-batch_size = 16
-min_buffer_size = 32
-replay_ratio = 8.0
-checkpoint_every_steps = {ckpt}
-buffer_save_every_steps = {ckpt}
-weights_publish_every_steps = 3
-[eval]
-every_steps = 0
-"""
-
-
-def _env(workdir: Path) -> dict[str, str]:
-    # A wide console keeps `runs` table rows on one line.
-    return {**os.environ, "ALPHATRIANGLE_DATA": str(workdir / "data"), "CI": "1", "COLUMNS": "200"}
-
-
-def _cmd(*args: str) -> list[str]:
-    return [CLI, "train", "--config", "tiny.toml", "--workers", "1", *args]
-
-
-def _run(workdir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, *args],
-        cwd=workdir,
-        env=_env(workdir),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _start(workdir: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        _cmd(*args),
-        cwd=workdir,
-        env=_env(workdir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+TINY = tiny_config(train={"checkpoint_every_steps": 2, "buffer_save_every_steps": 2})
 
 
 def _descendants(root: int) -> dict[int, str]:
@@ -99,40 +63,16 @@ def _kill_all(pids: object) -> None:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "tiny.toml").write_text(TINY.format(ckpt=2))
+    (tmp_path / "tiny.toml").write_text(TINY)
     return tmp_path
-
-
-def _wait_for(predicate: object, proc: subprocess.Popen[str], seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():  # type: ignore[operator]
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-
-
-def _manifest_steps(directory: Path) -> list[int]:
-    return sorted(json.loads(p.read_text())["step"] for p in directory.glob("*.json"))
-
-
-def _assert_mlflow_clean(workdir: Path, name: str) -> None:
-    ctx = run_context(name, workdir / "data")
-    client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
-    experiment = client.get_experiment_by_name(ctx.experiment_name)
-    assert experiment is not None
-    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == name]
-    assert len(runs) == 1
-    for metric in runs[0].data.metrics:
-        steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, metric)]
-        assert steps == sorted(set(steps)), (metric, steps)
 
 
 def test_kill_9_of_the_driver_then_restart_resumes_from_the_last_complete_checkpoint(
     workdir: Path,
 ) -> None:
-    proc = _start(workdir, "--run-name", "k9")
+    proc = start_cli(workdir, *train_args("--run-name", "k9"))
     ctx = run_context("k9", workdir / "data")
-    _wait_for(lambda: len(_manifest_steps(ctx.checkpoint_dir)) >= 2, proc)
+    wait_for(lambda: len(manifest_steps(ctx.checkpoint_dir)) >= 2, proc)
     # Checkpoints every 2 steps: a random instant often falls inside a write.
     time.sleep(random.uniform(0.0, 2.0))
     ray_processes = _descendants(proc.pid)
@@ -141,37 +81,25 @@ def test_kill_9_of_the_driver_then_restart_resumes_from_the_last_complete_checkp
     # A driver killed with SIGKILL leaves some of its Ray helper processes behind.
     _kill_all(ray_processes)
     # It recorded RUNNING and never got to say otherwise; `runs` checks the lock.
-    assert re.search(r"k9 +│ DIED", _run(workdir, "runs").stdout)
+    assert re.search(r"k9 +│ DIED", run_cli(workdir, "runs").stdout)
 
-    steps = _manifest_steps(ctx.checkpoint_dir)
+    steps = manifest_steps(ctx.checkpoint_dir)
     newest = steps[-1]
-    buffer_steps = [s for s in _manifest_steps(ctx.buffer_dir) if s <= newest]
+    buffer_steps = [s for s in manifest_steps(ctx.buffer_dir) if s <= newest]
     with np.load(ctx.buffer_dir / f"buffer_{buffer_steps[-1]:012d}.npz") as data:
         saved_size = int(data["size"])
-    result = _run(
-        workdir,
-        "train",
-        "--config",
-        "tiny.toml",
-        "--workers",
-        "1",
-        "--run-name",
-        "k9",
-        "--max-steps",
-        str(newest + 2),
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    match = re.search(r"resumed 'k9' at step (\d+) from .* \(buffer (\d+) positions", result.stdout)
-    assert match, result.stdout
+    out = ok(run_cli(workdir, *train_args("--run-name", "k9", "--max-steps", str(newest + 2))))
+    match = re.search(r"resumed 'k9' at step (\d+) from .* \(buffer (\d+) positions", out)
+    assert match, out
     assert int(match.group(1)) == newest
     assert int(match.group(2)) == saved_size
-    _assert_mlflow_clean(workdir, "k9")
+    assert_mlflow_clean(workdir, "k9")
 
 
 def test_a_killed_self_play_worker_is_replaced_and_training_goes_on(workdir: Path) -> None:
-    proc = _start(workdir, "--run-name", "wk", "--max-steps", "200")
+    proc = start_cli(workdir, *train_args("--run-name", "wk", "--max-steps", "200"))
     ctx = run_context("wk", workdir / "data")
-    _wait_for(lambda: len(_manifest_steps(ctx.checkpoint_dir)) >= 1, proc)
+    wait_for(lambda: len(manifest_steps(ctx.checkpoint_dir)) >= 1, proc)
     pids = [pid for pid, cmd in _descendants(proc.pid).items() if "ray::SelfPlayWorker" in cmd]
     assert pids, _descendants(proc.pid)
     os.kill(int(pids[0]), signal.SIGKILL)
@@ -179,16 +107,19 @@ def test_a_killed_self_play_worker_is_replaced_and_training_goes_on(workdir: Pat
     assert proc.returncode == 0, out
     assert "starting a replacement" in out
     assert "finished 'wk' at step 200" in out
-    _assert_mlflow_clean(workdir, "wk")
+    assert_mlflow_clean(workdir, "wk")
 
 
 def test_a_killed_evaluation_worker_is_restarted_and_its_evaluation_redone(
     workdir: Path,
 ) -> None:
     (workdir / "tiny.toml").write_text(
-        TINY.format(ckpt=2).replace("every_steps = 0", "every_steps = 2\nsimulations = 32")
+        tiny_config(
+            train={"checkpoint_every_steps": 2, "buffer_save_every_steps": 2},
+            eval={"every_steps": 2, "simulations": 32},
+        )
     )
-    proc = _start(workdir, "--run-name", "ek", "--max-steps", "300")
+    proc = start_cli(workdir, *train_args("--run-name", "ek", "--max-steps", "300"))
 
     def evaluating() -> list[int]:
         # Ray titles an actor's process ``ray::Class.method`` while the method runs.
@@ -196,25 +127,22 @@ def test_a_killed_evaluation_worker_is_restarted_and_its_evaluation_redone(
         return [pid for pid, cmd in tree.items() if "ray::EvalWorker.evaluate" in cmd]
 
     # The first evaluation (of step 2) takes seconds: this kill lands inside it.
-    _wait_for(evaluating, proc)
+    wait_for(evaluating, proc)
     os.kill(evaluating()[0], signal.SIGKILL)
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, out
     assert "finished 'ek' at step 300" in out
     assert not re.search(r"evaluation of step \d+ failed", out), out
-    ctx = run_context("ek", workdir / "data")
-    run_id = json.loads(ctx.run_json.read_text())["mlflow_run_id"]
-    client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
-    steps = [p.step for p in client.get_metric_history(run_id, "eval/score_mean")]
+    steps = metric_steps(workdir, "ek", "eval/score_mean")
     assert steps[0] == 2, (steps, out)
 
 
 def test_a_sidecar_dead_for_good_ends_the_run_with_one_line_and_it_resumes(
     workdir: Path,
 ) -> None:
-    proc = _start(workdir, "--run-name", "sd", "--max-steps", "5000")
+    proc = start_cli(workdir, *train_args("--run-name", "sd", "--max-steps", "5000"))
     ctx = run_context("sd", workdir / "data")
-    _wait_for(lambda: len(_manifest_steps(ctx.checkpoint_dir)) >= 1, proc)
+    wait_for(lambda: len(manifest_steps(ctx.checkpoint_dir)) >= 1, proc)
 
     def sidecar() -> list[int]:
         return [p for p, cmd in _descendants(proc.pid).items() if "ray::TrieyeActor" in cmd]
@@ -222,7 +150,7 @@ def test_a_sidecar_dead_for_good_ends_the_run_with_one_line_and_it_resumes(
     killed: list[int] = []
     # Ray restarts it three times (trieye's default max_restarts); the fourth death is final.
     for _ in range(4):
-        _wait_for(lambda: [p for p in sidecar() if p not in killed], proc)
+        wait_for(lambda: [p for p in sidecar() if p not in killed], proc)
         pid = next(p for p in sidecar() if p not in killed)
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
@@ -231,11 +159,10 @@ def test_a_sidecar_dead_for_good_ends_the_run_with_one_line_and_it_resumes(
     assert "Traceback" not in out
     assert re.search(r"error: the trieye actor .* died and will not be restarted", out), out
     assert f"the same command resumes from the newest checkpoint in {ctx.checkpoint_dir}" in out
-    newest = _manifest_steps(ctx.checkpoint_dir)[-1]
-    result = _run(workdir, *_cmd("--run-name", "sd", "--max-steps", str(newest + 2))[1:])
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"resumed 'sd' at step {newest} from" in result.stdout
-    _assert_mlflow_clean(workdir, "sd")
+    newest = manifest_steps(ctx.checkpoint_dir)[-1]
+    out = ok(run_cli(workdir, *train_args("--run-name", "sd", "--max-steps", str(newest + 2))))
+    assert f"resumed 'sd' at step {newest} from" in out
+    assert_mlflow_clean(workdir, "sd")
 
 
 def _truncate(path: Path) -> None:
@@ -243,15 +170,15 @@ def _truncate(path: Path) -> None:
 
 
 def test_a_truncated_newest_buffer_or_checkpoint_falls_back_with_a_warning(workdir: Path) -> None:
-    base = ["train", "--config", "tiny.toml", "--workers", "1", "--run-name", "cor"]
-    result = _run(workdir, *base, "--max-steps", "6")
+    base = train_args("--run-name", "cor")
+    result = run_cli(workdir, *base, "--max-steps", "6")
     assert result.returncode == 0, result.stdout + result.stderr
     ctx = run_context("cor", workdir / "data")
 
     newest_buf = sorted(ctx.buffer_dir.glob("*.npz"))[-1]
     _truncate(newest_buf)
-    older_buf = _manifest_steps(ctx.buffer_dir)[-2]
-    result = _run(workdir, *base, "--max-steps", "8")
+    older_buf = manifest_steps(ctx.buffer_dir)[-2]
+    result = run_cli(workdir, *base, "--max-steps", "8")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "resumed 'cor' at step 6 from" in result.stdout
     assert f"positions from step {older_buf})" in result.stdout
@@ -259,23 +186,23 @@ def test_a_truncated_newest_buffer_or_checkpoint_falls_back_with_a_warning(workd
 
     newest_ckpt = sorted(ctx.checkpoint_dir.glob("*.pt"))[-1]
     _truncate(newest_ckpt)
-    previous = _manifest_steps(ctx.checkpoint_dir)[-2]
-    result = _run(workdir, *base, "--max-steps", "10")
+    previous = manifest_steps(ctx.checkpoint_dir)[-2]
+    result = run_cli(workdir, *base, "--max-steps", "10")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"resumed 'cor' at step {previous} from" in result.stdout
     assert f"warning: checkpoint {newest_ckpt} is unusable" in result.stdout
-    _assert_mlflow_clean(workdir, "cor")
+    assert_mlflow_clean(workdir, "cor")
 
 
 def test_a_second_trainer_of_the_same_run_is_refused(workdir: Path) -> None:
-    first = _start(workdir, "--run-name", "dup")
+    first = start_cli(workdir, *train_args("--run-name", "dup"))
     ctx = run_context("dup", workdir / "data")
-    _wait_for(lambda: len(_manifest_steps(ctx.checkpoint_dir)) >= 1, first)
-    second = _run(workdir, "train", "--config", "tiny.toml", "--run-name", "dup")
+    wait_for(lambda: len(manifest_steps(ctx.checkpoint_dir)) >= 1, first)
+    second = run_cli(workdir, "train", "--config", "tiny.toml", "--run-name", "dup")
     assert second.returncode == 2
     assert f"already being trained by process {first.pid}" in second.stdout
     assert "Traceback" not in second.stdout + second.stderr
-    assert f"RUNNING (pid {first.pid})" in _run(workdir, "runs").stdout
+    assert f"RUNNING (pid {first.pid})" in run_cli(workdir, "runs").stdout
     first.send_signal(signal.SIGINT)
     out, _ = first.communicate(timeout=60)
     assert first.returncode == 0, out
@@ -315,7 +242,7 @@ def test_bad_input_is_refused_with_one_line_and_changes_nothing(
     for name, text in files.items():
         (existing_run / name).write_text(text)
     before = _snapshot(existing_run / "data")
-    result = _run(existing_run, "train", "--max-steps", "1", *args)
+    result = run_cli(existing_run, "train", "--max-steps", "1", *args)
     assert result.returncode == 2, result.stdout + result.stderr
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, result.stdout
@@ -329,32 +256,20 @@ def test_bad_input_is_refused_with_one_line_and_changes_nothing(
 def existing_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run named "good" (default network) to check that bad input leaves it alone."""
     workdir = tmp_path_factory.mktemp("badinput")
-    (workdir / "tiny.toml").write_text(TINY.format(ckpt=2))
-    result = _run(
-        workdir,
-        "train",
-        "--config",
-        "tiny.toml",
-        "--workers",
-        "1",
-        "--run-name",
-        "good",
-        "--max-steps",
-        "2",
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    (workdir / "tiny.toml").write_text(TINY)
+    ok(run_cli(workdir, *train_args("--run-name", "good", "--max-steps", "2")))
     return workdir
 
 
 @pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr to make a dir read-only")
 def test_disk_errors_while_saving_are_reported_and_retried(workdir: Path) -> None:
-    proc = _start(workdir, "--run-name", "ro", "--max-steps", "400")
+    proc = start_cli(workdir, *train_args("--run-name", "ro", "--max-steps", "400"))
     ctx = run_context("ro", workdir / "data")
-    _wait_for(lambda: len(_manifest_steps(ctx.checkpoint_dir)) >= 1, proc)
+    wait_for(lambda: len(manifest_steps(ctx.checkpoint_dir)) >= 1, proc)
     # Root ignores permission bits; the immutable flag makes the directory really read-only.
     subprocess.run(["chattr", "+i", str(ctx.checkpoint_dir)], check=True)
     try:
-        blocked_at = _manifest_steps(ctx.checkpoint_dir)[-1]
+        blocked_at = manifest_steps(ctx.checkpoint_dir)[-1]
         time.sleep(3)
     finally:
         subprocess.run(["chattr", "-i", str(ctx.checkpoint_dir)], check=True)
@@ -362,6 +277,6 @@ def test_disk_errors_while_saving_are_reported_and_retried(workdir: Path) -> Non
     assert proc.returncode == 0, out
     assert "checkpoint save failed" in out
     assert "finished 'ro' at step 400" in out
-    steps = _manifest_steps(ctx.checkpoint_dir)
+    steps = manifest_steps(ctx.checkpoint_dir)
     assert steps[-1] == 400
     assert blocked_at < 400

@@ -22,47 +22,28 @@ from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from alphatriangle.train import run_context
+from tests.cli import (
+    manifest_steps,
+    metric_steps,
+    ok,
+    run_cli,
+    start_cli,
+    tiny_config,
+    train_args,
+    wait_for,
+)
 
-CLI = str(Path(sys.executable).parent / "alphatriangle")
 RAY = str(Path(sys.executable).parent / "ray")
-TINY = """
-[mcts]
-simulations = 8
-[train]
-batch_size = 16
-min_buffer_size = 32
-replay_ratio = 8.0
-checkpoint_every_steps = 5
-buffer_save_every_steps = 5
-weights_publish_every_steps = 3
-"""
 
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "tiny.toml").write_text(TINY)
+    (tmp_path / "tiny.toml").write_text(tiny_config())
     return tmp_path
 
 
-def _env(workdir: Path) -> dict[str, str]:
-    # A wide console keeps `runs` table rows on one line.
-    return {**os.environ, "ALPHATRIANGLE_DATA": str(workdir / "data"), "CI": "1", "COLUMNS": "200"}
-
-
-def _train(workdir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, "train", "--config", "tiny.toml", "--workers", "1", *args],
-        cwd=workdir,
-        env=_env(workdir),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+def _train(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(workdir, *train_args(*args), timeout=240)
 
 
 def _buffer_size(run_dir: Path) -> int:
@@ -83,20 +64,13 @@ def _mlflow_runs(workdir: Path, name: str) -> list[object]:
     ]
 
 
-def _history_steps(workdir: Path, name: str, metric: str) -> list[int]:
-    ctx = run_context(name, workdir / "data")
-    client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
-    run_id = json.loads(ctx.run_json.read_text())["mlflow_run_id"]
-    return [m.step for m in client.get_metric_history(run_id, metric)]
-
-
 def _assert_strictly_increasing(steps: list[int]) -> None:
     assert steps, "no points"
     assert all(a < b for a, b in itertools.pairwise(steps)), steps
 
 
 def test_train_smoke_then_resume_by_name(workdir: Path) -> None:
-    out = _ok(_train(workdir, "--run-name", "smoke", "--max-steps", "10"))
+    out = ok(_train(workdir, "--run-name", "smoke", "--max-steps", "10"))
     assert "new run 'smoke'" in out
     assert "mlflow ui --backend-store-uri sqlite:///" in out
     assert "tensorboard --logdir" in out
@@ -115,7 +89,7 @@ def test_train_smoke_then_resume_by_name(workdir: Path) -> None:
     for name in ("loss/policy", "loss/value", "episode/score", "episode/length", "buffer/size"):
         assert name in metrics, sorted(metrics)
 
-    out = _ok(_train(workdir, "--run-name", "smoke", "--max-steps", "20"))
+    out = ok(_train(workdir, "--run-name", "smoke", "--max-steps", "20"))
     match = re.search(r"resumed 'smoke' at step (\d+) from (\S+) \(buffer (\d+) positions", out)
     assert match, out
     assert int(match.group(1)) == 10
@@ -123,31 +97,18 @@ def test_train_smoke_then_resume_by_name(workdir: Path) -> None:
     [again] = _mlflow_runs(workdir, "smoke")
     assert again.info.run_id == run_id  # type: ignore[attr-defined]
     for metric in ("loss/policy", "episode/score", "buffer/size"):
-        steps = _history_steps(workdir, "smoke", metric)
+        steps = metric_steps(workdir, "smoke", metric)
         _assert_strictly_increasing(steps)
-    assert max(_history_steps(workdir, "smoke", "loss/policy")) == 20
+    assert max(metric_steps(workdir, "smoke", "loss/policy")) == 20
     assert json.loads(ctx.run_json.read_text())["status"] == "FINISHED"
-    listing = subprocess.run(
-        [CLI, "runs"], env=_env(workdir), capture_output=True, text=True, timeout=120
-    )
-    assert re.search(r"smoke +│ FINISHED +│ 20 ", listing.stdout), listing.stdout
+    listing = ok(run_cli(workdir, "runs"))
+    assert re.search(r"smoke +│ FINISHED +│ 20 ", listing), listing
 
 
 def test_sigint_saves_and_next_start_resumes(workdir: Path) -> None:
-    proc = subprocess.Popen(
-        [CLI, "train", "--config", "tiny.toml", "--workers", "1", "--run-name", "sig"],
-        cwd=workdir,
-        env=_env(workdir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_cli(workdir, *train_args("--run-name", "sig"))
     ctx = run_context("sig", workdir / "data")
-    deadline = time.monotonic() + 180
-    while not list(ctx.checkpoint_dir.glob("*.json")):
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, "no checkpoint within 180 s"
-        time.sleep(0.5)
+    wait_for(lambda: manifest_steps(ctx.checkpoint_dir), proc)
     proc.send_signal(signal.SIGINT)
     start = time.monotonic()
     out, _ = proc.communicate(timeout=60)
@@ -158,7 +119,7 @@ def test_sigint_saves_and_next_start_resumes(workdir: Path) -> None:
     step = int(final.group(1))
     assert json.loads(ctx.run_json.read_text())["status"] == "KILLED"
 
-    out = _ok(_train(workdir, "--run-name", "sig", "--max-steps", str(step + 2)))
+    out = ok(_train(workdir, "--run-name", "sig", "--max-steps", str(step + 2)))
     assert f"resumed 'sig' at step {step} from" in out
 
 
@@ -207,10 +168,10 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_train_on_an_existing_cluster_continues_by_name(workdir: Path, ray_head: str) -> None:
-    out = _ok(_train(workdir, "--run-name", "cl", "--max-steps", "6", "--address", ray_head))
+    out = ok(_train(workdir, "--run-name", "cl", "--max-steps", "6", "--address", ray_head))
     assert "new run 'cl'" in out
-    out = _ok(_train(workdir, "--run-name", "cl", "--max-steps", "12", "--address", ray_head))
+    out = ok(_train(workdir, "--run-name", "cl", "--max-steps", "12", "--address", ray_head))
     assert "resumed 'cl' at step 6" in out
     [mlrun] = _mlflow_runs(workdir, "cl")
     assert mlrun.data.metrics  # type: ignore[attr-defined]
-    _assert_strictly_increasing(_history_steps(workdir, "cl", "loss/policy"))
+    _assert_strictly_increasing(metric_steps(workdir, "cl", "loss/policy"))
