@@ -152,6 +152,7 @@ class TrieyeActor:
             "batch_size": self._config.client_batch_size,
             "batch_seconds": self._config.client_batch_seconds,
             "max_inflight_batches": self._config.client_max_inflight_batches,
+            "max_pending_saves": self._config.client_max_pending_saves,
         }
 
     @ray.method(concurrency_group="ingest")

@@ -102,6 +102,7 @@ class TrieyeClient:
         self._batch_size = int(settings["batch_size"])
         self._batch_seconds = float(settings["batch_seconds"])
         self._max_inflight = int(settings["max_inflight_batches"])
+        self._max_pending_saves = int(settings["max_pending_saves"])
         self._batch: list[WireEvent] = []
         self._deadline = 0.0
         self._client_id = uuid.uuid4().hex
@@ -223,7 +224,8 @@ class TrieyeClient:
         buffer: dict[str, np.ndarray] | None = None,
         is_best: bool = False,
     ) -> ray.ObjectRef[Path]:
-        """Hand a checkpoint to the actor without waiting for the write.
+        """Hand a checkpoint to the actor without waiting for the write (unless
+        `client_max_pending_saves` saves are already pending: then it waits for the oldest).
 
         `state` may hold tensors, numbers, strings and nested dicts/lists of them; `buffer`
         maps names to numeric arrays. `ray.get` on the returned ref gives the checkpoint path
@@ -233,6 +235,9 @@ class TrieyeClient:
         if buffer is not None:
             check_buffer(buffer)
         self._raise_failed_saves()
+        while len(self._saves) >= self._max_pending_saves:
+            # Back-pressure: every pending save pins its payload in the object store.
+            self._get(self._saves.pop(0))
         self._ship()
         state_ref = ray.put(state)
         buffer_ref = None if buffer is None else ray.put(buffer)

@@ -72,6 +72,10 @@ class TrieyeConfig(BaseModel):
     """... or when its oldest unsent event is this old (checked on each log call)."""
     client_max_inflight_batches: int = Field(default=8, ge=1)
     """Batches a client may have in flight before it waits for the actor (bounds the actor's queue)."""
+    client_max_pending_saves: int = Field(default=2, ge=1)
+    """Checkpoint saves a client may have pending before the next one waits for the oldest; each
+    pins its state and buffer in Ray's object store, so this bounds that memory while the actor
+    is slow or restarting."""
 
     @model_validator(mode="after")
     def _check(self) -> TrieyeConfig:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import ray
 from mlflow import MlflowClient
@@ -273,7 +274,6 @@ def test_load_latest_skips_a_truncated_checkpoint(tmp_path: Path) -> None:
     ctx = RunContext(root_dir=tmp_path, app_name="app", run_name="corrupt")
     trieye.start_actor(ctx, TrieyeConfig())
     client = trieye.connect(ctx)
-    import numpy as np
     import torch
 
     for step in (10, 20):
@@ -318,3 +318,17 @@ def test_failed_save_raises_from_the_ref(tmp_path: Path) -> None:
     with pytest.raises(ray.exceptions.RayTaskError):
         client.close()  # the failed save surfaces again for a caller that never waited on it
     ray.get(ray.get_actor(ctx.actor_name, namespace=ctx.namespace).shutdown.remote())
+
+
+def test_a_client_waits_for_its_oldest_save_rather_than_pile_saves_up(tmp_path: Path) -> None:
+    ctx = RunContext(root_dir=tmp_path, app_name="app", run_name="pending")
+    trieye.start_actor(ctx, TrieyeConfig(client_max_pending_saves=1))
+    client = trieye.connect(ctx)
+    buffer = {"obs": np.ones((1_000_000, 8), dtype=np.float32)}  # 32 MB: a write takes a while
+    first = client.save_checkpoint(1, {"x": 1}, buffer=buffer)
+    second = client.save_checkpoint(2, {"x": 2}, buffer=buffer)
+    # The second call returned only once the first save was written.
+    assert ray.wait([first], timeout=0)[0] == [first]
+    assert client.saved_path(first) == ctx.checkpoint_dir / "ckpt_000000000001.pt"
+    assert client.saved_path(second) == ctx.checkpoint_dir / "ckpt_000000000002.pt"
+    client.shutdown_actor()
