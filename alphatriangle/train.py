@@ -358,12 +358,25 @@ def _checkpoint_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> dict[str, Any]:
     return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": _on_cpu(model.state_dict()),
+        "optimizer": _on_cpu(optimizer.state_dict()),
         "scheduler": scheduler.state_dict(),
         "counters": dataclasses.asdict(counters),
         "rng": {"torch": torch.get_rng_state()},
     }
+
+
+def _on_cpu(value: Any) -> Any:
+    """`value` with every tensor in it moved to the CPU (a no-op for a CPU learner). The state
+    goes to the sidecar and the eval worker, CPU actors from which Ray hides any GPU: they could
+    not unpickle a CUDA tensor."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: _on_cpu(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_on_cpu(item) for item in value)
+    return value
 
 
 def _save(
