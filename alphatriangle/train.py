@@ -476,6 +476,9 @@ class _Meter:
         self.window_start = self.start
         self.window_moves = 0
         self.window_samples = 0
+        self.previous_window = (0.0, 0, 0)
+        """Span, moves and samples of the last full window: the display's rates cover it and
+        the current one, so they never read 0 just after a window starts."""
         self.last_report = 0.0
         self.total_moves = 0
         self.total_samples = 0
@@ -509,7 +512,9 @@ def _maybe_report(
     now = time.monotonic()
     if on_progress is None or now - meter.last_report < 0.5:
         return
-    span = max(now - meter.window_start, 1e-9)
+    window = now - meter.window_start
+    previous_span, previous_moves, previous_samples = meter.previous_window
+    span = max(previous_span + window, 1e-9)
     on_progress(
         Snapshot(
             step=counters.step,
@@ -517,15 +522,16 @@ def _maybe_report(
             max_steps=max_steps,
             episodes=counters.episodes,
             buffer_size=len(buffer),
-            moves_per_s=meter.window_moves / span,
-            samples_per_s=meter.window_samples / span,
+            moves_per_s=(previous_moves + meter.window_moves) / span,
+            samples_per_s=(previous_samples + meter.window_samples) / span,
             mean_score=meter.mean_score(),
             losses=losses,
             elapsed_s=now - meter.start,
         )
     )
     meter.last_report = now
-    if span > 10:
+    if window > 10:
+        meter.previous_window = (window, meter.window_moves, meter.window_samples)
         meter.window_start, meter.window_moves, meter.window_samples = now, 0, 0
 
 
