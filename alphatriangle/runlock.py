@@ -12,6 +12,15 @@ class RunLockedError(RuntimeError):
     """Another live process holds the run."""
 
 
+def _lock_path(run_dir: Path) -> Path:
+    return run_dir / ".lock"
+
+
+def _holder_pid(fd: int) -> str:
+    """The process id the lock's holder wrote into the lock file."""
+    return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+
+
 class RunLock:
     """Exclusive ``flock`` on ``<run_dir>/.lock`` for as long as the ``with`` block runs.
 
@@ -20,7 +29,7 @@ class RunLock:
     """
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ".lock"
+        self.path = _lock_path(run_dir)
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
@@ -29,7 +38,7 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            holder = _holder_pid(fd)
             os.close(fd)
             raise RunLockedError(
                 f"run {self.path.parent.name!r} is already being trained by process {holder}; "
@@ -55,15 +64,14 @@ class RunLock:
 def lock_holder(run_dir: Path) -> str | None:
     """The process id written by the live trainer holding ``run_dir``'s lock, or ``None``
     when no live process holds it (never trained, finished, or killed)."""
-    path = run_dir / ".lock"
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(_lock_path(run_dir), os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        return _holder_pid(fd)
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
