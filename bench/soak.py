@@ -130,13 +130,14 @@ def print_header() -> None:
     print(f"{'min':>6}{'step':>8}{'buffer':>9}{'sidecar step':>14}{roles}  event", flush=True)
 
 
+def memory_cell(row: Row, role: str) -> str:
+    """Private / total MB of a role, with its process count when that is not one."""
+    mb, count = f"{row.anon_mb[role]:.0f} / {row.rss_mb[role]:.0f}", row.processes[role]
+    return f"{mb:>20}" if count == 1 else f"{mb:>16} ({count})"
+
+
 def print_row(row: Row) -> None:
-    cells = "".join(
-        f"{f'{row.anon_mb[role]:.0f} / {row.rss_mb[role]:.0f}':>16} ({row.processes[role]})"
-        if row.processes[role] != 1
-        else f"{f'{row.anon_mb[role]:.0f} / {row.rss_mb[role]:.0f}':>20}"
-        for role in ROLES
-    )
+    cells = "".join(memory_cell(row, role) for role in ROLES)
     print(
         f"{row.elapsed_s / 60:>6.1f}{row.step:>8}{row.buffer:>9}{row.sidecar_step:>14}{cells}"
         f"  {row.event}",
