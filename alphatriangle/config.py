@@ -14,11 +14,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from trimcts import SearchConfiguration
 
+from alphatriangle.errors import ConfigError
+
+# Unknown fields are refused, and so are inf and nan: TOML's `inf`/`nan` and JSON's
+# `Infinity`/`NaN` parse as floats, and a non-finite weight or rate would train to garbage.
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
 
 class ModelConfig(BaseModel):
     """Size of the policy/value network (see ``alphatriangle.model``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     channels: int = Field(32, ge=1, le=1024, description="Width of the convolutional trunk.")
     num_blocks: int = Field(
@@ -55,7 +61,7 @@ class ModelConfig(BaseModel):
 class MCTSConfig(BaseModel):
     """Monte Carlo tree search of ``trimcts`` as used for self-play and evaluation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     simulations: int = Field(64, ge=1, le=100_000, description="Simulations per move.")
     cpuct: float = Field(
@@ -106,7 +112,7 @@ class MCTSConfig(BaseModel):
 class TrainConfig(BaseModel):
     """Learner, replay buffer and training-loop settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     batch_size: int = Field(128, ge=1, le=1_000_000, description="Samples per gradient step.")
     learning_rate: float = Field(1e-3, gt=0, le=10, description="Peak learning rate of AdamW.")
@@ -164,7 +170,7 @@ class TrainConfig(BaseModel):
 class EvalConfig(BaseModel):
     """Periodic evaluation during training, on seeds held out from self-play."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     every_steps: int = Field(
         100, ge=0, description="Gradient steps between evaluations; 0 turns them off."
@@ -178,7 +184,7 @@ class EvalConfig(BaseModel):
 class AlphaTriangleConfig(BaseModel):
     """The whole configuration of a run."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     model: ModelConfig = Field(default_factory=ModelConfig, description="Network size.")
     mcts: MCTSConfig = Field(default_factory=MCTSConfig, description="Tree search.")
@@ -189,26 +195,33 @@ class AlphaTriangleConfig(BaseModel):
     def from_file(cls, path: str | Path) -> AlphaTriangleConfig:
         """Load a ``.toml`` or ``.json`` file; missing fields take their defaults.
 
-        Raises ``ValueError`` naming the file and every invalid or unknown field.
+        Raises ``ConfigError`` naming the file and every invalid or unknown field.
         """
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".toml", ".json"):
-            raise ValueError(f"{path}: unsupported config format {suffix!r}; use .toml or .json")
+            raise ConfigError(f"{path}: unsupported config format {suffix!r}; use .toml or .json")
+        if path.is_dir():
+            raise ConfigError(f"{path} is a directory; give the path of a .toml or .json file")
         if not path.is_file():
-            raise ValueError(f"config file {path} does not exist")
-        text = path.read_text()
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})")
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
         data: Any
         if suffix == ".toml":
             try:
                 data = tomllib.loads(text)
             except tomllib.TOMLDecodeError as err:
-                raise ValueError(f"{path}: invalid TOML: {err}") from err
+                raise ConfigError(f"{path}: invalid TOML: {err}") from None
         else:
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: invalid JSON: {err}") from err
+                raise ConfigError(f"{path}: invalid JSON: {err}") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -217,7 +230,7 @@ class AlphaTriangleConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as err:
-            raise ValueError(f"{source}: invalid configuration:\n{format_errors(err)}") from err
+            raise ConfigError(f"{source}: invalid configuration:\n{format_errors(err)}") from None
 
 
 def format_errors(err: ValidationError) -> str:

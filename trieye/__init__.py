@@ -7,6 +7,7 @@ into MLflow, TensorBoard and the console, and saves and loads checkpoints atomic
 from trieye.aggregation import MetricAggregator, MetricPoint
 from trieye.atomic import atomic_write_json, atomic_write_text
 from trieye.client import (
+    SaveFailure,
     SidecarDiedError,
     SidecarNotFoundError,
     TrieyeClient,
@@ -20,6 +21,7 @@ from trieye.persistence import (
     CheckpointError,
     CheckpointStore,
     LoadedCheckpoint,
+    Validator,
     read_checkpoint,
 )
 
@@ -34,11 +36,13 @@ __all__ = [
     "MetricSpec",
     "RawMetricEvent",
     "RunContext",
+    "SaveFailure",
     "SidecarDiedError",
     "SidecarNotFoundError",
     "Target",
     "TrieyeClient",
     "TrieyeConfig",
+    "Validator",
     "atomic_write_json",
     "atomic_write_text",
     "connect",

@@ -18,12 +18,13 @@ next batches reveal how many (trieye.ledger), and they are reported as a WARNING
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 import warnings
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,15 +37,17 @@ from trieye.config import MetricSpec, Target, TrieyeConfig
 from trieye.context import RunContext
 from trieye.events import RawMetricEvent, WireEvent
 from trieye.ledger import DeliveryLedger
-from trieye.persistence import Buffer, CheckpointStore, LoadedCheckpoint
+from trieye.persistence import Buffer, CheckpointStore, LoadedCheckpoint, Validator
 from trieye.run_record import RunRecord
-from trieye.sinks import ConsoleSink, MlflowSink, Sink, TensorBoardSink
+from trieye.sinks import ConsoleSink, MlflowSink, Sink, TensorBoardSink, is_storage_error
 
 logger = logging.getLogger("trieye")
 
 MLFLOW_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 _TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 MLFLOW_PARAM_BATCH_LIMIT = 100
+MAX_HELD_STEPS = 100_000
+"""Steps of points a sink holds while its disk refuses writes; older ones are dropped, counted."""
 RESTARTS_METRIC = "trieye/restarts"
 LOST_EVENTS_METRIC = "trieye/lost_events"
 # Cumulative counts, so "latest"; on the console too, because a lost event is worth a look.
@@ -54,6 +57,11 @@ _OWN_METRICS = tuple(
     )
     for name in (RESTARTS_METRIC, LOST_EVENTS_METRIC)
 )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -120,6 +128,11 @@ class TrieyeActor:
         self._last_flush_step = -1
         self._closed = False
         self._writer_error: BaseException | None = None
+        self._held: dict[Target, deque[tuple[int, dict[str, float]]]] = defaultdict(deque)
+        """Per sink, the points of each step not yet written (the disk refused them)."""
+        self._failing: set[str] = set()
+        """What cannot be written right now (a sink, run.json): reported once per outage."""
+        self._points_lost: dict[str, int] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         if restarted:
@@ -248,7 +261,7 @@ class TrieyeActor:
                 # Taken with the drain: these events are the ones the points below contain.
                 delivered = self._ledger.state()
                 lost = self._lost_events
-            if points:
+            if points or any(self._held.values()):
                 self._open()
                 self._write(points)
             record = self._record
@@ -275,13 +288,68 @@ class TrieyeActor:
                 self._reported[name] = value
 
     def _write(self, points: list[MetricPoint]) -> None:
+        """Queue `points` per sink behind any it still holds, then write each sink's queue in
+        step order. A sink whose disk refuses a write keeps the rest of its queue for the next
+        flush (see `_drain`), so a full disk delays points instead of losing them."""
         by_step: dict[int, dict[Target, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
         for point in points:
             for target in point.targets:
                 by_step[point.step][target][point.name] = point.value
         for step in sorted(by_step):
             for target, metrics in by_step[step].items():
+                self._held[target].append((step, metrics))
+        for target in list(self._held):
+            self._drain(target)
+
+    def _drain(self, target: Target) -> None:
+        queue = self._held[target]
+        while queue:
+            step, metrics = queue[0]
+            try:
                 self._sink(target).write(metrics, step)
+            except Exception as exc:
+                if not is_storage_error(exc):
+                    raise
+                self._storage_failed(target, exc)
+                if target == "tensorboard" and self._tensorboard is not None:
+                    # Its writer thread is dead after an I/O error; the next flush opens a new
+                    # event file in the same directory.
+                    with contextlib.suppress(Exception):
+                        self._tensorboard.close()
+                    self._tensorboard = None
+                excess = len(queue) - MAX_HELD_STEPS
+                if excess > 0:
+                    lost = sum(len(queue.popleft()[1]) for _ in range(excess))
+                    self._points_lost[target] = self._points_lost.get(target, 0) + lost
+                    logger.error(
+                        "%s: dropped %d held metric points (more than %d steps held; %d lost "
+                        "so far)",
+                        target,
+                        lost,
+                        MAX_HELD_STEPS,
+                        self._points_lost[target],
+                    )
+                return
+            queue.popleft()
+        self._storage_ok(target)
+
+    def _storage_failed(self, what: str, exc: BaseException) -> None:
+        """Report a refused write once per outage of `what`, not once per attempt."""
+        if what not in self._failing:
+            self._failing.add(what)
+            logger.error(
+                "writing %s of run %r failed (%s: %s); held and retried at every flush, the "
+                "run goes on",
+                what,
+                self._ctx.run_name,
+                type(exc).__name__,
+                _first_line(exc),
+            )
+
+    def _storage_ok(self, what: str) -> None:
+        if what in self._failing:
+            self._failing.discard(what)
+            logger.warning("writing %s of run %r works again", what, self._ctx.run_name)
 
     def _sink(self, target: Target) -> Sink:
         if target == "mlflow":
@@ -379,17 +447,28 @@ class TrieyeActor:
         logger.setLevel(logging.INFO)
 
     def _on_mlflow_cursor(self, last_logged: dict[str, int], skipped: int) -> None:
+        # Raises when run.json cannot be written: the points must then not reach MLflow, or a
+        # restart would log their steps a second time.
         assert self._record is not None
         self._record.mlflow_last_logged_step = last_logged
         self._record.mlflow_points_skipped = skipped
-        self._save_record()
+        self._save_record(strict=True)
 
-    def _save_record(self) -> None:
+    def _save_record(self, strict: bool = False) -> None:
+        """Rewrite run.json. Unless `strict`, a disk that refuses it is reported (once per
+        outage) and the next call writes it again; the record stays current in memory."""
         assert self._record is not None
         with self._agg_lock:
             self._record.last_step = max(self._record.last_step, self._agg.max_step)
             self._record.counters = self._agg.counters
-        self._record.save(self._ctx.run_json)
+        try:
+            self._record.save(self._ctx.run_json)
+        except OSError as exc:
+            if strict:
+                raise
+            self._storage_failed("run.json", exc)
+        else:
+            self._storage_ok("run.json")
 
     def run_info(self) -> dict[str, Any]:
         """Identity, resume state and counters of the run (safe to call before anything is written)."""
@@ -415,6 +494,11 @@ class TrieyeActor:
             "mlflow_points_skipped": 0 if self._mlflow_sink is None else self._mlflow_sink.skipped,
             "restarts": self._restarts,
             "lost_events": self._lost_events,
+            "held_points": {
+                target: sum(len(metrics) for _, metrics in queue)
+                for target, queue in self._held.items()
+            },
+            "points_lost": dict(self._points_lost),
             **counters,
         }
 
@@ -425,10 +509,15 @@ class TrieyeActor:
         with self._sink_lock:
             self._open()
             assert self._record is not None
-            if status in _TERMINAL_STATUSES:
-                self._mlflow.set_terminated(self._record.mlflow_run_id, status=status)
-            else:
-                self._mlflow.update_run(self._record.mlflow_run_id, status=status)
+            try:
+                if status in _TERMINAL_STATUSES:
+                    self._mlflow.set_terminated(self._record.mlflow_run_id, status=status)
+                else:
+                    self._mlflow.update_run(self._record.mlflow_run_id, status=status)
+            except Exception as exc:
+                if not is_storage_error(exc):
+                    raise
+                self._storage_failed("the MLflow run status", exc)
             self._record.status = status
             self._save_record()
 
@@ -496,18 +585,24 @@ class TrieyeActor:
                 self._record.last_checkpoint = str(path.relative_to(self._ctx.run_dir))
                 self._record.last_checkpoint_step = step
                 self._save_record()
-        except Exception:
+        except Exception as exc:
             # Not swallowed: the caller's ObjectRef raises it too. Logged here as well because
             # a caller that never waits on the ref would otherwise learn nothing.
-            logger.exception("saving the checkpoint of step %d failed", step)
+            if is_storage_error(exc):
+                logger.error("saving the checkpoint of step %d failed: %s", step, exc)
+            else:
+                logger.exception("saving the checkpoint of step %d failed", step)
             raise
         logger.info("saved checkpoint %s%s", path, " with buffer" if buffer is not None else "")
         return path
 
     @ray.method(concurrency_group="io")
-    def load_latest(self) -> LoadedCheckpoint | None:
-        """Load the newest good checkpoint and continue the aggregation state saved with it."""
-        loaded = self._store.load_latest()
+    def load_latest(
+        self, validate: Validator | None = None, validate_buffer: Validator | None = None
+    ) -> LoadedCheckpoint | None:
+        """Load the newest usable checkpoint (see `CheckpointStore.load_latest`) and continue
+        the aggregation state saved with it."""
+        loaded = self._store.load_latest(validate, validate_buffer)
         if loaded is not None and loaded.sidecar_state:
             with self._agg_lock:
                 self._agg.load_state_dict(loaded.sidecar_state)
@@ -537,8 +632,18 @@ class TrieyeActor:
         self._writer.join()
         self._flush(final=True)
         with self._sink_lock:
+            for target, queue in self._held.items():
+                if queue:
+                    logger.error(
+                        "%d metric points of run %r could not be written to %s before the "
+                        "sidecar shut down (the disk refused them) and are lost",
+                        sum(len(metrics) for _, metrics in queue),
+                        self._ctx.run_name,
+                        target,
+                    )
             if self._tensorboard is not None:
-                self._tensorboard.close()
+                with contextlib.suppress(OSError):  # a broken writer has reported already
+                    self._tensorboard.close()
             if self._record is not None:
                 if self._record.status == "RUNNING":
                     self.set_status("FINISHED")

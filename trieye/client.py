@@ -8,7 +8,7 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import ray
@@ -16,7 +16,7 @@ import ray
 from trieye.config import TrieyeConfig, validate_metric_name
 from trieye.context import RunContext
 from trieye.events import ContextValue, RawMetricEvent, WireEvent
-from trieye.persistence import LoadedCheckpoint, check_buffer, check_state
+from trieye.persistence import LoadedCheckpoint, Validator, check_buffer, check_state
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,14 @@ logger = logging.getLogger(__name__)
 # Ray destroys a non-detached actor once its creator drops every handle, even a named one;
 # holding the handle here lets `start_actor(...)` be called without keeping its result.
 _started: dict[str, Any] = {}
+
+
+class SaveFailure(NamedTuple):
+    """A checkpoint save the actor could not complete."""
+
+    step: int
+    error: BaseException
+    """What the actor raised, e.g. OSError(ENOSPC) for a full disk."""
 
 
 class SidecarNotFoundError(LookupError):
@@ -112,7 +120,9 @@ class TrieyeClient:
         """Every batch before this event number has returned from the actor."""
         self._inflight: deque[tuple[ray.ObjectRef[None], int]] = deque()
         """Batches not known to have returned, each with the number one past its last event."""
-        self._saves: list[ray.ObjectRef[Path]] = []
+        self._saves: list[tuple[ray.ObjectRef[Path], int]] = []
+        """Saves handed to the actor and not yet seen to finish, each with its step."""
+        self._failed: list[SaveFailure] = []
         self._known_names: set[str] = set()
         self._closed = False
         self.max_inflight_seen = 0
@@ -171,16 +181,18 @@ class TrieyeClient:
 
     def _flush(self, closing: bool) -> None:
         self.deliver()
-        self._raise_failed_saves()
         self._get(self._actor.flush.remote(self._client_id, self._acked, closing))
 
     def close(self) -> None:
-        """Flush and wait for pending checkpoint saves. Idempotent; also runs at exit."""
+        """Flush and wait for pending checkpoint saves. Idempotent; also runs at exit.
+
+        Failed saves nobody took with `failed_saves()` are logged as errors here."""
         if self._closed:
             return
         self._flush(closing=True)
-        self._get(self._saves)
-        self._saves.clear()
+        self._settle_saves(wait_for=len(self._saves))
+        for failure in self.failed_saves():
+            logger.error("trieye: the checkpoint save of step %d failed: %s", *failure)
         self._closed = True
         atexit.unregister(self._close_at_exit)
 
@@ -229,38 +241,63 @@ class TrieyeClient:
 
         `state` may hold tensors, numbers, strings and nested dicts/lists of them; `buffer`
         maps names to numeric arrays. `ray.get` on the returned ref gives the checkpoint path
-        or raises what went wrong; a failed save also raises from the next save, flush or close.
+        or raises what went wrong; `failed_saves()` also lists every save that failed, so a
+        caller that never waits on its refs still learns of them (a full disk fails saves
+        without failing the next one).
         """
         check_state(state)
         if buffer is not None:
             check_buffer(buffer)
-        self._raise_failed_saves()
-        while len(self._saves) >= self._max_pending_saves:
-            # Back-pressure: every pending save pins its payload in the object store.
-            self._get(self._saves.pop(0))
+        # Back-pressure: every pending save pins its payload in the object store.
+        self._settle_saves(wait_for=len(self._saves) - self._max_pending_saves + 1)
         self._ship()
         state_ref = ray.put(state)
         buffer_ref = None if buffer is None else ray.put(buffer)
         ref: ray.ObjectRef[Path] = self._actor.save_checkpoint.remote(
             step, state_ref, buffer_ref, is_best, [batch for batch, _ in self._inflight]
         )
-        self._saves.append(ref)
+        self._saves.append((ref, step))
         return ref
+
+    def failed_saves(self) -> list[SaveFailure]:
+        """The saves found to have failed since the last call, oldest first (checks finished
+        saves without waiting for pending ones)."""
+        self._settle_saves(wait_for=0)
+        failed, self._failed = self._failed, []
+        return failed
 
     def saved_path(self, save: ray.ObjectRef[Path]) -> Path:
         """Wait for a save returned by `save_checkpoint`; its checkpoint's path."""
         path: Path = self._get(save)
         return path
 
-    def _raise_failed_saves(self) -> None:
-        if not self._saves:
-            return
-        done, self._saves = ray.wait(self._saves, num_returns=len(self._saves), timeout=0)
-        self._get(done)
+    def _settle_saves(self, wait_for: int) -> None:
+        """Wait until the oldest `wait_for` pending saves have finished (none when <= 0), and
+        move every finished one out of the pending list, keeping the failures."""
+        if wait_for > 0:
+            ray.wait([ref for ref, _ in self._saves[:wait_for]], num_returns=wait_for)
+        pending = []
+        for ref, step in self._saves:
+            if not ray.wait([ref], timeout=0)[0]:
+                pending.append((ref, step))
+                continue
+            try:
+                self._get(ref)
+            except ray.exceptions.RayTaskError as err:
+                self._failed.append(SaveFailure(step, err.cause or err))
+        self._saves = pending
 
-    def load_latest(self) -> LoadedCheckpoint | None:
-        """The newest checkpoint that verifies (older ones named in `warnings` were skipped)."""
-        loaded: LoadedCheckpoint | None = self._get(self._actor.load_latest.remote())
+    def load_latest(
+        self, validate: Validator | None = None, validate_buffer: Validator | None = None
+    ) -> LoadedCheckpoint | None:
+        """The newest checkpoint that verifies, loads without running code and passes
+        `validate`, with the newest such buffer snapshot not newer than it (passing
+        `validate_buffer`); the files skipped on the way are named in `warnings`. The validators
+        run in the sidecar's process, so they must be picklable (module-level functions or
+        `functools.partial` of them)."""
+        loaded: LoadedCheckpoint | None = self._get(
+            self._actor.load_latest.remote(validate, validate_buffer)
+        )
         return loaded
 
     # ---------------------------------------------------------------- the run

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,8 @@ from trieye.atomic import atomic_open, atomic_write_json, remove_stale_temp_file
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+_SUFFIX = {"ckpt": ".pt", "buffer": ".npz"}
+"""The data file of a manifest named ``<prefix>_<step>.json`` is ``<prefix>_<step><suffix>``."""
 Buffer = dict[str, np.ndarray]
 
 
@@ -105,6 +107,27 @@ def _digest(path: Path) -> tuple[int, str]:
     return size, sha.hexdigest()
 
 
+Validator = Callable[[Mapping[str, Any]], str | None]
+"""Says why a loaded checkpoint state or buffer is not one the caller can use (wrong keys,
+shapes, another program's file), or None when it is. It runs in the process that loads."""
+
+_REQUIRED = {"step": int, "file": str, "size": int, "sha256": str}
+
+
+def _member(directory: Path, name: object) -> Path | None:
+    """``directory / name`` if ``name`` is a plain file name that resolves inside ``directory``
+    (no separators, no ``..``, no symlink out), else None: a manifest copied from elsewhere or
+    written by hand must not make us read or delete anything outside the run."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        return None
+    path = directory / name
+    try:
+        inside = path.resolve().is_relative_to(directory.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    return path if inside else None
+
+
 def _verify_file(path: Path, manifest: Mapping[str, Any]) -> str | None:
     """Why `path` does not match its manifest, or None when it does."""
     if not path.is_file():
@@ -118,30 +141,82 @@ def _verify_file(path: Path, manifest: Mapping[str, Any]) -> str | None:
 
 
 def _read_manifests(directory: Path, prefix: str, warnings: list[str]) -> list[dict[str, Any]]:
-    """Parsed manifests, newest step first; unreadable ones become warnings."""
+    """Parsed manifests, newest step first; unreadable or malformed ones become warnings."""
     manifests = []
     for path in directory.glob(f"{prefix}_*.json"):
         try:
             manifest = json.loads(path.read_text())
-            manifest["step"] = int(manifest["step"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            wrong = [k for k, kind in _REQUIRED.items() if not isinstance(manifest.get(k), kind)]
+        except (OSError, ValueError) as exc:
             warnings.append(f"manifest {path} is unreadable ({exc}); skipping it")
+            continue
+        if not isinstance(manifest, dict) or wrong:
+            warnings.append(f"manifest {path} lacks valid {wrong or 'fields'}; skipping it")
             continue
         manifest["manifest_path"] = path
         manifests.append(manifest)
     return sorted(manifests, key=lambda m: m["step"], reverse=True)
 
 
+def _load_state(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_arrays(path: Path) -> Buffer:
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def _first_usable(
+    directory: Path,
+    manifests: list[dict[str, Any]],
+    what: str,
+    load: Callable[[Path], Any],
+    validate: Validator | None,
+    warnings: list[str],
+) -> tuple[dict[str, Any], Path, Any] | None:
+    """The newest of ``manifests`` whose file lies in ``directory``, matches its manifest,
+    loads without running code and passes ``validate``: (manifest, path, payload). Each one
+    skipped on the way adds a warning that names its file and why."""
+    for manifest in manifests:
+        path = _member(directory, manifest["file"])
+        if path is None:
+            warnings.append(
+                f"{what} manifest {manifest['manifest_path']} names {manifest['file']!r}, "
+                f"which is not a file in {directory}; skipping it"
+            )
+            continue
+        problem = _verify_file(path, manifest)
+        payload: Any = None
+        if problem is None:
+            try:
+                payload = load(path)
+            except Exception as exc:  # a file from disk: whatever its parser raises, it is bad
+                text = str(exc).strip()
+                problem = f"cannot be loaded: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+        if problem is None and not isinstance(payload, dict):
+            problem = f"holds a {type(payload).__name__}, not a dict"
+        if problem is None and validate is not None:
+            problem = validate(payload)
+        if problem is None:
+            return manifest, path, payload
+        warnings.append(f"{what} {path} is unusable ({problem}); trying an older one")
+    return None
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def read_checkpoint(checkpoint_dir: Path, which: str | Path = "latest") -> LoadedCheckpoint:
+def read_checkpoint(
+    checkpoint_dir: Path, which: str | Path = "latest", validate: Validator | None = None
+) -> LoadedCheckpoint:
     """Load one checkpoint's state read-only (no buffer, no pruning, no temp-file cleanup), for
     tools that inspect a run while its trainer may still be writing it.
 
-    `which` is "latest" (newest that verifies), "best" (newest saved with is_best) or the path
-    of a checkpoint file. Raises CheckpointError saying what is missing or broken.
+    `which` is "latest" (newest usable), "best" (newest usable saved with is_best) or the path
+    of a checkpoint file in `checkpoint_dir` (or its bare name). Raises CheckpointError saying
+    what is missing or broken; `warnings` names the newer files skipped on the way.
     """
     warnings: list[str] = []
     if which in ("latest", "best"):
@@ -153,28 +228,29 @@ def read_checkpoint(checkpoint_dir: Path, which: str | Path = "latest") -> Loade
         if not manifests:
             raise CheckpointError(f"no {which} checkpoint in {checkpoint_dir}")
     else:
-        path = Path(which)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint file {path} does not exist")
-        manifest_path = path.with_suffix(".json")
-        if not manifest_path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            return LoadedCheckpoint(step=-1, state=state, buffer=None, path=path)
-        manifest = json.loads(manifest_path.read_text())
-        manifest["step"] = int(manifest["step"])
-        manifests = [{**manifest, "file": path.name}]
-        checkpoint_dir = path.parent
-    for manifest in manifests:
-        path = checkpoint_dir / manifest["file"]
-        problem = _verify_file(path, manifest)
-        if problem is not None:
-            warnings.append(f"checkpoint {path} is unusable ({problem})")
-            continue
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return LoadedCheckpoint(
-            step=manifest["step"], state=state, buffer=None, path=path, warnings=warnings
-        )
-    raise CheckpointError("no usable checkpoint:\n  " + "\n  ".join(warnings))
+        given = Path(which)
+        path = given if given.exists() else checkpoint_dir / given
+        if _member(checkpoint_dir, path.name) is None or not (
+            path.resolve().parent == checkpoint_dir.resolve()
+        ):
+            raise CheckpointError(
+                f"{given} is not a checkpoint file of this run; give 'latest', 'best' or the "
+                f"name of a ckpt_*.pt file in {checkpoint_dir}"
+            )
+        manifests = [
+            m
+            for m in _read_manifests(checkpoint_dir, "ckpt", [])
+            if m["manifest_path"].name == path.with_suffix(".json").name
+        ]
+        if not manifests:
+            raise CheckpointError(f"{path} has no readable manifest ({path.with_suffix('.json')})")
+    found = _first_usable(checkpoint_dir, manifests, "checkpoint", _load_state, validate, warnings)
+    if found is None:
+        raise CheckpointError("no usable checkpoint: " + "; ".join(warnings))
+    manifest, path, state = found
+    return LoadedCheckpoint(
+        step=manifest["step"], state=state, buffer=None, path=path, warnings=warnings
+    )
 
 
 class CheckpointStore:
@@ -258,58 +334,59 @@ class CheckpointStore:
 
     @staticmethod
     def _delete(manifest: Mapping[str, Any], directory: Path) -> None:
-        manifest["manifest_path"].unlink(missing_ok=True)
-        (directory / manifest["file"]).unlink(missing_ok=True)
+        """Remove a manifest and its data file, but the data file only when it has exactly the
+        name this store gives the manifest's step: a manifest that names anything else (a
+        crafted or copied one) never makes us delete a file we did not write."""
+        manifest_path: Path = manifest["manifest_path"]
+        prefix = manifest_path.name.split("_", 1)[0]
+        own = f"{prefix}_{manifest['step']:012d}{_SUFFIX[prefix]}"
+        manifest_path.unlink(missing_ok=True)
+        if manifest["file"] == own and (path := _member(directory, own)) is not None:
+            path.unlink(missing_ok=True)
+        else:
+            logger.warning(
+                "pruned %s without deleting %r: not the file this store writes for step %d",
+                manifest_path,
+                manifest["file"],
+                manifest["step"],
+            )
 
-    def load_latest(self) -> LoadedCheckpoint | None:
-        """The newest checkpoint that verifies, or None when none was ever saved.
+    def load_latest(
+        self, validate: Validator | None = None, validate_buffer: Validator | None = None
+    ) -> LoadedCheckpoint | None:
+        """The newest usable checkpoint (see `_first_usable`) with the newest usable buffer
+        snapshot not newer than it, or None when none was ever saved.
 
-        Raises CheckpointError when checkpoints exist but none verifies: starting over
+        Raises CheckpointError when checkpoints exist but none is usable: starting over
         silently would throw away a run.
         """
         warnings: list[str] = []
         checkpoints = _read_manifests(self.checkpoint_dir, "ckpt", warnings)
-        for manifest in checkpoints:
-            path = self.checkpoint_dir / manifest["file"]
-            problem = _verify_file(path, manifest)
-            if problem is not None:
-                warnings.append(f"checkpoint {path} is unusable ({problem}); trying an older one")
-                continue
-            # The sha256 matched, so this is the file we wrote: a failure here is a bug, not
-            # corruption, and must surface instead of falling back.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            buffer, buffer_manifest = self._load_buffer(manifest["step"], warnings)
-            for line in warnings:
-                logger.warning(line)
-            return LoadedCheckpoint(
-                step=manifest["step"],
-                state=state,
-                buffer=buffer,
-                path=path,
-                buffer_step=None if buffer_manifest is None else buffer_manifest["step"],
-                buffer_path=None
-                if buffer_manifest is None
-                else self.buffer_dir / buffer_manifest["file"],
-                warnings=warnings,
-                sidecar_state=manifest.get("sidecar", {}),
-            )
-        if warnings:
-            raise CheckpointError("no usable checkpoint:\n  " + "\n  ".join(warnings))
-        return None
-
-    def _load_buffer(
-        self, step: int, warnings: list[str]
-    ) -> tuple[Buffer | None, dict[str, Any] | None]:
-        for manifest in _read_manifests(self.buffer_dir, "buffer", warnings):
-            if manifest["step"] > step:
-                continue
-            path = self.buffer_dir / manifest["file"]
-            problem = _verify_file(path, manifest)
-            if problem is not None:
-                warnings.append(
-                    f"buffer snapshot {path} is unusable ({problem}); trying an older one"
-                )
-                continue
-            with np.load(path, allow_pickle=False) as archive:
-                return {key: archive[key] for key in archive.files}, manifest
-        return None, None
+        found = _first_usable(
+            self.checkpoint_dir, checkpoints, "checkpoint", _load_state, validate, warnings
+        )
+        if found is None:
+            if warnings:
+                raise CheckpointError("no usable checkpoint:\n  " + "\n  ".join(warnings))
+            return None
+        manifest, path, state = found
+        buffers = [
+            m
+            for m in _read_manifests(self.buffer_dir, "buffer", warnings)
+            if m["step"] <= manifest["step"]
+        ]
+        snapshot = _first_usable(
+            self.buffer_dir, buffers, "buffer snapshot", _load_arrays, validate_buffer, warnings
+        )
+        for line in warnings:
+            logger.warning(line)
+        return LoadedCheckpoint(
+            step=manifest["step"],
+            state=state,
+            buffer=None if snapshot is None else snapshot[2],
+            path=path,
+            buffer_step=None if snapshot is None else snapshot[0]["step"],
+            buffer_path=None if snapshot is None else snapshot[1],
+            warnings=warnings,
+            sidecar_state=manifest["sidecar"] if isinstance(manifest.get("sidecar"), dict) else {},
+        )

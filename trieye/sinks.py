@@ -6,6 +6,7 @@ and every process that merely logs events (Ray workers) imports `trieye` without
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -13,6 +14,18 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 MLFLOW_BATCH_LIMIT = 1000  # log_batch rejects more metrics than this in one call
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether `exc` is the disk refusing a write (full, read-only, an I/O error), raised
+    directly (files) or as the cause of a backend's own exception (MLflow wraps sqlite's
+    OperationalError "database or disk is full" in an MlflowException)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError | sqlite3.OperationalError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class Sink(Protocol):
@@ -54,17 +67,31 @@ class MlflowSink:
         from mlflow.entities import Metric
 
         fresh = {k: v for k, v in metrics.items() if self.last_logged.get(k, -1) < step}
-        self.skipped += len(metrics) - len(fresh)
+        skipped = len(metrics) - len(fresh)
         if not fresh:
+            self.skipped += skipped
             return
+        before = dict(self.last_logged)
         self.last_logged.update(dict.fromkeys(fresh, step))
-        # Record the new cursor before logging: a crash in between then loses these points
-        # instead of logging the same step twice after the restart.
-        self._persist(dict(self.last_logged), self.skipped)
         timestamp = int(time.time() * 1000)
         entries = [Metric(key, value, timestamp, step) for key, value in fresh.items()]
-        for chunk in _chunks(entries, MLFLOW_BATCH_LIMIT):
-            self._client.log_batch(self._run_id, metrics=chunk)
+        logged: set[str] = set()
+        try:
+            # Record the new cursor before logging: a crash in between then loses these points
+            # instead of logging the same step twice after the restart.
+            self._persist(dict(self.last_logged), self.skipped + skipped)
+            for chunk in _chunks(entries, MLFLOW_BATCH_LIMIT):
+                self._client.log_batch(self._run_id, metrics=chunk)
+                logged.update(entry.key for entry in chunk)
+        except BaseException:
+            # What was not logged may be written again by a later call (the caller holds it).
+            for key in set(fresh) - logged:
+                if key in before:
+                    self.last_logged[key] = before[key]
+                else:
+                    del self.last_logged[key]
+            raise
+        self.skipped += skipped
 
     def close(self) -> None:
         """Nothing to release: the run's status is set by its owner."""

@@ -129,3 +129,109 @@ def test_state_and_buffer_that_need_pickle_are_refused(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="dtype object"):
         store.save(1, {"step": 1}, {"names": np.array(["a", None], dtype=object)})
     assert not list((tmp_path / "ckpt").glob("*"))
+
+
+def _rewrite_manifest(path: Path, **fields: Any) -> None:
+    """Point a checkpoint manifest elsewhere (as a crafted or copied run folder would)."""
+    manifest = json.loads(path.read_text())
+    manifest.update(fields)
+    path.write_text(json.dumps(manifest))
+
+
+def _forge(store: CheckpointStore, step: int, data: bytes) -> Path:
+    """A checkpoint file of `data` whose manifest's size and sha256 match it."""
+    import hashlib
+
+    path = store.checkpoint_dir / f"ckpt_{step:012d}.pt"
+    path.write_bytes(data)
+    manifest = {"step": step, "file": path.name, "size": len(data), "is_best": False}
+    manifest["sha256"] = hashlib.sha256(data).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps(manifest))
+    return path
+
+
+def test_a_manifest_naming_a_file_outside_its_folder_is_neither_loaded_nor_pruned(
+    tmp_path: Path,
+) -> None:
+    store = make_store(tmp_path, keep_last=1)
+    store.save(1, {"x": torch.ones(1)})
+    victim = tmp_path / "victim.pt"
+    store.save(2, {"x": torch.full((1,), 2.0)})
+    victim.write_bytes((store.checkpoint_dir / "ckpt_000000000002.pt").read_bytes())
+    manifest = store.checkpoint_dir / "ckpt_000000000002.json"
+    # Same size and sha256 as the file outside: only the path check can refuse it.
+    _rewrite_manifest(manifest, file="../victim.pt")
+    (store.checkpoint_dir / "ckpt_000000000002.pt").unlink()
+    store.save(3, {"x": torch.full((1,), 3.0)})  # pruning: keeps only step 3
+    assert victim.exists(), "pruning deleted a file outside the checkpoint folder"
+    assert not manifest.exists()
+    _rewrite_manifest(
+        store.checkpoint_dir / "ckpt_000000000003.json", file="../victim.pt", step=4
+    )
+    with pytest.raises(CheckpointError, match=r"names '\.\./victim\.pt', which is not a file in"):
+        store.load_latest()
+    assert victim.exists()
+
+
+def test_a_pickled_newest_checkpoint_is_skipped_without_running_its_code(
+    tmp_path: Path,
+) -> None:
+    import os
+    import pickle
+
+    store = make_store(tmp_path)
+    store.save(1, {"x": torch.ones(1)})
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.system, (f"touch {marker}",))
+
+    forged = _forge(store, 2, pickle.dumps(Payload()))
+    loaded = store.load_latest()
+    assert loaded is not None and loaded.step == 1
+    [warning] = loaded.warnings
+    assert str(forged) in warning and "cannot be loaded" in warning
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"not a checkpoint at all", "cannot be loaded"),
+        (b"", "cannot be loaded"),
+    ],
+)
+def test_a_newest_file_that_is_no_checkpoint_falls_back(
+    tmp_path: Path, data: bytes, reason: str
+) -> None:
+    store = make_store(tmp_path)
+    store.save(1, {"x": torch.ones(1)})
+    _forge(store, 2, data)
+    loaded = store.load_latest()
+    assert loaded is not None and loaded.step == 1
+    assert reason in loaded.warnings[0]
+
+
+def test_a_state_the_validator_rejects_falls_back_to_an_older_one(tmp_path: Path) -> None:
+    store = make_store(tmp_path, keep_last=3, keep_last_buffers=3)
+    store.save(1, {"model": torch.ones(2)}, buffer_of(1))
+    store.save(2, {"something": torch.ones(2)}, {"other": np.ones(1)})
+
+    def has_model(state: Any) -> str | None:
+        return None if "model" in state else "no 'model' entry"
+
+    def has_obs(buffer: Any) -> str | None:
+        return None if "obs" in buffer else "no 'obs' array"
+
+    loaded = store.load_latest(validate=has_model, validate_buffer=has_obs)
+    assert loaded is not None and (loaded.step, loaded.buffer_step) == (1, 1)
+    assert [w.split(" is unusable ")[1] for w in loaded.warnings] == [
+        "(no 'model' entry); trying an older one"
+    ]
+    store.save(3, {"model": torch.ones(2)}, {"other": np.ones(1)})
+    loaded = store.load_latest(validate=has_model, validate_buffer=has_obs)
+    assert loaded is not None and (loaded.step, loaded.buffer_step) == (3, 1)
+    assert [w.split(" is unusable ")[1] for w in loaded.warnings] == [
+        "(no 'obs' array); trying an older one"
+    ] * 2

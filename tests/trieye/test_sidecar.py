@@ -306,7 +306,7 @@ def test_connect_without_actor_says_what_to_do(tmp_path: Path) -> None:
         trieye.connect(ctx)
 
 
-def test_failed_save_raises_from_the_ref(tmp_path: Path) -> None:
+def test_a_failed_save_raises_from_its_ref_and_is_listed_once(tmp_path: Path) -> None:
     ctx = RunContext(root_dir=tmp_path, app_name="app", run_name="failsave")
     trieye.start_actor(ctx, TrieyeConfig())
     client = trieye.connect(ctx)
@@ -315,9 +315,17 @@ def test_failed_save_raises_from_the_ref(tmp_path: Path) -> None:
     ref = client.save_checkpoint(1, {"x": 1})
     with pytest.raises(ray.exceptions.RayTaskError, match="checkpoints"):
         ray.get(ref)
+    # A failed save does not fail the next one; the caller learns of it from failed_saves().
+    second = client.save_checkpoint(2, {"x": 2})
     with pytest.raises(ray.exceptions.RayTaskError):
-        client.close()  # the failed save surfaces again for a caller that never waited on it
-    ray.get(ray.get_actor(ctx.actor_name, namespace=ctx.namespace).shutdown.remote())
+        ray.get(second)
+    failures = client.failed_saves()
+    assert [f.step for f in failures] == [1, 2]
+    assert all(isinstance(f.error, OSError) for f in failures), failures
+    assert client.failed_saves() == []
+    ctx.checkpoint_dir.unlink()
+    assert client.saved_path(client.save_checkpoint(3, {"x": 3})).name == "ckpt_000000000003.pt"
+    client.shutdown_actor()
 
 
 def test_a_client_waits_for_its_oldest_save_rather_than_pile_saves_up(tmp_path: Path) -> None:

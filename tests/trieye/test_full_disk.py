@@ -1,0 +1,103 @@
+"""The sidecar on a real, small tmpfs that fills up: writes are held, never lost, and the run's
+files stay consistent once space returns."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from mlflow import MlflowClient
+
+import trieye
+from trieye import MetricSpec, RunContext, TrieyeConfig
+
+from .conftest import tensorboard_scalars
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+NAMES = [f"m/{i:03d}" for i in range(100)]
+CONFIG = TrieyeConfig(
+    metrics=[MetricSpec(name=name, aggregation="latest") for name in NAMES],
+    flush_every_seconds=3600.0,  # only explicit flushes write
+)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a file until the disk refuses more; returns it (delete it to free the space)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    try:
+        while True:
+            os.write(fd, b"\0" * 512)
+    except OSError:
+        pass
+    os.close(fd)
+    return filler
+
+
+def log_steps(client: trieye.TrieyeClient, steps: range) -> None:
+    """One point per metric and step: each step is flushed on its own."""
+    for step in steps:
+        for name in NAMES:
+            client.log(name, float(step), step)
+        client.flush()
+
+
+def test_a_full_disk_holds_metrics_and_fails_saves_until_space_returns(small_disk: Path) -> None:
+    ctx = RunContext(root_dir=small_disk, app_name="app", run_name="full")
+    trieye.start_actor(ctx, CONFIG)
+    client = trieye.connect(ctx)
+    log_steps(client, range(0, 5))
+    assert client.saved_path(client.save_checkpoint(4, {"x": 4})).exists()
+
+    filler = fill(small_disk)
+    log_steps(client, range(5, 40))  # no exception: the sidecar holds what it cannot write
+    held = client.run_info()["held_points"]
+    assert held.get("mlflow", 0) > 0, held
+    ref = client.save_checkpoint(39, {"x": 39}, buffer={"a": np.ones(10**6)})
+    with pytest.raises(ray.exceptions.RayTaskError):
+        ray.get(ref)
+    [failure] = client.failed_saves()
+    assert failure.step == 39 and isinstance(failure.error, OSError), failure
+
+    filler.unlink()
+    log_steps(client, range(40, 45))
+    info = client.run_info()
+    assert info["held_points"] == {"mlflow": 0, "tensorboard": 0}, info["held_points"]
+    assert info["points_lost"] == {}
+    assert client.saved_path(client.save_checkpoint(44, {"x": 44})).exists()
+    run_id = info["mlflow_run_id"]
+    client.shutdown_actor()
+
+    mlflow = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+    for name in (NAMES[0], NAMES[-1]):
+        assert [m.step for m in mlflow.get_metric_history(run_id, name)] == list(range(45))
+    steps = [step for step, _ in tensorboard_scalars(ctx.tensorboard_dir, NAMES[-1])]
+    assert sorted(set(steps)) == list(range(45)), steps
+    loaded = trieye.read_checkpoint(ctx.checkpoint_dir)
+    assert (loaded.step, loaded.state, loaded.warnings) == (44, {"x": 44}, [])
