@@ -10,38 +10,38 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 # The public API, by defining module. Imported on first use so that `import alphatriangle`
 # (and with it the CLI's --help) does not pay for importing torch.
 _EXPORTS = {
-    "AlphaTriangleConfig": "config",
-    "MCTSConfig": "config",
-    "ModelConfig": "config",
-    "TrainConfig": "config",
-    "FeatureSpec": "features",
-    "extract_batch": "features",
-    "extract_features": "features",
-    "feature_spec": "features",
-    "valid_mask_from_grid": "features",
-    "AlphaTriangleNet": "model",
-    "Evaluator": "evaluator",
-    "NetworkEvaluator": "evaluator",
-    "UniformEvaluator": "evaluator",
-    "EpisodeRecord": "selfplay",
-    "play_episode": "selfplay",
-    "value_targets": "targets",
-    "Batch": "buffer",
-    "ReplayBuffer": "buffer",
-    "SumTree": "buffer",
-    "TrainStepResult": "learner",
-    "make_optimizer": "learner",
-    "make_scheduler": "learner",
-    "train_step": "learner",
-    "GameResult": "baselines",
-    "GreedyPlayer": "baselines",
-    "MCTSPlayer": "baselines",
-    "Player": "baselines",
-    "RandomPlayer": "baselines",
-    "network_player": "baselines",
-    "play_game": "baselines",
-    "play_games": "baselines",
-    "uniform_mcts_player": "baselines",
+    "AlphaTriangleConfig": "core.config",
+    "MCTSConfig": "core.config",
+    "ModelConfig": "core.config",
+    "TrainConfig": "core.config",
+    "FeatureSpec": "core.features",
+    "extract_batch": "core.features",
+    "extract_features": "core.features",
+    "feature_spec": "core.features",
+    "valid_mask_from_grid": "core.features",
+    "AlphaTriangleNet": "core.network",
+    "Evaluator": "core.search",
+    "NetworkEvaluator": "core.search",
+    "UniformEvaluator": "core.search",
+    "EpisodeRecord": "core.selfplay",
+    "play_episode": "core.selfplay",
+    "value_targets": "core.buffer",
+    "Batch": "core.buffer",
+    "ReplayBuffer": "core.buffer",
+    "SumTree": "core.buffer",
+    "TrainStepResult": "core.learner",
+    "make_optimizer": "core.learner",
+    "make_scheduler": "core.learner",
+    "train_step": "core.learner",
+    "GameResult": "core.players",
+    "GreedyPlayer": "core.players",
+    "MCTSPlayer": "core.players",
+    "Player": "core.players",
+    "RandomPlayer": "core.players",
+    "network_player": "core.players",
+    "play_game": "core.players",
+    "play_games": "core.players",
+    "uniform_mcts_player": "core.players",
 }
 
 __all__ = [
@@ -80,7 +80,23 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from alphatriangle.baselines import (
+    from alphatriangle.core.buffer import Batch, ReplayBuffer, SumTree, value_targets
+    from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig, ModelConfig, TrainConfig
+    from alphatriangle.core.features import (
+        FeatureSpec,
+        extract_batch,
+        extract_features,
+        feature_spec,
+        valid_mask_from_grid,
+    )
+    from alphatriangle.core.learner import (
+        TrainStepResult,
+        make_optimizer,
+        make_scheduler,
+        train_step,
+    )
+    from alphatriangle.core.network import AlphaTriangleNet
+    from alphatriangle.core.players import (
         GameResult,
         GreedyPlayer,
         MCTSPlayer,
@@ -91,20 +107,8 @@ if TYPE_CHECKING:
         play_games,
         uniform_mcts_player,
     )
-    from alphatriangle.buffer import Batch, ReplayBuffer, SumTree
-    from alphatriangle.config import AlphaTriangleConfig, MCTSConfig, ModelConfig, TrainConfig
-    from alphatriangle.evaluator import Evaluator, NetworkEvaluator, UniformEvaluator
-    from alphatriangle.features import (
-        FeatureSpec,
-        extract_batch,
-        extract_features,
-        feature_spec,
-        valid_mask_from_grid,
-    )
-    from alphatriangle.learner import TrainStepResult, make_optimizer, make_scheduler, train_step
-    from alphatriangle.model import AlphaTriangleNet
-    from alphatriangle.selfplay import EpisodeRecord, play_episode
-    from alphatriangle.targets import value_targets
+    from alphatriangle.core.search import Evaluator, NetworkEvaluator, UniformEvaluator
+    from alphatriangle.core.selfplay import EpisodeRecord, play_episode
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alphatriangle.baselines import (
+from alphatriangle.core.buffer import ReplayBuffer
+from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.features import feature_spec
+from alphatriangle.core.learner import make_optimizer, make_scheduler, train_step
+from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.players import (
     GreedyPlayer,
     Player,
     RandomPlayer,
@@ -30,13 +35,8 @@ from alphatriangle.baselines import (
     play_games,
     uniform_mcts_player,
 )
-from alphatriangle.buffer import ReplayBuffer
-from alphatriangle.config import AlphaTriangleConfig
-from alphatriangle.evaluator import NetworkEvaluator
-from alphatriangle.features import feature_spec
-from alphatriangle.learner import make_optimizer, make_scheduler, train_step
-from alphatriangle.model import AlphaTriangleNet
-from alphatriangle.selfplay import play_episode
+from alphatriangle.core.search import NetworkEvaluator
+from alphatriangle.core.selfplay import play_episode
 
 
 def train(cfg: AlphaTriangleConfig, minutes: float) -> AlphaTriangleNet:

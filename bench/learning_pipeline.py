@@ -48,9 +48,9 @@ from mlflow.tracking import MlflowClient
 # Sibling module (bench/ is on sys.path when this file runs as a script).
 from pipeline import kill_tree
 
-from alphatriangle.config import AlphaTriangleConfig
-from alphatriangle.evaluation import parse_seeds
-from alphatriangle.train import run_context
+from alphatriangle.app.reports import parse_seeds
+from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.distributed.run import run_context
 from trieye import RunContext
 
 CLI = str(Path(sys.executable).parent / "alphatriangle")

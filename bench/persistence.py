@@ -34,16 +34,13 @@ import ray
 import torch
 
 import trieye
-from alphatriangle.buffer import ReplayBuffer
-from alphatriangle.config import AlphaTriangleConfig
-from alphatriangle.features import feature_spec
-from alphatriangle.learner import make_optimizer, make_scheduler, train_step
-from alphatriangle.model import AlphaTriangleNet
-from alphatriangle.selfplay import EpisodeRecord
-from alphatriangle.stats import metric_config
-
-# The loop's own private helpers, so that the bench saves exactly what a training run saves.
-from alphatriangle.train import Counters, _checkpoint_state, _new_buffer, run_context
+from alphatriangle.core.buffer import ReplayBuffer
+from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.features import feature_spec
+from alphatriangle.core.learner import Learner
+from alphatriangle.core.selfplay import EpisodeRecord
+from alphatriangle.distributed.metrics import metric_config
+from alphatriangle.distributed.run import run_context
 
 EPISODE_LENGTH = 100
 
@@ -80,8 +77,7 @@ def random_episode(rng: np.random.Generator, length: int, seed: int) -> EpisodeR
     )
 
 
-def filled_buffer(cfg: AlphaTriangleConfig, positions: int) -> ReplayBuffer:
-    buffer = _new_buffer(cfg)
+def fill(buffer: ReplayBuffer, positions: int) -> ReplayBuffer:
     rng = np.random.default_rng(0)
     seed = 0
     while len(buffer) < positions:
@@ -92,18 +88,13 @@ def filled_buffer(cfg: AlphaTriangleConfig, positions: int) -> ReplayBuffer:
 
 
 def save_once(
-    client: trieye.TrieyeClient,
-    step: int,
-    model: AlphaTriangleNet,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    buffer: ReplayBuffer,
-    buffer_dir: Path,
+    client: trieye.TrieyeClient, step: int, learner: Learner, buffer_dir: Path
 ) -> dict[str, float]:
-    """One checkpoint with buffer, timed the way the training loop pays for it (train._save)."""
+    """One checkpoint with buffer, timed the way the training loop pays for it."""
     start = time.perf_counter()
-    state = _checkpoint_state(Counters(step=step), model, optimizer, scheduler)
-    snapshot = buffer.state_dict()
+    learner.counters.step = step
+    state = learner.state_dict()
+    snapshot = learner.buffer.state_dict()
     built = time.perf_counter()
     ref = client.save_checkpoint(step, state, buffer=snapshot)
     returned = time.perf_counter()
@@ -121,20 +112,16 @@ def save_once(
 
 
 def restore_once(client: trieye.TrieyeClient, cfg: AlphaTriangleConfig) -> dict[str, float]:
-    """``load_latest`` through the actor, then into fresh objects as train._restore does."""
+    """``load_latest`` through the actor, then into a fresh learner as a resumed run does."""
     start = time.perf_counter()
     loaded = client.load_latest()
     fetched = time.perf_counter()
     if loaded is None or loaded.buffer is None:
         raise SystemExit("load_latest() found no checkpoint with a buffer: the save went wrong")
-    model = AlphaTriangleNet(cfg.model)
-    optimizer = make_optimizer(model, cfg.train)
-    scheduler = make_scheduler(optimizer, cfg.train)
-    buffer = _new_buffer(cfg)
+    learner = Learner(cfg)
+    buffer = learner.buffer
     began = time.perf_counter()
-    model.load_state_dict(loaded.state["model"])
-    optimizer.load_state_dict(loaded.state["optimizer"])
-    scheduler.load_state_dict(loaded.state["scheduler"])
+    learner.load_state_dict(loaded.state)
     learner_loaded = time.perf_counter()
     buffer.load_state_dict(loaded.buffer)
     done = time.perf_counter()
@@ -165,13 +152,11 @@ def main() -> None:
             update={"train": cfg.train.model_copy(update={"buffer_capacity": args.positions})}
         )
     torch.manual_seed(0)
-    buffer = filled_buffer(cfg, args.positions)
-    model = AlphaTriangleNet(cfg.model)
-    optimizer = make_optimizer(model, cfg.train)
-    scheduler = make_scheduler(optimizer, cfg.train)
+    learner = Learner(cfg)
+    buffer = fill(learner.buffer, args.positions)
     # One real step, so the optimizer state holds AdamW's moments as in any saved run.
-    train_step(model, optimizer, scheduler, buffer.sample(cfg.train.batch_size), cfg.train)
-    params = sum(p.numel() for p in model.parameters())
+    learner.step(buffer.sample(cfg.train.batch_size))
+    params = sum(p.numel() for p in learner.model.parameters())
 
     saves: list[dict[str, float]] = []
     restores: list[dict[str, float]] = []
@@ -185,9 +170,7 @@ def main() -> None:
             # sqlite): do the same so that the first save measures a save, not that set-up.
             client.log_params({"bench": "persistence"})
             for step in range(1, args.repeats + 1):
-                saves.append(
-                    save_once(client, step, model, optimizer, scheduler, buffer, ctx.buffer_dir)
-                )
+                saves.append(save_once(client, step, learner, ctx.buffer_dir))
                 restores.append(restore_once(client, cfg))
                 restored = restores[-1]["restored_positions"]
                 if restored != len(buffer):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 CLI = str(Path(sys.executable).parent / "alphatriangle")
-ACTOR_ROLES = ("SelfPlayWorker", "TrieyeActor", "EvalWorker")
+ACTOR_ROLES = ("SelfPlayWorker", "TrieyeActor", "EvalActor")
 """Ray actor classes whose processes are measured; Ray titles them ``ray::<Class>[.method]``."""
 DRIVER = "driver"
 

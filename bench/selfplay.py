@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import torch
 from trianglengin import GameState
 
-from alphatriangle.buffer import ReplayBuffer
-from alphatriangle.config import MCTSConfig, ModelConfig, TrainConfig
-from alphatriangle.evaluator import NetworkEvaluator, UniformEvaluator
-from alphatriangle.features import feature_spec
-from alphatriangle.learner import make_optimizer, make_scheduler, train_step
-from alphatriangle.model import AlphaTriangleNet
-from alphatriangle.selfplay import play_episode
+from alphatriangle.core.buffer import ReplayBuffer
+from alphatriangle.core.config import MCTSConfig, ModelConfig, TrainConfig
+from alphatriangle.core.features import feature_spec
+from alphatriangle.core.learner import make_optimizer, make_scheduler, train_step
+from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.search import NetworkEvaluator, UniformEvaluator
+from alphatriangle.core.selfplay import play_episode
 
 
 @dataclass

@@ -45,8 +45,8 @@ from mlflow.tracking import MlflowClient
 # Sibling module (bench/ is on sys.path when this file runs as a script).
 from pipeline import ACTOR_ROLES, DRIVER, kill_tree, role_pids, sample_memory
 
-from alphatriangle.features import feature_spec
-from alphatriangle.train import run_context
+from alphatriangle.core.features import feature_spec
+from alphatriangle.distributed.run import run_context
 
 CLI = str(Path(sys.executable).parent / "alphatriangle")
 RUN_NAME = "soak"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from alphatriangle.train import run_context
+from alphatriangle.distributed.run import run_context
 
 CLI = str(Path(sys.executable).parent / "alphatriangle")
 

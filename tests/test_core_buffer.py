@@ -5,9 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alphatriangle.buffer import PRIORITY_EPS, ReplayBuffer, SumTree
-from alphatriangle.selfplay import EpisodeRecord
-from alphatriangle.targets import value_targets
+from alphatriangle.core.buffer import PRIORITY_EPS, ReplayBuffer, SumTree, value_targets
+from alphatriangle.core.selfplay import EpisodeRecord
 
 GRID = (2, 2, 3)
 OTHER = 4
@@ -154,5 +153,5 @@ def test_state_dict_round_trip_through_npz(tmp_path: Path, prioritized: bool) ->
 def test_load_rejects_a_different_capacity() -> None:
     buf = buffer(10)
     buf.add_episode(record([1.0]))
-    with pytest.raises(ValueError, match="capacity 10, this one 20"):
+    with pytest.raises(ValueError, match=r"capacity 10, this run.s buffer 20"):
         buffer(20).load_state_dict(buf.state_dict())

@@ -5,19 +5,21 @@ from pathlib import Path
 
 import pytest
 
-from alphatriangle.config import AlphaTriangleConfig, MCTSConfig, ModelConfig, TrainConfig
+from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig, ModelConfig, TrainConfig
+from alphatriangle.core.search import search_configuration
+from alphatriangle.errors import ConfigError
 
 
 def test_defaults_are_valid_and_search_maps_fields() -> None:
     cfg = AlphaTriangleConfig()
     assert cfg.mcts.simulations == 64
-    search = cfg.mcts.search(noise=True)
+    search = search_configuration(cfg.mcts, noise=True)
     assert search.max_simulations == 64
     assert search.cpuct == cfg.mcts.cpuct
     assert search.dirichlet_epsilon == cfg.mcts.dirichlet_epsilon > 0
     assert search.mcts_batch_size == cfg.mcts.mcts_batch_size
     assert search.max_depth == cfg.mcts.max_depth
-    assert cfg.mcts.search(noise=False).dirichlet_epsilon == 0.0
+    assert search_configuration(cfg.mcts, noise=False).dirichlet_epsilon == 0.0
 
 
 def test_presets() -> None:
@@ -42,7 +44,7 @@ def test_from_toml_and_json(tmp_path: Path) -> None:
 def test_unknown_field_is_named_with_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"model": {"chanels": 8}}))
-    with pytest.raises(ValueError, match=r"bad\.json") as info:
+    with pytest.raises(ConfigError, match=r"bad\.json") as info:
         AlphaTriangleConfig.from_file(path)
     assert "model.chanels: unknown field" in str(info.value)
 
@@ -50,7 +52,7 @@ def test_unknown_field_is_named_with_the_file(tmp_path: Path) -> None:
 def test_out_of_range_values_are_named(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[train]\nbatch_size = 0\n[mcts]\ndirichlet_epsilon = 1.5\n")
-    with pytest.raises(ValueError, match=r"bad\.toml") as info:
+    with pytest.raises(ConfigError, match=r"bad\.toml") as info:
         AlphaTriangleConfig.from_file(path)
     message = str(info.value)
     assert "train.batch_size: Input should be greater than or equal to 1" in message
@@ -58,13 +60,13 @@ def test_out_of_range_values_are_named(tmp_path: Path) -> None:
 
 
 def test_cross_field_check_and_bad_syntax(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"min_buffer_size .* exceeds buffer_capacity"):
+    with pytest.raises(ConfigError, match=r"min_buffer_size .* exceeds buffer_capacity"):
         AlphaTriangleConfig.from_dict({"train": {"buffer_capacity": 10, "min_buffer_size": 20}})
     path = tmp_path / "broken.toml"
     path.write_text("[train\n")
-    with pytest.raises(ValueError, match=r"broken\.toml: invalid TOML"):
+    with pytest.raises(ConfigError, match=r"broken\.toml: invalid TOML"):
         AlphaTriangleConfig.from_file(path)
-    with pytest.raises(ValueError, match=r"unsupported config format '\.yaml'"):
+    with pytest.raises(ConfigError, match=r"unsupported config format '\.yaml'"):
         AlphaTriangleConfig.from_file(tmp_path / "x.yaml")
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from trianglengin import EnvConfig, GameState, Shape
 
-from alphatriangle.features import (
+from alphatriangle.core.features import (
     FOOTPRINT_OFFSETS,
     FOOTPRINT_START,
     SLOT_FEATURES,

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from alphatriangle.buffer import ReplayBuffer
-from alphatriangle.config import MCTSConfig, TrainConfig
-from alphatriangle.evaluator import NetworkEvaluator
-from alphatriangle.features import feature_spec
-from alphatriangle.learner import make_optimizer, make_scheduler, train_step
-from alphatriangle.model import AlphaTriangleNet
-from alphatriangle.selfplay import play_episode
+from alphatriangle.core.buffer import ReplayBuffer
+from alphatriangle.core.config import MCTSConfig, TrainConfig
+from alphatriangle.core.features import feature_spec
+from alphatriangle.core.learner import make_optimizer, make_scheduler, train_step
+from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.search import NetworkEvaluator
+from alphatriangle.core.selfplay import play_episode
 
 
 def test_losses_fall_on_self_play_data() -> None:

@@ -5,7 +5,10 @@ import pytest
 import torch
 from trianglengin import GameState, Shape
 
-from alphatriangle.baselines import (
+from alphatriangle.core.config import MCTSConfig, ModelConfig
+from alphatriangle.core.features import extract_batch, extract_features, feature_spec
+from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.players import (
     GreedyPlayer,
     MCTSPlayer,
     RandomPlayer,
@@ -14,11 +17,8 @@ from alphatriangle.baselines import (
     play_games,
     uniform_mcts_player,
 )
-from alphatriangle.config import MCTSConfig, ModelConfig
-from alphatriangle.evaluator import NetworkEvaluator, PolicyValue, UniformEvaluator
-from alphatriangle.features import extract_batch, extract_features, feature_spec
-from alphatriangle.model import AlphaTriangleNet
-from alphatriangle.selfplay import play_episode, search
+from alphatriangle.core.search import NetworkEvaluator, PolicyValue, UniformEvaluator, search
+from alphatriangle.core.selfplay import play_episode
 
 SMALL_SEARCH = MCTSConfig(simulations=8, mcts_batch_size=4, temperature_moves=3)
 

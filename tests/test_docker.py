@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from alphatriangle.train import APP_NAME
+from alphatriangle.distributed.run import APP_NAME
 from trieye import RunContext
 
 ROOT = Path(__file__).resolve().parent.parent

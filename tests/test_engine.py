@@ -3,7 +3,7 @@
 from trianglengin import EnvConfig, GameState
 from trimcts import SearchConfiguration, run_mcts
 
-from alphatriangle.evaluator import UniformEvaluator
+from alphatriangle.core.search import UniformEvaluator
 
 
 def test_full_game_with_uniform_search_visits_only_valid_actions() -> None:

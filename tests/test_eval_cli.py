@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from alphatriangle.train import run_context
-from tests.cli import ok, run_cli, tiny_config, train_args
+from alphatriangle.distributed.run import run_context
+from tests.cli import manifest_steps, ok, run_cli, tiny_config, train_args
+from tests.files import code_running_pickle, forge_checkpoint
 
 TINY = {"train": {"checkpoint_every_steps": 4, "weights_publish_every_steps": 2}}
 
@@ -77,6 +79,7 @@ def test_play_writes_a_gif_with_one_frame_per_move_plus_the_start(trained: Path)
     ("args", "message"),
     [
         (["--checkpoint", "no/such.pt"], "does not exist"),
+        (["--checkpoint", "/etc/passwd"], "is not a checkpoint file of this run"),
         (["--seeds", "9:3"], "--seeds"),
         (["--checkpoint", "best"], "no best checkpoint"),
     ],
@@ -88,6 +91,27 @@ def test_eval_bad_input_is_one_clear_line(trained: Path, args: list[str], messag
     assert message in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert sorted(p.name for p in (trained / "data").rglob("*")) == before
+
+
+def test_eval_skips_a_newest_file_that_is_no_checkpoint_and_refuses_it_when_named(
+    trained: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "copy"
+    shutil.copytree(trained, work)
+    ctx = run_context("ev", work / "data")
+    newest = manifest_steps(ctx.checkpoint_dir)[-1]
+    marker = tmp_path / "code-ran"
+    forged = forge_checkpoint(ctx.checkpoint_dir, newest + 1, code_running_pickle(marker))
+    result = run_cli(work, "eval", "--run-name", "ev", "--games", "1", "--no-baselines")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"warning: checkpoint {forged} is unusable (cannot be loaded" in result.stdout
+    assert f"(step {newest})" in result.stdout
+    named = run_cli(work, "eval", "--run-name", "ev", "--checkpoint", str(forged))
+    assert named.returncode == 2
+    [line] = [line for line in named.stdout.splitlines() if line.strip()]
+    assert line.startswith(f"error: --checkpoint {forged}: no usable checkpoint")
+    assert "Traceback" not in named.stdout + named.stderr
+    assert not marker.exists()
 
 
 def test_eval_of_a_missing_run_is_refused(trained: Path) -> None:

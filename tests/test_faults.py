@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alphatriangle.train import run_context
+from alphatriangle.distributed.run import run_context
 from tests.cli import (
     assert_mlflow_clean,
     manifest_steps,
@@ -124,7 +124,7 @@ def test_a_killed_evaluation_worker_is_restarted_and_its_evaluation_redone(
     def evaluating() -> list[int]:
         # Ray titles an actor's process ``ray::Class.method`` while the method runs.
         tree = _descendants(proc.pid)
-        return [pid for pid, cmd in tree.items() if "ray::EvalWorker.evaluate" in cmd]
+        return [pid for pid, cmd in tree.items() if "ray::EvalActor.evaluate" in cmd]
 
     # The first evaluation (of step 2) takes seconds: this kill lands inside it.
     wait_for(evaluating, proc)

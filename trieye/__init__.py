@@ -24,6 +24,8 @@ from trieye.persistence import (
     Validator,
     read_checkpoint,
 )
+from trieye.run_record import RunRecord, RunRecordError, read_run
+from trieye.sinks import is_storage_error
 
 __all__ = [
     "Aggregation",
@@ -36,6 +38,8 @@ __all__ = [
     "MetricSpec",
     "RawMetricEvent",
     "RunContext",
+    "RunRecord",
+    "RunRecordError",
     "SaveFailure",
     "SidecarDiedError",
     "SidecarNotFoundError",
@@ -46,6 +50,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "connect",
+    "is_storage_error",
     "read_checkpoint",
+    "read_run",
     "start_actor",
 ]

@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -141,6 +142,11 @@ class TrieyeClient:
         batch.append((name, float(value), int(step), context or None))
         if len(batch) >= self._batch_size or time.monotonic() >= self._deadline:
             self._ship()
+
+    def log_dict(self, metrics: Mapping[str, float], step: int) -> None:
+        """``log`` each of ``metrics`` at ``step``: one call per step for a set of scalars."""
+        for name, value in metrics.items():
+            self.log(name, value, step)
 
     def log_event(
         self, name: str, step: int, context: dict[str, ContextValue], value: float = 1.0

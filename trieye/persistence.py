@@ -230,6 +230,8 @@ def read_checkpoint(
     else:
         given = Path(which)
         path = given if given.exists() else checkpoint_dir / given
+        if not path.exists():
+            raise CheckpointError(f"checkpoint file {given} does not exist")
         if _member(checkpoint_dir, path.name) is None or not (
             path.resolve().parent == checkpoint_dir.resolve()
         ):

@@ -5,9 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from trieye.atomic import atomic_write_text
+from trieye.context import RunContext
+
+
+class RunRecordError(ValueError):
+    """A run.json that exists but is not one trieye wrote (unreadable, or wrong fields)."""
 
 
 def utc_now() -> str:
@@ -54,3 +59,17 @@ class RunRecord(BaseModel):
     def save(self, path: Path) -> None:
         self.updated_at = utc_now()
         atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
+
+
+def read_run(ctx: RunContext) -> RunRecord | None:
+    """The run's run.json, read-only (for tools beside a running sidecar); None for a run that
+    has none yet. Raises RunRecordError naming the file when it cannot be used."""
+    if not ctx.run_json.is_file():
+        return None
+    try:
+        return RunRecord.load(ctx.run_json)
+    except (OSError, UnicodeDecodeError, ValidationError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunRecordError(
+            f"{ctx.run_json} is not a run record trieye can read ({first})"
+        ) from None

@@ -83,7 +83,8 @@ def test_a_full_disk_holds_metrics_and_fails_saves_until_space_returns(small_dis
     with pytest.raises(ray.exceptions.RayTaskError):
         ray.get(ref)
     [failure] = client.failed_saves()
-    assert failure.step == 39 and isinstance(failure.error, OSError), failure
+    assert failure.step == 39
+    assert isinstance(failure.error, OSError), failure
 
     filler.unlink()
     log_steps(client, range(40, 45))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.files import code_running_pickle, forge_checkpoint
 from trieye import CheckpointError, CheckpointStore
 
 
@@ -138,18 +139,6 @@ def _rewrite_manifest(path: Path, **fields: Any) -> None:
     path.write_text(json.dumps(manifest))
 
 
-def _forge(store: CheckpointStore, step: int, data: bytes) -> Path:
-    """A checkpoint file of `data` whose manifest's size and sha256 match it."""
-    import hashlib
-
-    path = store.checkpoint_dir / f"ckpt_{step:012d}.pt"
-    path.write_bytes(data)
-    manifest = {"step": step, "file": path.name, "size": len(data), "is_best": False}
-    manifest["sha256"] = hashlib.sha256(data).hexdigest()
-    path.with_suffix(".json").write_text(json.dumps(manifest))
-    return path
-
-
 def test_a_manifest_naming_a_file_outside_its_folder_is_neither_loaded_nor_pruned(
     tmp_path: Path,
 ) -> None:
@@ -165,9 +154,7 @@ def test_a_manifest_naming_a_file_outside_its_folder_is_neither_loaded_nor_prune
     store.save(3, {"x": torch.full((1,), 3.0)})  # pruning: keeps only step 3
     assert victim.exists(), "pruning deleted a file outside the checkpoint folder"
     assert not manifest.exists()
-    _rewrite_manifest(
-        store.checkpoint_dir / "ckpt_000000000003.json", file="../victim.pt", step=4
-    )
+    _rewrite_manifest(store.checkpoint_dir / "ckpt_000000000003.json", file="../victim.pt", step=4)
     with pytest.raises(CheckpointError, match=r"names '\.\./victim\.pt', which is not a file in"):
         store.load_latest()
     assert victim.exists()
@@ -176,22 +163,16 @@ def test_a_manifest_naming_a_file_outside_its_folder_is_neither_loaded_nor_prune
 def test_a_pickled_newest_checkpoint_is_skipped_without_running_its_code(
     tmp_path: Path,
 ) -> None:
-    import os
-    import pickle
-
     store = make_store(tmp_path)
     store.save(1, {"x": torch.ones(1)})
     marker = tmp_path / "code-ran"
-
-    class Payload:
-        def __reduce__(self) -> tuple[Any, ...]:
-            return (os.system, (f"touch {marker}",))
-
-    forged = _forge(store, 2, pickle.dumps(Payload()))
+    forged = forge_checkpoint(store.checkpoint_dir, 2, code_running_pickle(marker))
     loaded = store.load_latest()
-    assert loaded is not None and loaded.step == 1
+    assert loaded is not None
+    assert loaded.step == 1
     [warning] = loaded.warnings
-    assert str(forged) in warning and "cannot be loaded" in warning
+    assert str(forged) in warning
+    assert "cannot be loaded" in warning
     assert not marker.exists()
 
 
@@ -207,9 +188,10 @@ def test_a_newest_file_that_is_no_checkpoint_falls_back(
 ) -> None:
     store = make_store(tmp_path)
     store.save(1, {"x": torch.ones(1)})
-    _forge(store, 2, data)
+    forge_checkpoint(store.checkpoint_dir, 2, data)
     loaded = store.load_latest()
-    assert loaded is not None and loaded.step == 1
+    assert loaded is not None
+    assert loaded.step == 1
     assert reason in loaded.warnings[0]
 
 
@@ -225,13 +207,15 @@ def test_a_state_the_validator_rejects_falls_back_to_an_older_one(tmp_path: Path
         return None if "obs" in buffer else "no 'obs' array"
 
     loaded = store.load_latest(validate=has_model, validate_buffer=has_obs)
-    assert loaded is not None and (loaded.step, loaded.buffer_step) == (1, 1)
+    assert loaded is not None
+    assert (loaded.step, loaded.buffer_step) == (1, 1)
     assert [w.split(" is unusable ")[1] for w in loaded.warnings] == [
         "(no 'model' entry); trying an older one"
     ]
     store.save(3, {"model": torch.ones(2)}, {"other": np.ones(1)})
     loaded = store.load_latest(validate=has_model, validate_buffer=has_obs)
-    assert loaded is not None and (loaded.step, loaded.buffer_step) == (3, 1)
+    assert loaded is not None
+    assert (loaded.step, loaded.buffer_step) == (3, 1)
     assert [w.split(" is unusable ")[1] for w in loaded.warnings] == [
         "(no 'obs' array); trying an older one"
     ] * 2

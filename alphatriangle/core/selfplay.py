@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from trianglengin import EnvConfig, GameState
-from trimcts import run_mcts
 
-from alphatriangle.config import MCTSConfig
-from alphatriangle.evaluator import Evaluator
-from alphatriangle.features import extract_features, feature_spec, valid_mask_from_grid
+from alphatriangle.core.config import MCTSConfig
+from alphatriangle.core.features import extract_features, feature_spec, valid_mask_from_grid
+from alphatriangle.core.search import Evaluator, choose_action, search, visit_distribution
 
 
 @dataclass(frozen=True)
@@ -46,55 +45,6 @@ class EpisodeRecord:
     search_depth: float
     seed: int
     weight_version: int = -1
-
-
-def search(
-    state: GameState,
-    evaluator: Evaluator,
-    mcts_cfg: MCTSConfig,
-    *,
-    noise: bool,
-    previous: object | None = None,
-    last_action: int = -1,
-) -> tuple[dict[int, int], object | None, float]:
-    """One ``run_mcts`` call: ``(visits over legal root actions, tree handle, mean depth)``.
-
-    Raises ``RuntimeError`` when the search returns nothing for a non-terminal state
-    (``trimcts`` reports C++ errors only by returning empty visits).
-    """
-    visits, handle, depth = run_mcts(
-        state,
-        evaluator,
-        mcts_cfg.search(noise),
-        previous,
-        last_action if previous is not None else -1,
-    )
-    if not visits or sum(visits.values()) == 0:
-        raise RuntimeError(
-            f"MCTS returned no visits for a non-terminal state (step {state.current_step}, "
-            f"{len(state.valid_actions())} legal moves); trimcts hides C++ errors this way - "
-            "see its log output above, and check the evaluator returns (policy, value) pairs"
-        )
-    return visits, handle, depth
-
-
-def visit_distribution(visits: dict[int, int], action_dim: int) -> np.ndarray:
-    """Normalised visit counts as float32 ``[A]``."""
-    counts = np.zeros(action_dim, dtype=np.float64)
-    counts[np.fromiter(visits.keys(), dtype=np.int64)] = np.fromiter(
-        visits.values(), dtype=np.float64
-    )
-    dist: np.ndarray = (counts / counts.sum()).astype(np.float32)
-    return dist
-
-
-def choose_action(policy: np.ndarray, temperature: float | None, rng: np.random.Generator) -> int:
-    """Argmax of ``policy [A]`` (ties to the lowest id) when ``temperature`` is None, else a
-    sample from ``policy ** (1 / temperature)``."""
-    if temperature is None:
-        return int(np.argmax(policy))
-    weights = policy.astype(np.float64) ** (1.0 / temperature)
-    return int(rng.choice(policy.shape[0], p=weights / weights.sum()))
 
 
 def play_episode(

@@ -1,4 +1,9 @@
-"""Network evaluators implementing the ``trimcts`` AlphaZero interface."""
+"""The search: ``trimcts`` MCTS, the leaf evaluators it calls, and the choice of a move.
+
+- ``search(state, evaluator, mcts_cfg, ...)`` runs one search from ``state``;
+- ``UniformEvaluator`` and ``NetworkEvaluator`` value its leaves (the ``trimcts`` interface);
+- ``visit_distribution`` and ``choose_action`` turn its visit counts into a policy and a move.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ from typing import Protocol
 import numpy as np
 import torch
 from trianglengin import GameState
+from trimcts import SearchConfiguration, run_mcts
 
-from alphatriangle.features import extract_batch, valid_mask_from_grid
-from alphatriangle.model import AlphaTriangleNet
+from alphatriangle.core.config import MCTSConfig
+from alphatriangle.core.features import extract_batch, valid_mask_from_grid
+from alphatriangle.core.network import AlphaTriangleNet
 
 PolicyValue = tuple[dict[int, float], float]
 """A prior over the state's legal actions, and the state's value on the final-score scale."""
@@ -85,3 +92,65 @@ class NetworkEvaluator:
             policy = dict(zip(actions.tolist(), probs[i, actions].tolist(), strict=True))
             results.append((policy, state.game_score() + float(gain[i])))
         return results
+
+
+def search_configuration(mcts_cfg: MCTSConfig, noise: bool) -> SearchConfiguration:
+    """The ``trimcts`` configuration of ``mcts_cfg``; root Dirichlet noise only when ``noise``."""
+    return SearchConfiguration(
+        max_simulations=mcts_cfg.simulations,
+        max_depth=mcts_cfg.max_depth,
+        cpuct=mcts_cfg.cpuct,
+        dirichlet_alpha=mcts_cfg.dirichlet_alpha,
+        dirichlet_epsilon=mcts_cfg.dirichlet_epsilon if noise else 0.0,
+        discount=1.0,
+        mcts_batch_size=mcts_cfg.mcts_batch_size,
+    )
+
+
+def search(
+    state: GameState,
+    evaluator: Evaluator,
+    mcts_cfg: MCTSConfig,
+    *,
+    noise: bool,
+    previous: object | None = None,
+    last_action: int = -1,
+) -> tuple[dict[int, int], object | None, float]:
+    """One ``run_mcts`` call: ``(visits over legal root actions, tree handle, mean depth)``.
+
+    Raises ``RuntimeError`` when the search returns nothing for a non-terminal state
+    (``trimcts`` reports C++ errors only by returning empty visits).
+    """
+    visits, handle, depth = run_mcts(
+        state,
+        evaluator,
+        search_configuration(mcts_cfg, noise),
+        previous,
+        last_action if previous is not None else -1,
+    )
+    if not visits or sum(visits.values()) == 0:
+        raise RuntimeError(
+            f"MCTS returned no visits for a non-terminal state (step {state.current_step}, "
+            f"{len(state.valid_actions())} legal moves); trimcts hides C++ errors this way - "
+            "see its log output above, and check the evaluator returns (policy, value) pairs"
+        )
+    return visits, handle, depth
+
+
+def visit_distribution(visits: dict[int, int], action_dim: int) -> np.ndarray:
+    """Normalised visit counts as float32 ``[A]``."""
+    counts = np.zeros(action_dim, dtype=np.float64)
+    counts[np.fromiter(visits.keys(), dtype=np.int64)] = np.fromiter(
+        visits.values(), dtype=np.float64
+    )
+    dist: np.ndarray = (counts / counts.sum()).astype(np.float32)
+    return dist
+
+
+def choose_action(policy: np.ndarray, temperature: float | None, rng: np.random.Generator) -> int:
+    """Argmax of ``policy [A]`` (ties to the lowest id) when ``temperature`` is None, else a
+    sample from ``policy ** (1 / temperature)``."""
+    if temperature is None:
+        return int(np.argmax(policy))
+    weights = policy.astype(np.float64) ** (1.0 / temperature)
+    return int(rng.choice(policy.shape[0], p=weights / weights.sum()))

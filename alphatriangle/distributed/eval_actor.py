@@ -1,18 +1,17 @@
-"""``EvalWorker``: a Ray actor that scores published weights on held-out seeds."""
+"""``EvalActor``: a Ray actor that scores published weights on held-out seeds."""
 
 from __future__ import annotations
 
 import ray
 import torch
 
-from alphatriangle.baselines import network_player, play_games
-from alphatriangle.config import AlphaTriangleConfig
-from alphatriangle.evaluation import NETWORK, Summary, summarize
-from alphatriangle.model import AlphaTriangleNet
+from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.players import NETWORK, Summary, network_player, play_games, summarize
 
 
 @ray.remote(num_cpus=0, max_restarts=3, max_task_retries=2)
-class EvalWorker:
+class EvalActor:
     """Plays the evaluation seeds with given weights, off the learner's and workers' path.
 
     An evaluation is a pure function of the weights, so one cut short by the death of the

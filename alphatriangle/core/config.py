@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from trimcts import SearchConfiguration
 
 from alphatriangle.errors import ConfigError
 
@@ -22,7 +21,7 @@ _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelConfig(BaseModel):
-    """Size of the policy/value network (see ``alphatriangle.model``)."""
+    """Size of the policy/value network (see ``alphatriangle.core.network``)."""
 
     model_config = _STRICT
 
@@ -96,18 +95,6 @@ class MCTSConfig(BaseModel):
         True, description="Keep the subtree of the played move for the next search."
     )
 
-    def search(self, noise: bool) -> SearchConfiguration:
-        """The ``trimcts`` configuration; root Dirichlet noise only when ``noise``."""
-        return SearchConfiguration(
-            max_simulations=self.simulations,
-            max_depth=self.max_depth,
-            cpuct=self.cpuct,
-            dirichlet_alpha=self.dirichlet_alpha,
-            dirichlet_epsilon=self.dirichlet_epsilon if noise else 0.0,
-            discount=1.0,
-            mcts_batch_size=self.mcts_batch_size,
-        )
-
 
 class TrainConfig(BaseModel):
     """Learner, replay buffer and training-loop settings."""
@@ -125,7 +112,9 @@ class TrainConfig(BaseModel):
     value_loss_weight: float = Field(
         1.0, ge=0, description="Weight of the value loss in the total."
     )
-    buffer_capacity: int = Field(100_000, ge=1, description="Replay buffer size in positions.")
+    buffer_capacity: int = Field(
+        100_000, ge=1, le=1_000_000_000, description="Replay buffer size in positions."
+    )
     prioritized_replay: bool = Field(
         False, description="Sample by priority (PER) instead of uniformly."
     )
@@ -208,7 +197,9 @@ class AlphaTriangleConfig(BaseModel):
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
-            raise ConfigError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})")
+            raise ConfigError(
+                f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})"
+            ) from None
         except OSError as err:
             raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
         data: Any

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -18,8 +17,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
+from typer.exceptions import TyperException
+
+from alphatriangle.errors import RunStoppedError, UsageError
+from alphatriangle.metric_names import EPISODE_SCORE, EVAL_SCORE_MEAN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -34,30 +36,42 @@ DataDir = Annotated[
 DEFAULT_DATA = Path(".alphatriangle_data")
 
 
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit code 2, nothing changed on disk."""
-
-
 @contextmanager
-def _user_errors() -> Iterator[None]:
-    """The process boundary: bad input becomes one clear line instead of a traceback."""
-    from alphatriangle.errors import FinalSaveError, SidecarLostError
-    from alphatriangle.runlock import RunLockedError
-
+def _one_line_errors() -> Iterator[None]:
+    """The process boundary. Bad input (``UsageError``, exit 2) and a run stopped for a reason
+    the user can act on (``RunStoppedError``, exit 1) become one line; anything else is a bug
+    and keeps its traceback."""
     try:
         yield
-    except (FinalSaveError, SidecarLostError) as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
-    except (UsageError, ValueError, RunLockedError, FileNotFoundError) as err:
+    except (UsageError, RunStoppedError) as err:
         lines = [line.strip() for line in re.sub(r":\n\s*", ": ", str(err)).splitlines()]
         message = "; ".join(line for line in lines if line)
         console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=2) from None
+        raise typer.Exit(code=2 if isinstance(err, UsageError) else 1) from None
+
+
+def main() -> None:
+    """The ``alphatriangle`` console script: option-parser errors read as one line too."""
+    try:
+        code = app(standalone_mode=False)
+    except TyperException as err:
+        # typer's (vendored) click errors: bad option values, unknown or missing options.
+        format_message = getattr(err, "format_message", None)
+        if format_message is None:
+            raise
+        ctx = getattr(err, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        console.print(
+            f"[red]error:[/red] {format_message()}{where}", highlight=False, soft_wrap=True
+        )
+        code = getattr(err, "exit_code", 2)
+    except typer.Abort:
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 @app.callback()
-def main() -> None:
+def _app() -> None:
     """AlphaZero-style self-play training for the trianglengin puzzle."""
 
 
@@ -83,17 +97,18 @@ def train(
 ) -> None:
     """Train (or resume) a run: self-play workers, learner and the trieye sidecar."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with _user_errors():
+    with _one_line_errors():
         if address:
             _use_cluster_token()
-        from alphatriangle.train import resolve_config, run_context
-        from alphatriangle.train import train as run_training
+        from alphatriangle.app.progress import ProgressView
+        from alphatriangle.distributed.driver import train as run_training
+        from alphatriangle.distributed.run import resolve_config, run_context
 
         name = datetime.now().strftime("run-%Y%m%d-%H%M%S") if run_name is None else run_name
         run = run_context(name, data_dir)
         cfg = resolve_config(run, config, max_steps=max_steps, workers=workers, seed=seed)
         _print_ui_commands(run)
-        view = _ProgressView()
+        view = ProgressView(console)
         with view:
             result = run_training(
                 cfg, run, address=address, on_start=view.say, on_progress=view.show
@@ -113,10 +128,11 @@ def train(
 @app.command()
 def runs(data_dir: DataDir = DEFAULT_DATA) -> None:
     """List runs with their status, last step and best score."""
-    from alphatriangle.train import run_context
+    from alphatriangle.distributed.run import run_context
+    from trieye import InvalidRunName, RunRecordError, read_run
 
     root = run_context("x", data_dir).tensorboard_root
-    found = sorted(root.glob("*/run.json")) if root.is_dir() else []
+    found = sorted(p.parent.name for p in root.glob("*/run.json")) if root.is_dir() else []
     if not found:
         console.print(f"no runs under {root}", highlight=False)
         return
@@ -126,21 +142,28 @@ def runs(data_dir: DataDir = DEFAULT_DATA) -> None:
     table = Table(
         "run", "status", "last step", "best eval score", "best self-play score", "updated"
     )
-    for path in found:
-        info: dict[str, Any] = json.loads(path.read_text())
+    for name in found:
+        try:
+            ctx = run_context(name, data_dir)
+            record = read_run(ctx)
+        except (UsageError, InvalidRunName, RunRecordError) as err:
+            table.add_row(name, f"unreadable: {err}", "-", "-", "-", "-")
+            continue
+        assert record is not None, "found by its run.json"
         best = {
             metric: max(
-                (m.value for m in client.get_metric_history(info["mlflow_run_id"], metric)),
+                (m.value for m in client.get_metric_history(record.mlflow_run_id, metric)),
                 default=None,
             )
-            for metric in ("eval/score_mean", "episode/score")
+            for metric in (EVAL_SCORE_MEAN, EPISODE_SCORE)
         }
+        last = record.last_checkpoint_step
         table.add_row(
-            path.parent.name,
-            _run_status(path.parent, str(info.get("status", "?"))),
-            str(info.get("last_checkpoint_step", "-")),
+            name,
+            _run_status(ctx.run_dir, record.status),
+            "-" if last is None else str(last),
             *("-" if v is None else f"{v:.2f}" for v in best.values()),
-            str(info.get("updated_at", "?")),
+            record.updated_at,
         )
     console.print(table)
 
@@ -148,7 +171,7 @@ def runs(data_dir: DataDir = DEFAULT_DATA) -> None:
 def _run_status(run_dir: Path, recorded: str) -> str:
     """The recorded status, checked against the run lock: a trainer killed by ``kill -9`` or
     the OOM killer never got to record that it stopped."""
-    from alphatriangle.runlock import lock_holder
+    from alphatriangle.distributed.runlock import lock_holder
 
     holder = lock_holder(run_dir)
     if holder is not None:
@@ -162,7 +185,7 @@ def ml(
     data_dir: DataDir = DEFAULT_DATA,
 ) -> None:
     """Open the MLflow UI on this app's runs."""
-    from alphatriangle.train import run_context
+    from alphatriangle.distributed.run import run_context
 
     run = run_context("x", data_dir)
     _exec(
@@ -176,7 +199,7 @@ def tb(
     data_dir: DataDir = DEFAULT_DATA,
 ) -> None:
     """Open TensorBoard on this app's runs."""
-    from alphatriangle.train import run_context
+    from alphatriangle.distributed.run import run_context
 
     run = run_context("x", data_dir)
     _exec([_tool("tensorboard"), "--logdir", str(run.tensorboard_root), "--port", str(port)])
@@ -200,21 +223,18 @@ def eval_(
     data_dir: DataDir = DEFAULT_DATA,
 ) -> None:
     """Play fixed seeds with the network and the baselines; print and save the table."""
-    with _user_errors():
+    with _one_line_errors():
         import torch
 
-        from alphatriangle import evaluation
-        from alphatriangle.runlock import RunLock, RunLockedError
-        from alphatriangle.train import run_context
-        from trieye import CheckpointError
+        from alphatriangle.app import reports
+        from alphatriangle.core.players import evaluate
+        from alphatriangle.distributed.run import run_context
+        from alphatriangle.distributed.runlock import RunLock, RunLockedError
 
         torch.set_num_threads(1)
         run = run_context(run_name, data_dir)
-        seed_list = evaluation.parse_seeds(seeds, games)
-        try:
-            model, cfg, ckpt = evaluation.load_network(run, _checkpoint_arg(checkpoint))
-        except CheckpointError as err:
-            raise UsageError(str(err)) from None
+        seed_list = reports.parse_seeds(seeds, games)
+        model, cfg, ckpt = reports.load_network(run, checkpoint, warn=_warn)
         n_sims = sims or cfg.mcts.simulations
         n_base = baseline_sims or n_sims
         console.print(
@@ -223,8 +243,8 @@ def eval_(
             highlight=False,
             soft_wrap=True,
         )
-        players = evaluation.evaluate(model, cfg, seed_list, n_sims, n_base, baselines)
-        rep = evaluation.report(run, ckpt, seed_list, n_sims, n_base, players)
+        players = evaluate(model, cfg, seed_list, n_sims, n_base, baselines)
+        rep = reports.report(run, ckpt, seed_list, n_sims, n_base, players)
     table = Table("player", "games", "mean", "median", "sd", "max", "mean length", "max length")
     for summary in players.values():
         table.add_row(
@@ -238,14 +258,14 @@ def eval_(
             str(summary.max_length),
         )
     console.print(table)
-    path = evaluation.report_path(run, rep)
+    path = reports.report_path(run, rep)
     from trieye import atomic_write_text
 
     atomic_write_text(path, rep.to_json())
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     try:
         with RunLock(run.run_dir):
-            evaluation.log_to_mlflow(run, rep, path)
+            reports.log_to_mlflow(run, rep, path)
         console.print("logged to MLflow as eval_cli/* metrics and an evals/ artifact")
     except RunLockedError:
         console.print("the run is training now, so MLflow logging was skipped (one writer per run)")
@@ -268,23 +288,19 @@ def play(
     data_dir: DataDir = DEFAULT_DATA,
 ) -> None:
     """Watch the agent play one game, move by move; optionally save it as GIF/PNG/text."""
-    with _user_errors():
+    with _one_line_errors():
         import torch
         from trianglengin import GameState
 
-        from alphatriangle import evaluation, render
-        from alphatriangle.baselines import network_player
-        from alphatriangle.train import run_context
-        from trieye import CheckpointError
+        from alphatriangle.app import render, reports
+        from alphatriangle.core.players import network_player
+        from alphatriangle.distributed.run import run_context
 
         if out is not None and out.suffix.lower() not in (".gif", ".png", ".txt"):
             raise UsageError(f"--out {out}: use a .gif, .png or .txt file name")
         torch.set_num_threads(1)
         run = run_context(run_name, data_dir)
-        try:
-            model, cfg, ckpt = evaluation.load_network(run, _checkpoint_arg(checkpoint))
-        except CheckpointError as err:
-            raise UsageError(str(err)) from None
+        model, cfg, ckpt = reports.load_network(run, checkpoint, warn=_warn)
     mcts = cfg.mcts.model_copy(update={"simulations": sims or cfg.mcts.simulations})
     player = network_player(model, mcts)
     player.reset(seed)
@@ -313,8 +329,8 @@ def play(
         )
 
 
-def _checkpoint_arg(value: str) -> str | Path:
-    return value if value in ("latest", "best") else Path(value)
+def _warn(message: str) -> None:
+    console.print(f"warning: {message}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -328,7 +344,7 @@ def doctor(
     from trianglengin import GameState
     from trimcts import SearchConfiguration, run_mcts
 
-    from alphatriangle.evaluator import UniformEvaluator
+    from alphatriangle.core.search import UniformEvaluator
 
     console.print(f"trianglengin {trianglengin.__version__}, trimcts from {trimcts.__file__}")
     state = GameState(initial_seed=seed)
@@ -383,56 +399,3 @@ def _tool(name: str) -> str:
 def _exec(cmd: list[str]) -> None:
     console.print(" ".join(cmd), highlight=False, soft_wrap=True)
     raise typer.Exit(code=subprocess.call(cmd))
-
-
-class _ProgressView:
-    """Live table on a terminal; a plain line every 10 s otherwise (logs, CI, pipes)."""
-
-    def __init__(self) -> None:
-        self.live = console.is_terminal and not os.environ.get("CI")
-        self._live: Live | None = None
-        self._last_line = 0.0
-
-    def __enter__(self) -> _ProgressView:
-        if self.live:
-            self._live = Live(Table(), console=console, refresh_per_second=2, transient=False)
-            self._live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.__exit__(None, None, None)
-
-    def say(self, message: str) -> None:
-        console.print(message, highlight=False, soft_wrap=True)
-
-    def show(self, snap: Any) -> None:
-        eta = "-"
-        done = snap.step - snap.start_step
-        if done > 0:
-            remaining = (snap.max_steps - snap.step) * snap.elapsed_s / done
-            eta = (
-                f"{remaining / 86400:.1f} days"
-                if remaining >= 86400
-                else time.strftime("%H:%M:%S", time.gmtime(remaining))
-            )
-        fields = {
-            "step": f"{snap.step}/{snap.max_steps}",
-            "episodes": str(snap.episodes),
-            "buffer": str(snap.buffer_size),
-            "moves/s": f"{snap.moves_per_s:.1f}",
-            "samples/s": f"{snap.samples_per_s:.0f}",
-            "score (last 50)": "-"
-            if snap.mean_score == float("-inf")
-            else f"{snap.mean_score:.2f}",
-            **{k: f"{v:.3f}" for k, v in snap.losses.items() if k.startswith("loss/")},
-            "ETA": eta,
-        }
-        if self._live is not None:
-            table = Table(*fields.keys())
-            table.add_row(*fields.values())
-            self._live.update(table)
-        elif time.monotonic() - self._last_line >= 10:
-            self._last_line = time.monotonic()
-            line = "  ".join(f"{k}={v}" for k, v in fields.items())
-            console.print(line, highlight=False, soft_wrap=True)

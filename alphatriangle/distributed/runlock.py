@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 from types import TracebackType
 
+from alphatriangle.errors import UsageError
 
-class RunLockedError(RuntimeError):
+
+class RunLockedError(UsageError):
     """Another live process holds the run."""
 
 
@@ -31,8 +33,10 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = _lock_path(run_dir)
         self._fd: int | None = None
+        self._created_dir = False
 
     def __enter__(self) -> RunLock:
+        self._created_dir = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -55,10 +59,15 @@ class RunLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._fd is None:
+            return
+        if self._created_dir and [p.name for p in self.path.parent.iterdir()] == [self.path.name]:
+            # A new run that stopped before writing anything leaves no trace behind.
+            self.path.unlink()
+            self.path.parent.rmdir()
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
 
 
 def lock_holder(run_dir: Path) -> str | None:

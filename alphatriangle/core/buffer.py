@@ -1,13 +1,35 @@
-"""Replay buffer of self-play positions: preallocated numpy arrays, optional prioritized replay."""
+"""Replay buffer of self-play positions (preallocated numpy arrays, optional prioritized
+replay) and the value targets it stores."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from alphatriangle.selfplay import EpisodeRecord
-from alphatriangle.targets import value_targets
+from alphatriangle.core.selfplay import EpisodeRecord
+
+
+def value_targets(rewards: np.ndarray) -> np.ndarray:
+    """Return-to-go float32 ``[T]`` of rewards ``[T]``: ``out[t] = sum(rewards[t:])``.
+
+    The target of position ``t`` is the full undiscounted return-to-go
+    ``sum(rewards[t:]) = final_score - score_t``, where rewards are ``game_score()`` deltas. This is
+    what ``trimcts`` needs: it backs up the leaf value unchanged (no per-step rewards, no discount)
+    and scores a terminal leaf by its final ``game_score()``, so the network's estimate of future
+    gain, added to the banked score, must estimate the final score. Episodes are tens to a few
+    hundred moves, so the Monte Carlo return has modest variance, is unbiased, and - unlike an
+    n-step bootstrapped target - does not depend on stale value predictions of an older network.
+
+    Accumulated in float64 so that long episodes do not drift.
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.ndim != 1:
+        raise ValueError(f"rewards must be 1-D [T], got shape {rewards.shape}")
+    return np.cumsum(rewards[::-1])[::-1].astype(np.float32)
+
 
 PRIORITY_EPS = 1e-3
 """Added to every priority so that no stored position becomes unsampleable."""
@@ -207,24 +229,22 @@ class ReplayBuffer:
             state["priorities"] = self.tree.get(np.arange(n))
         return state
 
+    def layout(self) -> BufferLayout:
+        """What a snapshot of this buffer must look like (see ``snapshot_problem``)."""
+        return BufferLayout(
+            capacity=self.capacity,
+            rows={name: getattr(self, name).shape[1:] for name in _ROW_FIELDS},
+            prioritized=self.tree is not None,
+        )
+
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore from ``state_dict()`` output; the buffer must have the same capacity and shapes."""
-        capacity = int(state["capacity"])
-        if capacity != self.capacity:
-            raise ValueError(
-                f"saved replay buffer has capacity {capacity}, this one {self.capacity}; "
-                "use the run's original buffer_capacity"
-            )
+        problem = snapshot_problem(state, self.layout())
+        if problem is not None:
+            raise ValueError(f"saved replay buffer: {problem}")
         n = int(state["size"])
-        for name in ("grid", "other", "policy", "valid_mask", "value_target"):
-            array = getattr(self, name)
-            saved = state[name]
-            if saved.shape != (n, *array.shape[1:]):
-                raise ValueError(
-                    f"saved replay buffer field {name!r} has shape {saved.shape}, "
-                    f"expected {(n, *array.shape[1:])}"
-                )
-            array[:n] = saved
+        for name in _ROW_FIELDS:
+            getattr(self, name)[:n] = state[name]
         if self.tree is not None:
             if "priorities" in state:
                 self.tree.set(np.arange(n), state["priorities"])
@@ -235,6 +255,43 @@ class ReplayBuffer:
         self.added = int(state["added"])
         self.max_priority = float(state["max_priority"])
         self.rng = _decode_rng(state["rng"])
+
+
+_ROW_FIELDS = ("grid", "other", "policy", "valid_mask", "value_target")
+_SCALARS = ("capacity", "position", "size", "added", "max_priority")
+
+
+@dataclass(frozen=True)
+class BufferLayout:
+    """Capacity and per-position array shapes of a buffer; picklable, for validators."""
+
+    capacity: int
+    rows: dict[str, tuple[int, ...]]
+    prioritized: bool
+
+
+def snapshot_problem(state: Mapping[str, Any], layout: BufferLayout) -> str | None:
+    """Why ``state`` is not a snapshot that loads into a buffer of ``layout``, or None.
+    A ``trieye`` buffer validator (bind ``layout`` with ``functools.partial``)."""
+    missing = [k for k in (*_SCALARS, "rng", *_ROW_FIELDS) if k not in state]
+    if missing:
+        return f"no {', '.join(missing)} arrays: not a replay buffer snapshot of this trainer"
+    if any(np.shape(state[k]) != () for k in _SCALARS) or np.shape(state["rng"]) != (6,):
+        return "its counters are not scalars"
+    capacity, n = int(state["capacity"]), int(state["size"])
+    if capacity != layout.capacity:
+        return (
+            f"capacity {capacity}, this run's buffer {layout.capacity}; use the run's "
+            "original buffer_capacity"
+        )
+    if not 0 <= n <= capacity or not 0 <= int(state["position"]) < capacity:
+        return f"size {n} or position {int(state['position'])} outside capacity {capacity}"
+    for name, row in layout.rows.items():
+        if np.shape(state[name]) != (n, *row):
+            return f"field {name!r} has shape {np.shape(state[name])}, expected {(n, *row)}"
+    if layout.prioritized and "priorities" in state and np.shape(state["priorities"]) != (n,):
+        return f"priorities have shape {np.shape(state['priorities'])}, expected {(n,)}"
+    return None
 
 
 _MASK64 = (1 << 64) - 1

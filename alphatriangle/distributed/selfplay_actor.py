@@ -10,10 +10,10 @@ import numpy as np
 import ray
 import torch
 
-from alphatriangle.config import AlphaTriangleConfig
-from alphatriangle.evaluator import NetworkEvaluator
-from alphatriangle.model import AlphaTriangleNet
-from alphatriangle.selfplay import EpisodeRecord, play_episode
+from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.search import NetworkEvaluator
+from alphatriangle.core.selfplay import EpisodeRecord, play_episode
 from trieye import RunContext, connect
 
 TRAINING_SEED_FLOOR = 1 << 20

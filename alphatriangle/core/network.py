@@ -28,8 +28,8 @@ import torch.nn.functional as F  # noqa: N812 (the conventional alias)
 from torch import nn
 from trianglengin import EnvConfig
 
-from alphatriangle.config import ModelConfig
-from alphatriangle.features import (
+from alphatriangle.core.config import ModelConfig
+from alphatriangle.core.features import (
     FOOTPRINT_OFFSETS,
     FOOTPRINT_START,
     SLOT_FEATURES,

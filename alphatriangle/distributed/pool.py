@@ -8,9 +8,9 @@ from typing import Any
 import ray
 import torch
 
-from alphatriangle.config import AlphaTriangleConfig
-from alphatriangle.selfplay import EpisodeRecord
-from alphatriangle.worker import SelfPlayWorker
+from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.selfplay import EpisodeRecord
+from alphatriangle.distributed.selfplay_actor import SelfPlayWorker
 from trieye import RunContext, SidecarDiedError
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,12 @@ class WorkerPool:
         entropy = [*self.seed_entropy, self.replaced]
         return SelfPlayWorker.remote(self.run, self.cfg, worker_id, entropy)  # type: ignore[attr-defined]
 
-    def publish(self, model: torch.nn.Module, version: int) -> None:
-        """One ``ray.put`` of CPU weights, handed to every worker by reference.
+    def publish(self, weights: dict[str, torch.Tensor], version: int) -> None:
+        """One ``ray.put`` of the (CPU) ``weights``, handed to every worker by reference.
 
         Workers take them between episodes (actor calls run in order).
         """
-        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        self.weights = ray.put(state)
+        self.weights = ray.put(weights)
         self.version = version
         for worker in self.workers:
             worker.set_weights.remote(self.weights, version)

@@ -1,4 +1,4 @@
-"""Move choosers for evaluation, and helpers that play games with them.
+"""Move choosers for evaluation, the games they play on fixed seeds, and their summaries.
 
 Every player implements ``reset(seed)`` (a new game begins) and ``choose(state) -> action``;
 ``play_game(player, seed)`` plays ``GameState(initial_seed=seed)`` to the end. All players are
@@ -9,7 +9,8 @@ move, ties to the lowest action id.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,10 +18,9 @@ import numpy as np
 import torch
 from trianglengin import EnvConfig, GameState
 
-from alphatriangle.config import MCTSConfig
-from alphatriangle.evaluator import Evaluator, NetworkEvaluator, UniformEvaluator
-from alphatriangle.model import AlphaTriangleNet
-from alphatriangle.selfplay import search
+from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig
+from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.search import Evaluator, NetworkEvaluator, UniformEvaluator, search
 
 
 class Player(Protocol):
@@ -138,3 +138,64 @@ def play_games(
         score, length = play_game(player, seed, env_cfg)
         results.append(GameResult(seed, score, length))
     return results
+
+
+NETWORK = "network"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Scores and lengths of one player over the evaluation seeds (same order as the seeds)."""
+
+    player: str
+    games: int
+    mean: float
+    median: float
+    std: float
+    max: float
+    min: float
+    mean_length: float
+    max_length: int
+    scores: list[float]
+    lengths: list[int]
+
+
+def summarize(player: str, results: Sequence[GameResult]) -> Summary:
+    """Statistics of finished games; ``std`` is the population standard deviation."""
+    scores = [r.score for r in results]
+    lengths = [r.length for r in results]
+    return Summary(
+        player=player,
+        games=len(results),
+        mean=statistics.fmean(scores),
+        median=statistics.median(scores),
+        std=statistics.pstdev(scores),
+        max=max(scores),
+        min=min(scores),
+        mean_length=statistics.fmean(lengths),
+        max_length=max(lengths),
+        scores=scores,
+        lengths=lengths,
+    )
+
+
+def evaluate(
+    model: AlphaTriangleNet,
+    cfg: AlphaTriangleConfig,
+    seeds: Sequence[int],
+    simulations: int,
+    baseline_simulations: int,
+    baselines: bool = True,
+) -> dict[str, Summary]:
+    """Play ``seeds`` with the network (no noise, most visited move) and, when ``baselines``,
+    with random, greedy one-step and uniform-prior MCTS players."""
+    players: dict[str, Player] = {
+        NETWORK: network_player(model, cfg.mcts.model_copy(update={"simulations": simulations}))
+    }
+    if baselines:
+        players[f"uniform-mcts-{baseline_simulations}"] = uniform_mcts_player(
+            baseline_simulations, cfg.mcts
+        )
+        players["greedy"] = GreedyPlayer()
+        players["random"] = RandomPlayer()
+    return {name: summarize(name, play_games(p, seeds)) for name, p in players.items()}

@@ -1,0 +1,123 @@
+"""Evaluation reports of the front end: which checkpoint to load, the JSON report, MLflow."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.learner import weight_shapes, weights_problem
+from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.players import Summary
+from alphatriangle.errors import UsageError
+from alphatriangle.metric_names import EVAL_CLI_PREFIX
+from trieye import CheckpointError, LoadedCheckpoint, RunContext, read_checkpoint, read_run
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """One evaluation: which checkpoint, which seeds, and each player's summary."""
+
+    run_name: str
+    checkpoint: str
+    step: int
+    seeds: list[int]
+    simulations: int
+    baseline_simulations: int
+    created_at: str
+    players: dict[str, Summary]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def parse_seeds(spec: str | None, games: int) -> list[int]:
+    """``"A:B"`` means seeds A..B-1 (Python range); without a spec, seeds 0..games-1."""
+    if spec is None:
+        return list(range(games))
+    start, sep, stop = spec.partition(":")
+    if not sep or not start.strip().isdigit() or not stop.strip().isdigit():
+        raise UsageError(f"--seeds {spec!r}: expected A:B with integers 0 <= A < B, e.g. 0:100")
+    seeds = list(range(int(start), int(stop)))
+    if not seeds:
+        raise UsageError(f"--seeds {spec!r}: the range is empty; B must be larger than A")
+    return seeds
+
+
+def load_network(
+    run: RunContext, which: str, warn: Callable[[str], None]
+) -> tuple[AlphaTriangleNet, AlphaTriangleConfig, LoadedCheckpoint]:
+    """The run's network with the weights of checkpoint ``which``: "latest", "best" (each the
+    newest usable one; ``warn`` names every newer file skipped) or a ``ckpt_*.pt`` file of the
+    run. ``UsageError`` when there is none to load."""
+    if not run.config_json.is_file():
+        raise UsageError(f"run {run.run_name!r} does not exist (no {run.config_json})")
+    cfg = AlphaTriangleConfig.from_file(run.config_json)
+    model = AlphaTriangleNet(cfg.model)
+    shapes = weight_shapes(model)
+    explicit = which not in ("latest", "best")
+    try:
+        ckpt = read_checkpoint(
+            run.checkpoint_dir,
+            Path(which) if explicit else which,
+            lambda state: weights_problem(state.get("model"), shapes),
+        )
+    except CheckpointError as err:
+        raise UsageError(f"--checkpoint {which}: {err}") from None
+    for line in ckpt.warnings:
+        warn(line)
+    model.load_state_dict(ckpt.state["model"])
+    model.eval()
+    return model, cfg, ckpt
+
+
+def report(
+    run: RunContext,
+    ckpt: LoadedCheckpoint,
+    seeds: Sequence[int],
+    simulations: int,
+    baseline_simulations: int,
+    players: dict[str, Summary],
+) -> EvalReport:
+    return EvalReport(
+        run_name=run.run_name,
+        checkpoint=str(ckpt.path),
+        step=ckpt.step,
+        seeds=list(seeds),
+        simulations=simulations,
+        baseline_simulations=baseline_simulations,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        players=players,
+    )
+
+
+def report_path(run: RunContext, rep: EvalReport) -> Path:
+    """Where a report is written: one file per checkpoint step and seed range."""
+    seeds = f"{rep.seeds[0]}-{rep.seeds[-1]}"
+    return run.eval_dir / f"eval_step{rep.step:09d}_seeds{seeds}_sims{rep.simulations}.json"
+
+
+def log_to_mlflow(run: RunContext, rep: EvalReport, path: Path) -> None:
+    """Log a report's means as ``eval_cli/<player>/*`` metrics at the checkpoint's step and the
+    JSON as an artifact. Only for when no trainer holds the run (MLflow has one writer)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    record = read_run(run)
+    if record is None:
+        raise UsageError(f"run {run.run_name!r} has no {run.run_json}: it never started")
+    run_id = record.mlflow_run_id
+    client = MlflowClient(tracking_uri=run.mlflow_tracking_uri)
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    metrics = [
+        Metric(
+            f"{EVAL_CLI_PREFIX}/{s.player}/{field}", float(getattr(s, field)), now, max(rep.step, 0)
+        )
+        for s in rep.players.values()
+        for field in ("mean", "median", "std", "max", "mean_length")
+    ]
+    client.log_batch(run_id, metrics=metrics)
+    client.log_artifact(run_id, str(path), "evals")

@@ -1,0 +1,338 @@
+"""The ``train()`` driver: self-play workers, the learner and the trieye sidecar in one loop."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import ray
+import torch
+
+from alphatriangle import metric_names as m
+from alphatriangle.core.buffer import snapshot_problem
+from alphatriangle.core.config import AlphaTriangleConfig, TrainConfig
+from alphatriangle.core.learner import Learner, state_problem, weight_shapes
+from alphatriangle.distributed.meter import Meter, Snapshot
+from alphatriangle.distributed.metrics import metric_config
+from alphatriangle.distributed.periodic_eval import PeriodicEval
+from alphatriangle.distributed.pool import WorkerPool
+from alphatriangle.distributed.runlock import RunLock
+from alphatriangle.errors import (
+    FinalSaveError,
+    NonFiniteLossError,
+    SidecarLostError,
+    UsageError,
+)
+from trieye import (
+    CheckpointError,
+    RunContext,
+    SidecarDiedError,
+    TrieyeClient,
+    atomic_write_text,
+    connect,
+    is_storage_error,
+    start_actor,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """How a ``train()`` call ended."""
+
+    run: RunContext
+    start_step: int
+    final_step: int
+    stopped_by_signal: bool
+    checkpoint: Path | None
+    moves_per_s: float = 0.0
+    samples_per_s: float = 0.0
+
+
+def train(
+    cfg: AlphaTriangleConfig,
+    run: RunContext,
+    *,
+    address: str | None = None,
+    on_start: Callable[[str], None] = print,
+    on_progress: Callable[[Snapshot], None] | None = None,
+) -> TrainResult:
+    """Train ``run`` until ``cfg.train.max_steps`` or SIGINT/SIGTERM, then save and shut down.
+
+    An existing run of the same name is resumed from its newest usable checkpoint. Whatever
+    stops the loop (an error included), the final checkpoint is saved on the way out.
+    """
+    tc = cfg.train
+    launched = time.monotonic()
+    with (
+        RunLock(run.run_dir),
+        _stop_on_signals() as stop,
+        _ray_session(address, run),
+        _sidecar_loss_reported(run),
+    ):
+        workers_wanted = worker_count(tc)
+        atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
+        start_actor(run, metric_config())
+        stats = connect(run)
+        learner = Learner(cfg, "cuda" if torch.cuda.is_available() else "cpu")
+        start_step = _resume(stats, learner, run, on_start)
+        stats.set_status("RUNNING")
+        # Seeds depend on where the run stands, so a resumed run does not replay the same games.
+        workers = WorkerPool(run, cfg, workers_wanted, [tc.seed, learner.counters.episodes])
+        workers.publish(learner.weights(), start_step)
+        evals = (
+            PeriodicEval(cfg, functools.partial(_save_best, stats))
+            if cfg.eval.every_steps
+            else None
+        )
+        meter = Meter(start_step, tc.max_steps)
+        status, diverged = "FAILED", None
+        try:
+            while learner.counters.step < tc.max_steps and not stop.requested:
+                can_train = learner.can_train()
+                # Block for episodes only when the learner has nothing to do.
+                for record in workers.collect(timeout=0.0 if can_train else 0.25):
+                    learner.add_episode(record)
+                    meter.episode(record)
+                if can_train:
+                    metrics = learner.step(learner.buffer.sample(tc.batch_size))
+                    step = learner.counters.step
+                    meter.trained(tc.batch_size, metrics)
+                    if step == start_step + 1:
+                        on_start(
+                            f"first gradient step {time.monotonic() - launched:.1f} s after launch"
+                        )
+                    stats.log_dict({**metrics, **_progress(learner)}, step)
+                    if step % tc.weights_publish_every_steps == 0:
+                        workers.publish(learner.weights(), step)
+                    if step % tc.checkpoint_every_steps == 0:
+                        _save(stats, learner, with_buffer=step % tc.buffer_save_every_steps == 0)
+                    if evals is not None and step % cfg.eval.every_steps == 0:
+                        evals.start(learner.state_dict())
+                if evals is not None:
+                    evals.poll(stats, learner.counters)
+                if on_progress is not None and (snapshot := meter.snapshot(learner)) is not None:
+                    on_progress(snapshot)
+            status = "KILLED" if stop.requested else "FINISHED"
+        except NonFiniteLossError as err:
+            diverged = err
+        finally:
+            # Reached on success, on a signal and on an error alike: stop self-play, then save
+            # everything trained so far, so a restart by name loses nothing.
+            workers.stop()
+            if evals is not None:
+                if status == "FINISHED" and evals.pending_step is not None:
+                    on_start(
+                        f"waiting for the evaluation of step {evals.pending_step} (Ctrl-C skips it)"
+                    )
+                    evals.finish(stats, learner.counters, lambda: stop.requested)
+                evals.stop()
+            saved = _final_save(stats, learner, status, run.checkpoint_dir)
+    if diverged is not None:
+        raise NonFiniteLossError(
+            f"{diverged}; training stopped, and the newest checkpoint ({saved or 'none'}) holds "
+            "the last finite weights: lower train.learning_rate or the loss weights, then resume"
+        )
+    moves_per_s, samples_per_s = meter.rates()
+    return TrainResult(
+        run, start_step, learner.counters.step, stop.requested, saved, moves_per_s, samples_per_s
+    )
+
+
+def worker_count(tc: TrainConfig) -> int:
+    """``num_workers``, or one per CPU Ray sees minus one for the learner, at least one.
+
+    Each self-play worker reserves a whole CPU, so more than the cluster has could never all
+    be scheduled: that is refused (``UsageError``) rather than left waiting.
+    """
+    cpus = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
+    if tc.num_workers is None:
+        return max(1, cpus - 1)
+    if tc.num_workers > cpus:
+        raise UsageError(
+            f"--workers / train.num_workers = {tc.num_workers}: the Ray cluster has {cpus} "
+            f"CPUs and each self-play worker takes one; use at most {cpus}"
+        )
+    return tc.num_workers
+
+
+def _progress(learner: Learner) -> dict[str, float]:
+    c = learner.counters
+    return {
+        m.LEARNER_SAMPLES: learner.cfg.train.batch_size,
+        m.BUFFER_SIZE: len(learner.buffer),
+        m.EPISODES: c.episodes,
+        m.SAMPLES_GENERATED: c.samples_generated,
+        m.SAMPLES_TRAINED: c.samples_trained,
+    }
+
+
+def _resume(
+    stats: TrieyeClient, learner: Learner, run: RunContext, on_start: Callable[[str], None]
+) -> int:
+    """Load the newest usable checkpoint into ``learner`` (files that are not one are skipped
+    with a warning); for a new run, log its config. Returns the step training starts from."""
+    cfg = learner.cfg
+    try:
+        ckpt = stats.load_latest(
+            functools.partial(state_problem, shapes=weight_shapes(learner.model)),
+            functools.partial(snapshot_problem, layout=learner.buffer.layout()),
+        )
+    except ray.exceptions.RayTaskError as err:
+        if not isinstance(err.cause, CheckpointError):
+            raise
+        raise UsageError(
+            f"run {run.run_name!r} cannot be resumed, {err.cause}; move the bad files out of "
+            f"{run.checkpoint_dir} or use a new --run-name"
+        ) from None
+    for warning in ckpt.warnings if ckpt else []:
+        on_start(f"warning: {warning}")
+    if ckpt is None:
+        flat = {
+            f"{section}.{k}": v for section, d in cfg.model_dump().items() for k, v in d.items()
+        }
+        stats.log_params(flat)
+        stats.log_text(cfg.model_dump_json(indent=2), "config.json")
+        on_start(f"new run {run.run_name!r} in {run.run_dir}")
+        return 0
+    learner.load_state_dict(ckpt.state)
+    if ckpt.buffer is not None:
+        learner.buffer.load_state_dict(ckpt.buffer)
+    buffer_from = f" from step {ckpt.buffer_step})" if ckpt.buffer is not None else ")"
+    on_start(
+        f"resumed {run.run_name!r} at step {learner.counters.step} from {ckpt.path} "
+        f"(buffer {len(learner.buffer)} positions{buffer_from}"
+    )
+    return learner.counters.step
+
+
+def _save(stats: TrieyeClient, learner: Learner, with_buffer: bool) -> ray.ObjectRef[Any]:
+    """Queue a checkpoint of the learner (and the buffer) with the sidecar; don't wait."""
+    buffer = learner.buffer.state_dict() if with_buffer else None
+    return _queue_save(stats, learner.counters.step, learner.state_dict(), buffer)
+
+
+def _save_best(stats: TrieyeClient, step: int, state: dict[str, Any]) -> None:
+    _queue_save(stats, step, state, is_best=True)
+
+
+def _queue_save(
+    stats: TrieyeClient,
+    step: int,
+    state: dict[str, Any],
+    buffer: dict[str, Any] | None = None,
+    is_best: bool = False,
+) -> ray.ObjectRef[Any]:
+    """Hand a save to the sidecar, first reporting the earlier saves that failed: a full or
+    read-only disk costs those checkpoints, not the run, and this save point tries again.
+    Any other failure of a save is a bug and is raised."""
+    for failure in stats.failed_saves():
+        if not is_storage_error(failure.error):
+            raise failure.error
+        log.error(
+            "checkpoint save failed for step %d (%s); training goes on, saving again at step %d",
+            failure.step,
+            failure.error,
+            step,
+        )
+    return stats.save_checkpoint(step, state, buffer=buffer, is_best=is_best)
+
+
+def _final_save(
+    stats: TrieyeClient, learner: Learner, status: str, checkpoint_dir: Path
+) -> Path | None:
+    """Save the learner with its buffer, record ``status``, wait for the save and shut the
+    sidecar down.
+
+    A failure raises ``FinalSaveError``, unless the run is already failing (``status``
+    FAILED): then it is logged, so that it does not hide the error that stopped training.
+    """
+    step = learner.counters.step
+    try:
+        final = _save(stats, learner, with_buffer=True)
+        stats.set_status(status)
+        path = stats.saved_path(final)
+        stats.shutdown_actor()
+        return path
+    except (ray.exceptions.RayError, SidecarDiedError, OSError, NonFiniteLossError) as err:
+        cause = err.cause if isinstance(err, ray.exceptions.RayTaskError) else err
+        message = (
+            f"the final checkpoint (step {step}) could not be written: {cause}; a "
+            f"restart resumes from the newest good checkpoint in {checkpoint_dir}"
+        )
+        if status != "FAILED":
+            raise FinalSaveError(message) from err
+        log.error(message)
+        return None
+
+
+@contextmanager
+def _sidecar_loss_reported(run: RunContext) -> Iterator[None]:
+    """The sidecar dead for good ends the run (nothing could be saved any more) with one line
+    that says how to go on."""
+    try:
+        yield
+    except SidecarDiedError as err:
+        raise SidecarLostError(
+            f"{err}; the same command resumes from the newest checkpoint in {run.checkpoint_dir}"
+        ) from None
+
+
+@dataclass
+class _StopFlag:
+    requested: bool = False
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[_StopFlag]:
+    """First SIGINT/SIGTERM asks the loop to stop and save; a second SIGINT exits at once.
+
+    Exiting at once loses at most the work since the last checkpoint: every file the sidecar
+    writes is written atomically, so nothing on disk is left half-written.
+    """
+    flag = _StopFlag()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if flag.requested and signum == signal.SIGINT:
+            os._exit(130)
+        flag.requested = True
+        print(
+            f"\n{signal.Signals(signum).name}: stopping, saving a final checkpoint "
+            "(Ctrl-C again to quit at once)",
+            flush=True,
+        )
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def _ray_session(address: str | None, run: RunContext) -> Iterator[None]:
+    """Join the cluster at ``address``, or start a local one sized to this machine."""
+    if address:
+        ray.init(address=address, namespace=run.namespace, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=os.cpu_count() or 1,
+            include_dashboard=False,
+            namespace=run.namespace,
+            log_to_driver=False,
+        )
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,0 +1,32 @@
+"""Which events of AlphaTriangle become which metrics in the trieye sidecar."""
+
+from __future__ import annotations
+
+from alphatriangle import metric_names as m
+from trieye import MetricSpec, TrieyeConfig
+
+
+def _episode(name: str, key: str, aggregation: str = "mean") -> MetricSpec:
+    return MetricSpec(name=name, source=m.EPISODE_END, context_key=key, aggregation=aggregation)
+
+
+def metric_config() -> TrieyeConfig:
+    """Metrics of a training run; anything not listed here is logged as its mean."""
+    return TrieyeConfig(
+        metrics=[
+            _episode(m.EPISODE_SCORE, "score"),
+            _episode(m.EPISODE_SCORE_MAX, "score", "max"),
+            _episode(m.EPISODE_LENGTH, "length"),
+            _episode(m.EPISODE_TRIANGLES_CLEARED, "triangles_cleared"),
+            _episode(m.EPISODE_SIMULATIONS, "simulations"),
+            _episode(m.EPISODE_WEIGHT_VERSION, "weight_version", "min"),
+            _episode(m.EPISODE_COUNT, "score", "count"),
+            MetricSpec(name=m.SPEED_EPISODES, source=m.EPISODE_END, aggregation="rate"),
+            MetricSpec(name=m.SPEED_MOVES, source=m.SELFPLAY_MOVES, aggregation="rate"),
+            MetricSpec(name=m.SPEED_SAMPLES_TRAINED, source=m.LEARNER_SAMPLES, aggregation="rate"),
+            MetricSpec(name=m.BUFFER_SIZE, aggregation="latest"),
+            MetricSpec(name=m.EPISODES, aggregation="latest"),
+            MetricSpec(name=m.SAMPLES_GENERATED, aggregation="latest"),
+            MetricSpec(name=m.SAMPLES_TRAINED, aggregation="latest"),
+        ],
+    )

@@ -1,0 +1,80 @@
+"""A run by name: where its data lives and the configuration it trains with."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.learner import new_buffer_bytes
+from alphatriangle.errors import ConfigError, UsageError
+from trieye import InvalidRunName, RunContext
+
+APP_NAME = "alphatriangle"
+
+
+def data_root() -> Path:
+    """Where run data lives: ``$ALPHATRIANGLE_DATA`` or ``./.alphatriangle_data``."""
+    return Path(os.environ.get("ALPHATRIANGLE_DATA", ".alphatriangle_data"))
+
+
+def run_context(run_name: str, root: Path | None = None) -> RunContext:
+    """The ``RunContext`` of a run of this app; ``UsageError`` for a name that is no safe
+    directory name."""
+    try:
+        return RunContext(root_dir=root or data_root(), app_name=APP_NAME, run_name=run_name)
+    except InvalidRunName as err:
+        raise UsageError(str(err)) from None
+
+
+def resolve_config(
+    run: RunContext,
+    config_file: Path | None = None,
+    *,
+    max_steps: int | None = None,
+    workers: int | None = None,
+    seed: int | None = None,
+) -> AlphaTriangleConfig:
+    """The configuration a ``train`` call runs with; reads files, writes nothing.
+
+    A new run takes ``config_file`` (or the defaults); an existing run keeps its saved config,
+    and a ``config_file`` given on resume may change search and training settings but not the
+    network, whose checkpoints would not load. Flags override the file. Raises ``ConfigError``
+    for a config that cannot run here (e.g. a buffer larger than this machine's memory).
+    """
+    cfg = AlphaTriangleConfig.from_file(config_file) if config_file else None
+    if run.config_json.exists():
+        saved = AlphaTriangleConfig.from_file(run.config_json)
+        if cfg is not None and cfg.model != saved.model:
+            raise ConfigError(
+                f"{config_file}: its model settings differ from those run {run.run_name!r} was "
+                f"created with ({run.config_json}), so its checkpoints cannot be loaded; "
+                "use a new --run-name"
+            )
+        if seed is not None and seed != saved.train.seed:
+            raise ConfigError(
+                f"--seed {seed}: run {run.run_name!r} already exists with seed "
+                f"{saved.train.seed}; the seed of a run is fixed at its creation"
+            )
+        cfg = cfg or saved
+    cfg = cfg or AlphaTriangleConfig()
+    flags = {"max_steps": max_steps, "num_workers": workers, "seed": seed}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    merged = AlphaTriangleConfig.from_dict(
+        {**cfg.model_dump(), "train": {**cfg.train.model_dump(), **overrides}}, "--flags"
+    )
+    _check_memory(merged)
+    return merged
+
+
+def _check_memory(cfg: AlphaTriangleConfig) -> None:
+    """Refuse a replay buffer that cannot fit in this machine's memory, before anything starts
+    (numpy would fail with "array is too big", or the OS kill the trainer hours later)."""
+    needed = new_buffer_bytes(cfg)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > total:
+        raise ConfigError(
+            f"train.buffer_capacity = {cfg.train.buffer_capacity}: the replay buffer would "
+            f"need {needed / 2**30:.1f} GiB, more than this machine's {total / 2**30:.1f} GiB "
+            "of memory; lower it"
+        )

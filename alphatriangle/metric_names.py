@@ -1,0 +1,46 @@
+"""Every metric name AlphaTriangle logs, in one place (namespaced literals, no imports).
+
+``loss/*`` and ``train/*`` come from a gradient step, ``selfplay/*`` and ``episode/*`` from the
+self-play workers, ``eval/*`` from periodic evaluation, ``progress/*`` and ``buffer/*`` from the
+driver's counters, ``speed/*`` are rates the sidecar derives. The sidecar's aggregation of each
+is declared in ``alphatriangle.distributed.metrics``.
+"""
+
+LOSS_POLICY = "loss/policy"
+LOSS_VALUE = "loss/value"
+LOSS_TOTAL = "loss/total"
+GRAD_NORM = "train/grad_norm"
+POLICY_ENTROPY = "train/policy_entropy"
+VALUE_PRED_MEAN = "train/value_pred_mean"
+VALUE_TARGET_MEAN = "train/value_target_mean"
+LEARNING_RATE = "train/lr"
+LEARNER_SAMPLES = "learner/samples"
+
+BUFFER_SIZE = "buffer/size"
+EPISODES = "progress/episodes"
+SAMPLES_GENERATED = "progress/samples_generated"
+SAMPLES_TRAINED = "progress/samples_trained"
+
+EPISODE_END = "episode_end"
+"""The event a self-play worker sends per finished game; its facts travel as context."""
+EPISODE_SCORE = "episode/score"
+EPISODE_SCORE_MAX = "episode/score_max"
+EPISODE_LENGTH = "episode/length"
+EPISODE_TRIANGLES_CLEARED = "episode/triangles_cleared"
+EPISODE_SIMULATIONS = "episode/simulations"
+EPISODE_WEIGHT_VERSION = "episode/weight_version"
+EPISODE_COUNT = "episode/count"
+SELFPLAY_MOVES = "selfplay/moves"
+WORKER_MOVES_PER_S = "worker/moves_per_s"
+WORKER_SIMULATIONS_PER_S = "worker/simulations_per_s"
+
+SPEED_EPISODES = "speed/episodes_per_s"
+SPEED_MOVES = "speed/moves_per_s"
+SPEED_SAMPLES_TRAINED = "speed/samples_trained_per_s"
+
+EVAL_SCORE_MEAN = "eval/score_mean"
+EVAL_SCORE_MEDIAN = "eval/score_median"
+EVAL_SCORE_MAX = "eval/score_max"
+EVAL_LENGTH_MEAN = "eval/length_mean"
+EVAL_CLI_PREFIX = "eval_cli"
+"""``alphatriangle eval`` logs ``eval_cli/<player>/<statistic>``, apart from the trainer's ``eval/*``."""

@@ -1,0 +1,39 @@
+"""Hand-made run files, as a copied, damaged or crafted run folder would hold them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+
+def forge_checkpoint(checkpoint_dir: Path, step: int, data: bytes) -> Path:
+    """A checkpoint file holding ``data`` whose manifest's size and sha256 match it, so that
+    only loading it can tell it is not a checkpoint."""
+    path = checkpoint_dir / f"ckpt_{step:012d}.pt"
+    path.write_bytes(data)
+    manifest = {
+        "step": step,
+        "file": path.name,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "is_best": False,
+    }
+    path.with_suffix(".json").write_text(json.dumps(manifest))
+    return path
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def code_running_pickle(marker: Path) -> bytes:
+    """A pickle that creates ``marker`` when it is unpickled (what torch.load refuses)."""
+    return pickle.dumps(_RunsCode(marker))
