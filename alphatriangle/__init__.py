@@ -23,13 +23,22 @@ _EXPORTS = {
     "Evaluator": "core.search",
     "NetworkEvaluator": "core.search",
     "UniformEvaluator": "core.search",
+    "choose_action": "core.search",
+    "search": "core.search",
+    "visit_distribution": "core.search",
     "EpisodeRecord": "core.selfplay",
     "play_episode": "core.selfplay",
     "value_targets": "core.buffer",
     "Batch": "core.buffer",
     "ReplayBuffer": "core.buffer",
     "SumTree": "core.buffer",
+    "Counters": "core.learner",
+    "Learner": "core.learner",
     "TrainStepResult": "core.learner",
+    "train_locally": "core.local",
+    "Summary": "core.players",
+    "evaluate": "core.players",
+    "summarize": "core.players",
     "make_optimizer": "core.learner",
     "make_scheduler": "core.learner",
     "train_step": "core.learner",
@@ -48,11 +57,13 @@ __all__ = [
     "AlphaTriangleConfig",
     "AlphaTriangleNet",
     "Batch",
+    "Counters",
     "EpisodeRecord",
     "Evaluator",
     "FeatureSpec",
     "GameResult",
     "GreedyPlayer",
+    "Learner",
     "MCTSConfig",
     "MCTSPlayer",
     "ModelConfig",
@@ -61,9 +72,12 @@ __all__ = [
     "RandomPlayer",
     "ReplayBuffer",
     "SumTree",
+    "Summary",
     "TrainConfig",
     "TrainStepResult",
     "UniformEvaluator",
+    "choose_action",
+    "evaluate",
     "extract_batch",
     "extract_features",
     "feature_spec",
@@ -73,10 +87,14 @@ __all__ = [
     "play_episode",
     "play_game",
     "play_games",
+    "search",
+    "summarize",
+    "train_locally",
     "train_step",
     "uniform_mcts_player",
     "valid_mask_from_grid",
     "value_targets",
+    "visit_distribution",
 ]
 
 if TYPE_CHECKING:
@@ -90,11 +108,14 @@ if TYPE_CHECKING:
         valid_mask_from_grid,
     )
     from alphatriangle.core.learner import (
+        Counters,
+        Learner,
         TrainStepResult,
         make_optimizer,
         make_scheduler,
         train_step,
     )
+    from alphatriangle.core.local import train_locally
     from alphatriangle.core.network import AlphaTriangleNet
     from alphatriangle.core.players import (
         GameResult,
@@ -102,12 +123,22 @@ if TYPE_CHECKING:
         MCTSPlayer,
         Player,
         RandomPlayer,
+        Summary,
+        evaluate,
         network_player,
         play_game,
         play_games,
+        summarize,
         uniform_mcts_player,
     )
-    from alphatriangle.core.search import Evaluator, NetworkEvaluator, UniformEvaluator
+    from alphatriangle.core.search import (
+        Evaluator,
+        NetworkEvaluator,
+        UniformEvaluator,
+        choose_action,
+        search,
+        visit_distribution,
+    )
     from alphatriangle.core.selfplay import EpisodeRecord, play_episode
 
 

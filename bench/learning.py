@@ -16,17 +16,14 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 import argparse
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from alphatriangle.core.buffer import ReplayBuffer
 from alphatriangle.core.config import AlphaTriangleConfig
-from alphatriangle.core.features import feature_spec
-from alphatriangle.core.learner import make_optimizer, make_scheduler, train_step
-from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.learner import Learner
+from alphatriangle.core.local import train_locally
 from alphatriangle.core.players import (
     GreedyPlayer,
     Player,
@@ -35,60 +32,26 @@ from alphatriangle.core.players import (
     play_games,
     uniform_mcts_player,
 )
-from alphatriangle.core.search import NetworkEvaluator
-from alphatriangle.core.selfplay import play_episode
 
 
-def train(cfg: AlphaTriangleConfig, minutes: float) -> AlphaTriangleNet:
-    """Alternate self-play episodes and gradient steps until ``minutes`` have passed."""
-    tc = cfg.train
-    torch.manual_seed(tc.seed)
-    spec = feature_spec()
-    model = AlphaTriangleNet(cfg.model)
-    evaluator = NetworkEvaluator(model)
-    buffer = ReplayBuffer(
-        tc.buffer_capacity,
-        spec.grid_shape,
-        spec.other_dim,
-        spec.action_dim,
-        prioritized=tc.prioritized_replay,
-        alpha=tc.per_alpha,
-        beta=tc.per_beta,
-        seed=tc.seed,
-    )
-    optimizer = make_optimizer(model, tc)
-    scheduler = make_scheduler(optimizer, tc)
-    start = time.perf_counter()
-    deadline = start + 60 * minutes
-    scores: deque[float] = deque(maxlen=50)
-    metrics: dict[str, float] = {}
-    episode, steps, owed, last_report = 0, 0, 0.0, start
-    while time.perf_counter() < deadline and steps < tc.max_steps:
-        record = play_episode(evaluator, cfg.mcts, seed=tc.seed * 1_000_003 + episode)
-        episode += 1
-        buffer.add_episode(record)
-        scores.append(record.score)
-        if len(buffer) >= tc.min_buffer_size:
-            owed += record.length * tc.replay_ratio / tc.batch_size
-        while owed >= 1.0 and steps < tc.max_steps:
-            batch = buffer.sample(tc.batch_size)
-            result = train_step(model, optimizer, scheduler, batch, tc)
-            if tc.prioritized_replay:
-                buffer.update_priorities(batch.indices, result.priorities)
-            metrics = result.metrics
-            steps += 1
-            owed -= 1.0
+class _Progress:
+    """A line every 30 s: episodes, positions, gradient steps and losses."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+
+    def __call__(self, learner: Learner, metrics: dict[str, float]) -> None:
         now = time.perf_counter()
-        if now - last_report >= 30 or now >= deadline:
-            last_report = now
-            losses = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("loss/"))
-            print(
-                f"[{now - start:6.0f}s] episodes {episode:5d} positions {buffer.added:7d} "
-                f"steps {steps:6d} score(last {len(scores)}) {np.mean(scores):6.2f} {losses}",
-                flush=True,
-            )
-    model.eval()
-    return model
+        if now - self.last < 30:
+            return
+        self.last = now
+        c = learner.counters
+        losses = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("loss/"))
+        print(
+            f"[{now - self.start:6.0f}s] episodes {c.episodes:5d} positions "
+            f"{c.samples_generated:7d} steps {c.step:6d} {losses}",
+            flush=True,
+        )
 
 
 def evaluate(name: str, player: Player, seeds: range) -> tuple[str, float, float, float, float]:
@@ -112,7 +75,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = AlphaTriangleConfig.from_file(args.config) if args.config else AlphaTriangleConfig()
     print(f"training {args.minutes:g} min from scratch with {cfg.model_dump_json()}", flush=True)
-    model = train(cfg, args.minutes)
+    model = train_locally(cfg, 60 * args.minutes, _Progress()).model
 
     seeds = range(args.first_seed, args.first_seed + args.games)
     print(f"\nevaluation on seeds {seeds.start}-{seeds.stop - 1}:")

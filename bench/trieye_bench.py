@@ -64,17 +64,20 @@ def bench_batched(ctx: RunContext, events: int) -> dict[str, float]:
         "append_ns": appends / (100 * (batch - 1)) * 1e9,
         "caller_ns": (logged - start) / events * 1e9,
         "events_per_s": events / (done - start),
-        "max_queue": client.max_inflight_seen * batch,
+        "max_queue": client._max_inflight_seen * batch,
         "seconds": done - start,
     }
 
 
 def bench_one_rpc_per_event(ctx: RunContext, events: int) -> dict[str, float]:
     actor = trieye.start_actor(ctx, CONFIG)
-    ray.get(actor.ingest_one.remote(RawMetricEvent(name="warmup", value=0.0, global_step=0)))
+    # The naive path: the actor's own ingest, called once per event.
+    ray.get(
+        actor.ingest.remote([RawMetricEvent(name="warmup", value=0.0, global_step=0).to_wire()])
+    )
     start = time.perf_counter()
     refs = [
-        actor.ingest_one.remote(RawMetricEvent(name=NAMES[i % 9], value=0.5, global_step=i))
+        actor.ingest.remote([RawMetricEvent(name=NAMES[i % 9], value=0.5, global_step=i).to_wire()])
         for i in range(events)
     ]
     submitted = time.perf_counter()

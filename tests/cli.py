@@ -41,9 +41,10 @@ def tiny_config(**sections: Mapping[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cli_env(workdir: Path) -> dict[str, str]:
+def cli_env(workdir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     # A wide console keeps `runs` table rows on one line.
-    return {**os.environ, "ALPHATRIANGLE_DATA": str(workdir / "data"), "CI": "1", "COLUMNS": "200"}
+    env = {**os.environ, "ALPHATRIANGLE_DATA": str(workdir / "data"), "CI": "1", "COLUMNS": "200"}
+    return {**env, **(extra or {})}
 
 
 def train_args(*args: str) -> list[str]:
@@ -51,23 +52,27 @@ def train_args(*args: str) -> list[str]:
     return ["train", "--config", "tiny.toml", "--workers", "1", *args]
 
 
-def run_cli(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    workdir: Path, *args: str, timeout: float = 300, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CLI, *args],
         cwd=workdir,
-        env=cli_env(workdir),
+        env=cli_env(workdir, env),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
 
 
-def start_cli(workdir: Path, *args: str) -> subprocess.Popen[str]:
+def start_cli(
+    workdir: Path, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
     """The CLI running in the background, stdout and stderr together."""
     return subprocess.Popen(
         [CLI, *args],
         cwd=workdir,
-        env=cli_env(workdir),
+        env=cli_env(workdir, env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -103,9 +108,9 @@ def metric_steps(workdir: Path, name: str, metric: str) -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, metric)]
 
 
-def assert_mlflow_clean(workdir: Path, name: str) -> None:
+def assert_mlflow_clean(workdir: Path, name: str, root: Path | None = None) -> None:
     """Exactly one MLflow run for ``name``, and no metric step written twice."""
-    ctx = run_context(name, workdir / "data")
+    ctx = run_context(name, root or workdir / "data")
     client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
     experiment = client.get_experiment_by_name(ctx.experiment_name)
     assert experiment is not None

@@ -43,30 +43,3 @@ def test_losses_fall_on_self_play_data() -> None:
     assert history[-1]["train/lr"] == pytest.approx(
         cfg.learning_rate * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 289 / 290))), rel=1e-6
     )
-
-
-def test_prioritized_step_returns_priorities_and_weights_apply() -> None:
-    torch.manual_seed(1)
-    spec = feature_spec()
-    model = AlphaTriangleNet()
-    buffer = ReplayBuffer(
-        1_000, spec.grid_shape, spec.other_dim, spec.action_dim, prioritized=True, seed=1
-    )
-    buffer.add_episode(play_episode(NetworkEvaluator(model), MCTSConfig(simulations=8), seed=3))
-    cfg = TrainConfig(batch_size=16, prioritized_replay=True)
-    optimizer = make_optimizer(model, cfg)
-    batch = buffer.sample(16)
-    result = train_step(model, optimizer, make_scheduler(optimizer, cfg), batch, cfg)
-    assert result.priorities.shape == (16,)
-    assert (result.priorities >= 0).all()
-    buffer.update_priorities(batch.indices, result.priorities)
-    assert set(result.metrics) == {
-        "loss/policy",
-        "loss/value",
-        "loss/total",
-        "train/grad_norm",
-        "train/lr",
-        "train/policy_entropy",
-        "train/value_pred_mean",
-        "train/value_target_mean",
-    }

@@ -99,8 +99,19 @@ def test_episode_record_is_consistent() -> None:
     first_grid, first_other = extract_features(GameState(initial_seed=5))
     np.testing.assert_array_equal(rec.grid[0], first_grid)
     np.testing.assert_array_equal(rec.other[0], first_other)
-    # The record replays: its argmax moves after the temperature phase are legal and it ends.
     assert rec.valid_mask.any(axis=1).all()
+
+
+def test_a_noiseless_argmax_episode_replays_on_the_engine() -> None:
+    rec = play_episode(
+        NetworkEvaluator(net()), SMALL_SEARCH, seed=5, noise=False, temperature_moves=0
+    )
+    state = GameState(initial_seed=5)
+    for t in range(rec.length):
+        assert rec.valid_mask[t, int(np.argmax(rec.policy[t]))]
+        state.step(int(np.argmax(rec.policy[t])))  # the most visited move, ties to the lowest
+        assert state.game_score() == pytest.approx(float(rec.scores[t + 1]), abs=1e-5)
+    assert state.is_over()
 
 
 def test_noiseless_self_play_is_reproducible() -> None:
@@ -112,7 +123,9 @@ def test_noiseless_self_play_is_reproducible() -> None:
     np.testing.assert_array_equal(a.policy, b.policy)
     reuse_off = SMALL_SEARCH.model_copy(update={"tree_reuse": False})
     c = play_episode(evaluator, reuse_off, seed=11, noise=False, temperature_moves=0)
-    assert c.length > 0
+    d = play_episode(evaluator, reuse_off, seed=11, noise=False, temperature_moves=0)
+    np.testing.assert_array_equal(c.policy, d.policy)
+    assert (c.score, c.length) == (d.score, d.length)
 
 
 class _BrokenEvaluator:

@@ -209,7 +209,12 @@ def test_a_second_trainer_of_the_same_run_is_refused(workdir: Path) -> None:
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, float]]:
-    return {str(p): (p.stat().st_size, p.stat().st_mtime) for p in root.rglob("*") if p.is_file()}
+    """Size and time of every file but the run lock (which a refused trainer takes briefly)."""
+    return {
+        str(p): (p.stat().st_size, p.stat().st_mtime)
+        for p in root.rglob("*")
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 @pytest.mark.parametrize(
@@ -234,13 +239,73 @@ def _snapshot(root: Path) -> dict[str, tuple[int, float]]:
             {"big.toml": "[model]\nchannels = 48\n"},
             "use a new --run-name",
         ),
+        # Non-finite numbers, one field of each family, in TOML and in JSON.
+        (
+            ["--config", "c.toml"],
+            {"c.toml": "[model]\nvalue_scale = inf\n"},
+            "model.value_scale: Input should be a finite number",
+        ),
+        (
+            ["--config", "c.toml"],
+            {"c.toml": "[mcts]\ncpuct = inf\n"},
+            "mcts.cpuct: Input should be a finite number",
+        ),
+        (
+            ["--config", "c.toml"],
+            {"c.toml": "[mcts]\ntemperature = nan\n"},
+            "mcts.temperature: Input should be a finite number",
+        ),
+        (
+            ["--config", "c.toml"],
+            {"c.toml": "[train]\nlearning_rate = nan\n"},
+            "train.learning_rate: Input should be a finite number",
+        ),
+        (
+            ["--config", "c.toml"],
+            {"c.toml": "[train]\nreplay_ratio = inf\n"},
+            "train.replay_ratio: Input should be a finite number",
+        ),
+        (
+            ["--config", "c.json"],
+            {"c.json": '{"train": {"value_loss_weight": Infinity}}'},
+            "train.value_loss_weight: Input should be a finite number",
+        ),
+        (
+            ["--config", "c.json"],
+            {"c.json": '{"mcts": {"dirichlet_alpha": NaN}}'},
+            "mcts.dirichlet_alpha: Input should be a finite number",
+        ),
+        # Sizes that cannot be allocated, files that are not config files, a new run included.
+        (
+            ["--config", "c.toml"],
+            {"c.toml": "[train]\nbuffer_capacity = 9223372036854775807\n"},
+            "train.buffer_capacity: Input should be less than or equal to",
+        ),
+        (
+            ["--run-name", "fresh", "--config", "c.toml"],
+            {"c.toml": "[train]\nbuffer_capacity = 900000000\n"},
+            "GiB of memory; lower it",
+        ),
+        (
+            ["--config", "c.toml"],
+            {"c.toml": b"\xff\xfe[train]\x00"},
+            "c.toml: not a UTF-8 text file",
+        ),
+        (["--config", "confs"], {"confs/": ""}, "confs is a directory"),
+        (["--run-name", "fresh", "--workers", "10000"], {}, "use at most"),
+        (["--max-steps", "0"], {}, "Invalid value for '--max-steps'"),
     ],
 )
 def test_bad_input_is_refused_with_one_line_and_changes_nothing(
-    existing_run: Path, args: list[str], files: dict[str, str], message: str
+    existing_run: Path, args: list[str], files: dict[str, str | bytes], message: str
 ) -> None:
-    for name, text in files.items():
-        (existing_run / name).write_text(text)
+    for name, content in files.items():
+        if name.endswith("/"):
+            (existing_run / name).mkdir(exist_ok=True)
+        elif isinstance(content, bytes):
+            (existing_run / name).write_bytes(content)
+        else:
+            (existing_run / name).write_text(content)
     before = _snapshot(existing_run / "data")
     result = run_cli(existing_run, "train", "--max-steps", "1", *args)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -250,6 +315,7 @@ def test_bad_input_is_refused_with_one_line_and_changes_nothing(
     assert message in lines[0]
     assert "Traceback" not in result.stderr
     assert _snapshot(existing_run / "data") == before
+    assert not run_context("fresh", existing_run / "data").run_dir.exists()
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ import torch
 from trieye.aggregation import MetricAggregator, MetricPoint
 from trieye.config import MetricSpec, Target, TrieyeConfig
 from trieye.context import RunContext
-from trieye.events import RawMetricEvent, WireEvent
+from trieye.events import WireEvent
 from trieye.ledger import DeliveryLedger
 from trieye.persistence import Buffer, CheckpointStore, LoadedCheckpoint, Validator
 from trieye.run_record import RunRecord
@@ -178,11 +178,6 @@ class TrieyeActor:
         that every batch of the client before that number has returned (see trieye.ledger).
         """
         self._ingest(batch, client_id, first, acked)
-
-    @ray.method(concurrency_group="ingest")
-    def ingest_one(self, event: RawMetricEvent) -> None:
-        """One event per call: the naive path, kept as the benchmark's baseline."""
-        self._ingest([event.to_wire()])
 
     def _ingest(
         self, batch: list[WireEvent], client_id: str | None = None, first: int = 0, acked: int = 0

@@ -16,7 +16,7 @@ import ray
 
 from trieye.config import TrieyeConfig, validate_metric_name
 from trieye.context import RunContext
-from trieye.events import ContextValue, RawMetricEvent, WireEvent
+from trieye.events import ContextValue, WireEvent
 from trieye.persistence import LoadedCheckpoint, Validator, check_buffer, check_state
 
 logger = logging.getLogger(__name__)
@@ -126,8 +126,7 @@ class TrieyeClient:
         self._failed: list[SaveFailure] = []
         self._known_names: set[str] = set()
         self._closed = False
-        self.max_inflight_seen = 0
-        """Largest number of batches this client had in flight at once (for benchmarks)."""
+        self._max_inflight_seen = 0  # read by bench/trieye_bench.py: the queue stays bounded
         atexit.register(self._close_at_exit)
 
     # ---------------------------------------------------------------- events
@@ -154,9 +153,6 @@ class TrieyeClient:
         """Record an event whose facts are in `context`; specs with `context_key` pick them out."""
         self.log(name, value, step, **context)
 
-    def emit(self, event: RawMetricEvent) -> None:
-        self.log(event.name, event.value, event.global_step, **event.context)
-
     def _ship(self) -> None:
         if self._closed:
             raise RuntimeError("this trieye client is closed")
@@ -171,7 +167,7 @@ class TrieyeClient:
         self._shipped += len(batch)
         ref = self._actor.ingest.remote(batch, self._client_id, first, self._acked)
         self._inflight.append((ref, self._shipped))
-        self.max_inflight_seen = max(self.max_inflight_seen, len(self._inflight))
+        self._max_inflight_seen = max(self._max_inflight_seen, len(self._inflight))
 
     def deliver(self) -> None:
         """Ship pending events and wait until the actor holds them all; unlike `flush`, leave

@@ -188,10 +188,10 @@ class AlphaTriangleConfig(BaseModel):
         """
         path = Path(path)
         suffix = path.suffix.lower()
-        if suffix not in (".toml", ".json"):
-            raise ConfigError(f"{path}: unsupported config format {suffix!r}; use .toml or .json")
         if path.is_dir():
             raise ConfigError(f"{path} is a directory; give the path of a .toml or .json file")
+        if suffix not in (".toml", ".json"):
+            raise ConfigError(f"{path}: unsupported config format {suffix!r}; use .toml or .json")
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:

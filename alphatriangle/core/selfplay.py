@@ -11,6 +11,9 @@ from alphatriangle.core.config import MCTSConfig
 from alphatriangle.core.features import extract_features, feature_spec, valid_mask_from_grid
 from alphatriangle.core.search import Evaluator, choose_action, search, visit_distribution
 
+TRAINING_SEED_FLOOR = 1 << 20
+"""Training games use seeds at or above this, so low seeds stay held out for evaluation."""
+
 
 @dataclass(frozen=True)
 class EpisodeRecord:

@@ -72,7 +72,6 @@ def train(
     An existing run of the same name is resumed from its newest usable checkpoint. Whatever
     stops the loop (an error included), the final checkpoint is saved on the way out.
     """
-    tc = cfg.train
     launched = time.monotonic()
     with (
         RunLock(run.run_dir),
@@ -80,73 +79,107 @@ def train(
         _ray_session(address, run),
         _sidecar_loss_reported(run),
     ):
-        workers_wanted = worker_count(tc)
+        workers = worker_count(cfg.train)
         atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
         start_actor(run, metric_config())
         stats = connect(run)
         learner = Learner(cfg, "cuda" if torch.cuda.is_available() else "cpu")
         start_step = _resume(stats, learner, run, on_start)
         stats.set_status("RUNNING")
-        # Seeds depend on where the run stands, so a resumed run does not replay the same games.
-        workers = WorkerPool(run, cfg, workers_wanted, [tc.seed, learner.counters.episodes])
-        workers.publish(learner.weights(), start_step)
-        evals = (
-            PeriodicEval(cfg, functools.partial(_save_best, stats))
-            if cfg.eval.every_steps
-            else None
-        )
-        meter = Meter(start_step, tc.max_steps)
+        pipeline = _Pipeline(cfg, run, stats, learner, workers)
         status, diverged = "FAILED", None
         try:
-            while learner.counters.step < tc.max_steps and not stop.requested:
+            while learner.counters.step < cfg.train.max_steps and not stop.requested:
                 can_train = learner.can_train()
                 # Block for episodes only when the learner has nothing to do.
-                for record in workers.collect(timeout=0.0 if can_train else 0.25):
-                    learner.add_episode(record)
-                    meter.episode(record)
-                if can_train:
-                    metrics = learner.step(learner.buffer.sample(tc.batch_size))
-                    step = learner.counters.step
-                    meter.trained(tc.batch_size, metrics)
-                    if step == start_step + 1:
-                        on_start(
-                            f"first gradient step {time.monotonic() - launched:.1f} s after launch"
-                        )
-                    stats.log_dict({**metrics, **_progress(learner)}, step)
-                    if step % tc.weights_publish_every_steps == 0:
-                        workers.publish(learner.weights(), step)
-                    if step % tc.checkpoint_every_steps == 0:
-                        _save(stats, learner, with_buffer=step % tc.buffer_save_every_steps == 0)
-                    if evals is not None and step % cfg.eval.every_steps == 0:
-                        evals.start(learner.state_dict())
-                if evals is not None:
-                    evals.poll(stats, learner.counters)
-                if on_progress is not None and (snapshot := meter.snapshot(learner)) is not None:
-                    on_progress(snapshot)
+                pipeline.collect(timeout=0.0 if can_train else 0.25)
+                if can_train and pipeline.learn() == start_step + 1:
+                    on_start(
+                        f"first gradient step {time.monotonic() - launched:.1f} s after launch"
+                    )
+                pipeline.poll(on_progress)
             status = "KILLED" if stop.requested else "FINISHED"
         except NonFiniteLossError as err:
             diverged = err
         finally:
             # Reached on success, on a signal and on an error alike: stop self-play, then save
             # everything trained so far, so a restart by name loses nothing.
-            workers.stop()
-            if evals is not None:
-                if status == "FINISHED" and evals.pending_step is not None:
-                    on_start(
-                        f"waiting for the evaluation of step {evals.pending_step} (Ctrl-C skips it)"
-                    )
-                    evals.finish(stats, learner.counters, lambda: stop.requested)
-                evals.stop()
-            saved = _final_save(stats, learner, status, run.checkpoint_dir)
+            saved = pipeline.close(status, lambda: stop.requested, on_start)
     if diverged is not None:
         raise NonFiniteLossError(
             f"{diverged}; training stopped, and the newest checkpoint ({saved or 'none'}) holds "
             "the last finite weights: lower train.learning_rate or the loss weights, then resume"
         )
-    moves_per_s, samples_per_s = meter.rates()
+    moves_per_s, samples_per_s = pipeline.meter.rates()
     return TrainResult(
         run, start_step, learner.counters.step, stop.requested, saved, moves_per_s, samples_per_s
     )
+
+
+class _Pipeline:
+    """What the loop drives: the self-play workers, the learner, periodic evaluation, the
+    sidecar and the progress meter."""
+
+    def __init__(
+        self,
+        cfg: AlphaTriangleConfig,
+        run: RunContext,
+        stats: TrieyeClient,
+        learner: Learner,
+        workers: int,
+    ) -> None:
+        self.cfg, self.stats, self.learner = cfg, stats, learner
+        self.checkpoint_dir = run.checkpoint_dir
+        step, episodes = learner.counters.step, learner.counters.episodes
+        # Seeds depend on where the run stands, so a resumed run does not replay the same games.
+        self.workers = WorkerPool(run, cfg, workers, [cfg.train.seed, episodes])
+        self.workers.publish(learner.weights(), step)
+        save_best = functools.partial(_save_best, stats)
+        self.evals = PeriodicEval(cfg, save_best) if cfg.eval.every_steps else None
+        self.meter = Meter(step, cfg.train.max_steps)
+
+    def collect(self, timeout: float) -> None:
+        """Put finished episodes into the buffer (waiting up to ``timeout`` s for one)."""
+        for record in self.workers.collect(timeout):
+            self.learner.add_episode(record)
+            self.meter.episode(record)
+
+    def learn(self) -> int:
+        """One gradient step, then what falls due at its step: metrics, publishing weights,
+        a checkpoint, an evaluation. Returns the step."""
+        tc, learner = self.cfg.train, self.learner
+        metrics = learner.step(learner.buffer.sample(tc.batch_size))
+        step = learner.counters.step
+        self.meter.trained(tc.batch_size, metrics)
+        self.stats.log_dict({**metrics, **_progress(learner)}, step)
+        if step % tc.weights_publish_every_steps == 0:
+            self.workers.publish(learner.weights(), step)
+        if step % tc.checkpoint_every_steps == 0:
+            _save(self.stats, learner, with_buffer=step % tc.buffer_save_every_steps == 0)
+        if self.evals is not None and step % self.cfg.eval.every_steps == 0:
+            self.evals.start(learner.state_dict())
+        return step
+
+    def poll(self, on_progress: Callable[[Snapshot], None] | None) -> None:
+        """Take a finished evaluation; show progress."""
+        if self.evals is not None:
+            self.evals.poll(self.stats, self.learner.counters)
+        if on_progress is not None and (snapshot := self.meter.snapshot(self.learner)):
+            on_progress(snapshot)
+
+    def close(
+        self, status: str, stopping: Callable[[], bool], on_start: Callable[[str], None]
+    ) -> Path | None:
+        """Stop self-play, let a finished run's evaluation in flight report (unless
+        ``stopping()``), then save the final checkpoint: its path, or None if it failed."""
+        self.workers.stop()
+        if self.evals is not None:
+            pending = self.evals.pending_step
+            if status == "FINISHED" and pending is not None:
+                on_start(f"waiting for the evaluation of step {pending} (Ctrl-C skips it)")
+                self.evals.finish(self.stats, self.learner.counters, stopping)
+            self.evals.stop()
+        return _final_save(self.stats, self.learner, status, self.checkpoint_dir)
 
 
 def worker_count(tc: TrainConfig) -> int:

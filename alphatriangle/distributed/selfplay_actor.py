@@ -13,11 +13,8 @@ import torch
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.search import NetworkEvaluator
-from alphatriangle.core.selfplay import EpisodeRecord, play_episode
+from alphatriangle.core.selfplay import TRAINING_SEED_FLOOR, EpisodeRecord, play_episode
 from trieye import RunContext, connect
-
-TRAINING_SEED_FLOOR = 1 << 20
-"""Training games use seeds at or above this, so low seeds stay held out for evaluation."""
 
 
 @ray.remote(num_cpus=1, max_restarts=0)

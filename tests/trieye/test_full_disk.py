@@ -100,5 +100,8 @@ def test_a_full_disk_holds_metrics_and_fails_saves_until_space_returns(small_dis
         assert [m.step for m in mlflow.get_metric_history(run_id, name)] == list(range(45))
     steps = [step for step, _ in tensorboard_scalars(ctx.tensorboard_dir, NAMES[-1])]
     assert sorted(set(steps)) == list(range(45)), steps
+    log = (ctx.log_dir / "trieye.log").read_text()
+    assert "writing mlflow of run 'full' works again" in log
+    assert "writing tensorboard of run 'full' works again" in log
     loaded = trieye.read_checkpoint(ctx.checkpoint_dir)
     assert (loaded.step, loaded.state, loaded.warnings) == (44, {"x": 44}, [])

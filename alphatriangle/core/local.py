@@ -1,0 +1,40 @@
+"""Training in one process, without Ray: self-play episodes and gradient steps alternate.
+
+The pipeline (``alphatriangle.distributed``) is how runs train; this is the same learner and
+self-play in a plain loop, for learning checks that must not depend on the pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.learner import Learner
+from alphatriangle.core.search import NetworkEvaluator
+from alphatriangle.core.selfplay import TRAINING_SEED_FLOOR, play_episode
+
+
+def train_locally(
+    cfg: AlphaTriangleConfig,
+    seconds: float,
+    report: Callable[[Learner, dict[str, float]], None] | None = None,
+) -> Learner:
+    """Alternate self-play episodes (with the learner's current network) and gradient steps,
+    ``replay_ratio`` samples trained per sample generated, for ``seconds`` or until
+    ``train.max_steps``. ``report(learner, last_metrics)`` is called after every episode."""
+    tc = cfg.train
+    learner = Learner(cfg)
+    evaluator = NetworkEvaluator(learner.model)
+    deadline = time.perf_counter() + seconds
+    metrics: dict[str, float] = {}
+    while time.perf_counter() < deadline and learner.counters.step < tc.max_steps:
+        learner.model.eval()
+        seed = TRAINING_SEED_FLOOR + tc.seed * 1_000_003 + learner.counters.episodes
+        learner.add_episode(play_episode(evaluator, cfg.mcts, seed))
+        while learner.can_train() and learner.counters.step < tc.max_steps:
+            metrics = learner.step(learner.buffer.sample(tc.batch_size))
+        if report is not None:
+            report(learner, metrics)
+    learner.model.eval()
+    return learner

@@ -1,0 +1,173 @@
+"""Hostile run folders, a full disk and a diverging loss, with the real CLI and real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alphatriangle.distributed.run import run_context
+from tests.cli import (
+    assert_mlflow_clean,
+    manifest_steps,
+    ok,
+    run_cli,
+    start_cli,
+    tiny_config,
+    train_args,
+    wait_for,
+)
+from tests.files import code_running_pickle, forge_checkpoint, rewrite_buffer
+from trieye import read_checkpoint
+
+TINY = tiny_config(train={"checkpoint_every_steps": 2, "buffer_save_every_steps": 2})
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "tiny.toml").write_text(TINY)
+    return tmp_path
+
+
+def test_crafted_manifests_make_resume_neither_load_nor_delete_outside_the_run(
+    workdir: Path,
+) -> None:
+    base = train_args("--run-name", "evil")
+    ok(run_cli(workdir, *base, "--max-steps", "4"))
+    ctx = run_context("evil", workdir / "data")
+    victim = workdir / "victim.pt"
+    newest = ctx.checkpoint_dir / f"ckpt_{manifest_steps(ctx.checkpoint_dir)[-1]:012d}.pt"
+    shutil.copy(newest, victim)  # same bytes: its size and sha256 verify
+    manifest = json.loads(newest.with_suffix(".json").read_text())
+    outside = os.path.relpath(victim, ctx.checkpoint_dir)
+    for step in (0, 999):  # the oldest one is pruned, the newest one is loaded first
+        crafted = {**manifest, "step": step, "file": outside}
+        (ctx.checkpoint_dir / f"ckpt_{step:012d}.json").write_text(json.dumps(crafted))
+    marker = workdir / "code-ran"
+    forged = forge_checkpoint(ctx.checkpoint_dir, 998, code_running_pickle(marker))
+
+    out = ok(run_cli(workdir, *base, "--max-steps", "12"))
+    assert f"names {outside!r}, which is not a file in {ctx.checkpoint_dir}" in out
+    assert f"warning: checkpoint {forged} is unusable (cannot be loaded" in out
+    assert f"resumed 'evil' at step 4 from {newest}" in out
+    assert victim.exists(), "pruning deleted a file outside the run"
+    assert not marker.exists(), "loading a checkpoint ran code"
+    assert not (ctx.checkpoint_dir / "ckpt_000000000000.json").exists()  # pruned: its own name
+
+
+def test_a_non_finite_loss_stops_the_run_with_one_line_and_saves_no_bad_checkpoint(
+    workdir: Path,
+) -> None:
+    base = train_args("--run-name", "nf")
+    ok(run_cli(workdir, *base, "--max-steps", "4"))
+    ctx = run_context("nf", workdir / "data")
+    # A value target of float32's largest magnitude: the squared error overflows to inf.
+    [newest_buffer] = sorted(ctx.buffer_dir.glob("*.npz"))[-1:]
+    with np.load(newest_buffer) as archive:
+        targets = archive["value_target"]
+    rewrite_buffer(newest_buffer, value_target=np.full_like(targets, 3e38))
+
+    result = run_cli(workdir, *base, "--max-steps", "40")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    [error] = [line for line in result.stdout.splitlines() if line.startswith("error:")]
+    assert "error: step 5: non-finite loss" in error
+    assert "holds the last finite weights" in error
+    for path in ctx.checkpoint_dir.glob("*.pt"):
+        weights = read_checkpoint(ctx.checkpoint_dir, path).state["model"]
+        assert all(torch.isfinite(t).all() for t in weights.values()), path
+    assert manifest_steps(ctx.checkpoint_dir)[-1] == 4
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    for size in (1 << 16, 512):
+        try:
+            while True:
+                os.write(fd, b"\0" * size)
+        except OSError:
+            pass
+    os.close(fd)
+    return filler
+
+
+def test_a_full_disk_costs_saves_not_the_run(workdir: Path, small_disk: Path) -> None:
+    env_root = small_disk / "data"
+    env = {"ALPHATRIANGLE_DATA": str(env_root)}
+    proc = start_cli(workdir, *train_args("--run-name", "full", "--max-steps", "100000"), env=env)
+    ctx = run_context("full", env_root)
+    wait_for(lambda: len(manifest_steps(ctx.checkpoint_dir)) >= 2, proc)
+    filler = _fill(small_disk)
+    full_at = manifest_steps(ctx.checkpoint_dir)[-1]
+    try:
+        time.sleep(8)  # saves and metric writes fail meanwhile; training must go on
+        assert proc.poll() is None, proc.communicate()[0]
+    finally:
+        filler.unlink()
+    wait_for(lambda: manifest_steps(ctx.checkpoint_dir)[-1] > full_at + 10, proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "checkpoint save failed" in out
+    assert "Traceback" not in out
+    newest = manifest_steps(ctx.checkpoint_dir)[-1]
+    resumed = run_cli(
+        workdir, *train_args("--run-name", "full", "--max-steps", str(newest + 4)), env=env
+    )
+    assert f"resumed 'full' at step {newest} from" in ok(resumed)
+    assert_mlflow_clean(workdir, "full", root=env_root)
+
+
+INJECT = '''
+import sys
+if sys.argv[0].endswith("alphatriangle"):
+    from alphatriangle.core.learner import Learner
+    real_step = Learner.step
+
+    def step(self, batch):
+        if self.counters.step == 3:
+            raise ValueError("injected: a shape bug in the learner")
+        return real_step(self, batch)
+
+    Learner.step = step
+'''
+
+
+def test_a_bug_during_training_keeps_its_traceback_and_still_saves(workdir: Path) -> None:
+    # The real CLI with a fault injected at start-up (sitecustomize): production code is as is.
+    (workdir / "inject").mkdir()
+    (workdir / "inject" / "sitecustomize.py").write_text(INJECT)
+    env = {"PYTHONPATH": str(workdir / "inject")}
+    result = run_cli(workdir, *train_args("--run-name", "bug", "--max-steps", "50"), env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" in output
+    assert "ValueError: injected: a shape bug in the learner" in output
+    assert "error: injected" not in output  # not reported as bad input
+    ctx = run_context("bug", workdir / "data")
+    assert manifest_steps(ctx.checkpoint_dir)[-1] == 3  # the final save of the last step
