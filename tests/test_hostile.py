@@ -143,7 +143,7 @@ def test_a_full_disk_costs_saves_not_the_run(workdir: Path, small_disk: Path) ->
     assert_mlflow_clean(workdir, "full", root=env_root)
 
 
-INJECT = '''
+INJECT = """
 import sys
 if sys.argv[0].endswith("alphatriangle"):
     from alphatriangle.core.learner import Learner
@@ -155,7 +155,7 @@ if sys.argv[0].endswith("alphatriangle"):
         return real_step(self, batch)
 
     Learner.step = step
-'''
+"""
 
 
 def test_a_bug_during_training_keeps_its_traceback_and_still_saves(workdir: Path) -> None:
