@@ -345,4 +345,5 @@ def test_disk_errors_while_saving_are_reported_and_retried(workdir: Path) -> Non
     assert "finished 'ro' at step 400" in out
     steps = manifest_steps(ctx.checkpoint_dir)
     assert steps[-1] == 400
-    assert blocked_at < 400
+    # Checkpoints were saved again after the directory came back, before the final one.
+    assert any(step > blocked_at for step in steps[:-1]), (blocked_at, steps)

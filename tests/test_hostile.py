@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,13 @@ from tests.cli import (
     train_args,
     wait_for,
 )
-from tests.files import code_running_pickle, forge_checkpoint, rewrite_buffer
+from tests.files import (
+    code_running_pickle,
+    fill_disk,
+    forge_checkpoint,
+    rewrite_buffer,
+    small_disk,
+)
 from trieye import read_checkpoint
 
 TINY = tiny_config(train={"checkpoint_every_steps": 2, "buffer_save_every_steps": 2})
@@ -89,40 +94,18 @@ def test_a_non_finite_loss_stops_the_run_with_one_line_and_saves_no_bad_checkpoi
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+def disk(tmp_path: Path) -> Iterator[Path]:
+    with small_disk(tmp_path / "disk", "48m") as mounted:
+        yield mounted
 
 
-def _fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    for size in (1 << 16, 512):
-        try:
-            while True:
-                os.write(fd, b"\0" * size)
-        except OSError:
-            pass
-    os.close(fd)
-    return filler
-
-
-def test_a_full_disk_costs_saves_not_the_run(workdir: Path, small_disk: Path) -> None:
-    env_root = small_disk / "data"
+def test_a_full_disk_costs_saves_not_the_run(workdir: Path, disk: Path) -> None:
+    env_root = disk / "data"
     env = {"ALPHATRIANGLE_DATA": str(env_root)}
     proc = start_cli(workdir, *train_args("--run-name", "full", "--max-steps", "100000"), env=env)
     ctx = run_context("full", env_root)
     wait_for(lambda: len(manifest_steps(ctx.checkpoint_dir)) >= 2, proc)
-    filler = _fill(small_disk)
+    filler = fill_disk(disk)
     full_at = manifest_steps(ctx.checkpoint_dir)[-1]
     try:
         time.sleep(8)  # saves and metric writes fail meanwhile; training must go on

@@ -100,19 +100,27 @@ def train(
     with _one_line_errors():
         if address:
             _use_cluster_token()
-        from alphatriangle.app.progress import ProgressView
-        from alphatriangle.distributed.driver import train as run_training
         from alphatriangle.distributed.run import resolve_config, run_context
 
         name = datetime.now().strftime("run-%Y%m%d-%H%M%S") if run_name is None else run_name
         run = run_context(name, data_dir)
         cfg = resolve_config(run, config, max_steps=max_steps, workers=workers, seed=seed)
-        _print_ui_commands(run)
+        # Ray and torch only once the input is known to be good: bad input fails in a second.
+        from alphatriangle.app.progress import ProgressView
+        from alphatriangle.distributed.driver import train as run_training
+
         view = ProgressView(console)
+        started = False
+
+        def say(message: str) -> None:
+            nonlocal started
+            if not started:  # the run has started: nothing left to refuse
+                started = True
+                _print_ui_commands(run)
+            view.say(message)
+
         with view:
-            result = run_training(
-                cfg, run, address=address, on_start=view.say, on_progress=view.show
-            )
+            result = run_training(cfg, run, address=address, on_start=say, on_progress=view.show)
     how = "stopped" if result.stopped_by_signal else "finished"
     console.print(
         f"{how} {run.run_name!r} at step {result.final_step} "

@@ -3,13 +3,15 @@ replay) and the value targets it stores."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from alphatriangle.core.selfplay import EpisodeRecord
+if TYPE_CHECKING:
+    from alphatriangle.core.selfplay import EpisodeRecord
 
 
 def value_targets(rewards: np.ndarray) -> np.ndarray:
@@ -29,6 +31,15 @@ def value_targets(rewards: np.ndarray) -> np.ndarray:
     if rewards.ndim != 1:
         raise ValueError(f"rewards must be 1-D [T], got shape {rewards.shape}")
     return np.cumsum(rewards[::-1])[::-1].astype(np.float32)
+
+
+def buffer_bytes(
+    capacity: int, grid_shape: tuple[int, ...], other_dim: int, action_dim: int, prioritized: bool
+) -> int:
+    """Bytes a ``ReplayBuffer`` of these sizes allocates (its arrays and, when prioritized, its
+    sum tree of float64 with two nodes a leaf)."""
+    per_position = 2 * (math.prod(grid_shape) + other_dim + action_dim) + action_dim + 4
+    return capacity * (per_position + (32 if prioritized else 0))
 
 
 PRIORITY_EPS = 1e-3

@@ -295,18 +295,6 @@ def new_buffer(cfg: AlphaTriangleConfig) -> ReplayBuffer:
     )
 
 
-def new_buffer_bytes(cfg: AlphaTriangleConfig) -> int:
-    """Bytes ``new_buffer(cfg)`` allocates (its arrays; the sum tree when prioritized)."""
-    spec = feature_spec()
-    per_position = (
-        2 * (math.prod(spec.grid_shape) + spec.other_dim + spec.action_dim)  # float16
-        + spec.action_dim  # bool mask
-        + 4  # float32 value target
-        + (32 if cfg.train.prioritized_replay else 0)  # sum tree, float64, 2 nodes a leaf
-    )
-    return per_position * cfg.train.buffer_capacity
-
-
 def _on_cpu(value: Any) -> Any:
     """``value`` with every tensor in it on the CPU (a no-op for a CPU learner)."""
     if isinstance(value, torch.Tensor):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from alphatriangle.core.buffer import buffer_bytes
 from alphatriangle.core.config import AlphaTriangleConfig
-from alphatriangle.core.learner import new_buffer_bytes
+from alphatriangle.core.features import feature_spec
 from alphatriangle.errors import ConfigError, UsageError
 from trieye import InvalidRunName, RunContext
 
@@ -70,7 +71,10 @@ def resolve_config(
 def _check_memory(cfg: AlphaTriangleConfig) -> None:
     """Refuse a replay buffer that cannot fit in this machine's memory, before anything starts
     (numpy would fail with "array is too big", or the OS kill the trainer hours later)."""
-    needed = new_buffer_bytes(cfg)
+    spec, tc = feature_spec(), cfg.train
+    needed = buffer_bytes(
+        tc.buffer_capacity, spec.grid_shape, spec.other_dim, spec.action_dim, tc.prioritized_replay
+    )
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if needed > total:
         raise ConfigError(

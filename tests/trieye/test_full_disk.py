@@ -3,8 +3,6 @@ files stay consistent once space returns."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import ray
 from mlflow import MlflowClient
 
 import trieye
+from tests.files import fill_disk, small_disk
 from trieye import MetricSpec, RunContext, TrieyeConfig
 
 from .conftest import tensorboard_scalars
@@ -28,36 +27,9 @@ CONFIG = TrieyeConfig(
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Write a file until the disk refuses more; returns it (delete it to free the space)."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError:
-        pass
-    try:
-        while True:
-            os.write(fd, b"\0" * 512)
-    except OSError:
-        pass
-    os.close(fd)
-    return filler
+def disk(tmp_path: Path) -> Iterator[Path]:
+    with small_disk(tmp_path / "disk", "24m") as mounted:
+        yield mounted
 
 
 def log_steps(client: trieye.TrieyeClient, steps: range) -> None:
@@ -68,14 +40,14 @@ def log_steps(client: trieye.TrieyeClient, steps: range) -> None:
         client.flush()
 
 
-def test_a_full_disk_holds_metrics_and_fails_saves_until_space_returns(small_disk: Path) -> None:
-    ctx = RunContext(root_dir=small_disk, app_name="app", run_name="full")
+def test_a_full_disk_holds_metrics_and_fails_saves_until_space_returns(disk: Path) -> None:
+    ctx = RunContext(root_dir=disk, app_name="app", run_name="full")
     trieye.start_actor(ctx, CONFIG)
     client = trieye.connect(ctx)
     log_steps(client, range(0, 5))
     assert client.saved_path(client.save_checkpoint(4, {"x": 4})).exists()
 
-    filler = fill(small_disk)
+    filler = fill_disk(disk)
     log_steps(client, range(5, 40))  # no exception: the sidecar holds what it cannot write
     held = client.run_info()["held_points"]
     assert held.get("mlflow", 0) > 0, held

@@ -234,11 +234,15 @@ def test_step_cadence_flushes_when_the_step_advances(tmp_path: Path) -> None:
     assert not ctx.run_json.exists()  # 4 steps since the start: nothing written yet
     client.log("x", 5.0, 11)
     deadline = time.monotonic() + 30
-    while not ctx.run_json.exists():
+    while not ctx.run_json.exists():  # the MLflow run is created, then its points written
         assert time.monotonic() < deadline, "the step cadence never flushed"
         time.sleep(0.1)
     mlflow = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
-    [point] = mlflow.get_metric_history(client.run_info()["mlflow_run_id"], "x")
+    run_id = client.run_info()["mlflow_run_id"]
+    while not (history := mlflow.get_metric_history(run_id, "x")):
+        assert time.monotonic() < deadline, "the flushed point never reached MLflow"
+        time.sleep(0.1)
+    [point] = history
     assert (point.step, point.value) == (11, 3.0)
     client.shutdown_actor()
 
