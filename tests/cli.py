@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -65,18 +68,64 @@ def run_cli(
     )
 
 
-def start_cli(
-    workdir: Path, *args: str, env: Mapping[str, str] | None = None
-) -> subprocess.Popen[str]:
-    """The CLI running in the background, stdout and stderr together."""
-    return subprocess.Popen(
-        [CLI, *args],
-        cwd=workdir,
-        env=cli_env(workdir, env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+class Background:
+    """The CLI running in the background; its output (stdout and stderr together) is read as
+    it comes, so a test can wait for a line instead of sleeping."""
+
+    def __init__(self, workdir: Path, args: tuple[str, ...], env: Mapping[str, str] | None):
+        self.proc = subprocess.Popen(
+            [CLI, *args],
+            cwd=workdir,
+            env=cli_env(workdir, env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def wait_output(self, pattern: str, seconds: float = 180) -> re.Match[str]:
+        """The first match of regex ``pattern`` in the output, waited for while it runs."""
+        deadline = time.monotonic() + seconds
+        while not (match := re.search(pattern, self.output())):
+            assert self.alive(), f"exited before printing {pattern!r}:\n{self.output()}"
+            assert time.monotonic() < deadline, f"no {pattern!r} in:\n{self.output()}"
+            time.sleep(0.1)
+        return match
+
+    def finish(self, timeout: float = 120) -> str:
+        """Wait for it to exit; all it printed."""
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return self.output()
+
+
+def start_cli(workdir: Path, *args: str, env: Mapping[str, str] | None = None) -> Background:
+    """The CLI running in the background."""
+    return Background(workdir, args, env)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -84,15 +133,13 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def wait_for(
-    predicate: Callable[[], object], proc: subprocess.Popen[str], seconds: float = 180
-) -> None:
+def wait_for(predicate: Callable[[], object], proc: Background, seconds: float = 180) -> None:
     """Poll ``predicate`` while ``proc`` lives; fail with its output if it dies first."""
     deadline = time.monotonic() + seconds
     while not predicate():
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
+        assert proc.alive(), proc.finish()
+        assert time.monotonic() < deadline, f"timed out; output so far:\n{proc.output()}"
+        time.sleep(0.1)
 
 
 def manifest_steps(directory: Path) -> list[int]:
@@ -119,3 +166,11 @@ def assert_mlflow_clean(workdir: Path, name: str, root: Path | None = None) -> N
     for metric in runs[0].data.metrics:
         steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, metric)]
         assert steps == sorted(set(steps)), (metric, steps)
+
+
+def seed_tracking_store(workdir: Path, store: Path) -> None:
+    """Put a copy of the empty MLflow store ``store`` where the app's runs in ``workdir`` keep
+    theirs, as in a data root that already holds runs: creating one takes MLflow seconds."""
+    target = run_context("any", workdir / "data").mlflow_db
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(store, target)

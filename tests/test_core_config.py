@@ -7,7 +7,8 @@ import pytest
 
 from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig, ModelConfig, TrainConfig
 from alphatriangle.core.search import search_configuration
-from alphatriangle.errors import ConfigError
+from alphatriangle.distributed.run import worker_count
+from alphatriangle.errors import ConfigError, UsageError
 
 
 def test_defaults_are_valid_and_search_maps_fields() -> None:
@@ -74,3 +75,11 @@ def test_submodels_forbid_extra_fields() -> None:
     for model in (ModelConfig, MCTSConfig, TrainConfig):
         with pytest.raises(ValueError, match="extra"):
             model.model_validate({"not_a_field": 1})
+
+
+def test_worker_count_leaves_a_cpu_to_the_learner_and_refuses_more_than_the_cluster() -> None:
+    assert worker_count(TrainConfig(), cpus=8) == 7
+    assert worker_count(TrainConfig(), cpus=1) == 1
+    assert worker_count(TrainConfig(num_workers=3), cpus=3) == 3
+    with pytest.raises(UsageError, match=r"the Ray cluster has 3 CPUs .* use at most 3"):
+        worker_count(TrainConfig(num_workers=4), cpus=3)

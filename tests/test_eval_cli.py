@@ -12,16 +12,19 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from alphatriangle.distributed.run import run_context
-from tests.cli import manifest_steps, ok, run_cli, tiny_config, train_args
+from tests.cli import manifest_steps, ok, run_cli, seed_tracking_store, tiny_config, train_args
 from tests.files import code_running_pickle, forge_checkpoint
 
 TINY = {"train": {"checkpoint_every_steps": 4, "weights_publish_every_steps": 2}}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(tmp_path_factory: pytest.TempPathFactory, tracking_store: Path) -> Path:
+    # Its own run, not a copy of ``trained_run``: eval logs MLflow artifacts, which MLflow
+    # keeps under the absolute path of the store that created the run.
     workdir = tmp_path_factory.mktemp("evalrun")
     (workdir / "tiny.toml").write_text(tiny_config(**TINY))
+    seed_tracking_store(workdir, tracking_store)
     ok(run_cli(workdir, *train_args("--run-name", "ev", "--max-steps", "4")))
     return workdir
 
@@ -56,10 +59,10 @@ def test_eval_is_deterministic(trained: Path) -> None:
     ctx = run_context("ev", trained / "data")
     reports = []
     for _ in range(2):
-        args = ["eval", "--run-name", "ev", "--seeds", "20:22", "--sims", "8", "--no-baselines"]
+        args = ["eval", "--run-name", "ev", "--seeds", "20:21", "--sims", "8", "--no-baselines"]
         result = run_cli(trained, *args)
         assert result.returncode == 0, result.stdout + result.stderr
-        [path] = ctx.eval_dir.glob("*seeds20-21*.json")
+        [path] = ctx.eval_dir.glob("*seeds20-20*.json")
         reports.append(json.loads(path.read_text())["players"])
     assert reports[0] == reports[1]
 
@@ -121,13 +124,13 @@ def test_eval_of_a_missing_run_is_refused(trained: Path) -> None:
 
 
 def test_periodic_evaluation_logs_eval_metrics_and_keeps_the_best_checkpoint(
-    tmp_path: Path,
+    workdir: Path,
 ) -> None:
-    (tmp_path / "tiny.toml").write_text(
+    (workdir / "tiny.toml").write_text(
         tiny_config(**TINY, eval={"every_steps": 3, "games": 2, "simulations": 4})
     )
-    ok(run_cli(tmp_path, *train_args("--run-name", "pe", "--max-steps", "40")))
-    ctx = run_context("pe", tmp_path / "data")
+    ok(run_cli(workdir, *train_args("--run-name", "pe", "--max-steps", "15")))
+    ctx = run_context("pe", workdir / "data")
     run_id = json.loads(ctx.run_json.read_text())["mlflow_run_id"]
     client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
     history = client.get_metric_history(run_id, "eval/score_mean")
@@ -145,7 +148,7 @@ def test_periodic_evaluation_logs_eval_metrics_and_keeps_the_best_checkpoint(
     assert max(by_step, key=lambda p: p.value).step == best_step
 
     result = run_cli(
-        tmp_path,
+        workdir,
         "eval",
         "--run-name",
         "pe",

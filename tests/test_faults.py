@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.exceptions import MlflowException
 
 from alphatriangle.distributed.run import run_context
 from tests.cli import (
@@ -27,8 +28,7 @@ from tests.cli import (
     train_args,
     wait_for,
 )
-
-TINY = tiny_config(train={"checkpoint_every_steps": 2, "buffer_save_every_steps": 2})
+from tests.conftest import TINY, TRAINED, copy_trained
 
 
 def _descendants(root: int) -> dict[int, str]:
@@ -61,12 +61,6 @@ def _kill_all(pids: object) -> None:
             os.kill(int(pid), signal.SIGKILL)
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "tiny.toml").write_text(TINY)
-    return tmp_path
-
-
 def test_kill_9_of_the_driver_then_restart_resumes_from_the_last_complete_checkpoint(
     workdir: Path,
 ) -> None:
@@ -77,7 +71,7 @@ def test_kill_9_of_the_driver_then_restart_resumes_from_the_last_complete_checkp
     time.sleep(random.uniform(0.0, 2.0))
     ray_processes = _descendants(proc.pid)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc.finish(timeout=30)
     # A driver killed with SIGKILL leaves some of its Ray helper processes behind.
     _kill_all(ray_processes)
     # It recorded RUNNING and never got to say otherwise; `runs` checks the lock.
@@ -97,16 +91,21 @@ def test_kill_9_of_the_driver_then_restart_resumes_from_the_last_complete_checkp
 
 
 def test_a_killed_self_play_worker_is_replaced_and_training_goes_on(workdir: Path) -> None:
-    proc = start_cli(workdir, *train_args("--run-name", "wk", "--max-steps", "200"))
+    proc = start_cli(workdir, *train_args("--run-name", "wk"))
     ctx = run_context("wk", workdir / "data")
     wait_for(lambda: len(manifest_steps(ctx.checkpoint_dir)) >= 1, proc)
     pids = [pid for pid, cmd in _descendants(proc.pid).items() if "ray::SelfPlayWorker" in cmd]
     assert pids, _descendants(proc.pid)
     os.kill(int(pids[0]), signal.SIGKILL)
-    out, _ = proc.communicate(timeout=240)
+    proc.wait_output("starting a replacement")
+    killed_at = manifest_steps(ctx.checkpoint_dir)[-1]
+    # The replay ratio lets the learner step only on new positions, and the only worker is the
+    # replacement: steps going on means it plays.
+    wait_for(lambda: manifest_steps(ctx.checkpoint_dir)[-1] >= killed_at + 6, proc)
+    proc.send_signal(signal.SIGINT)
+    out = proc.finish()
     assert proc.returncode == 0, out
-    assert "starting a replacement" in out
-    assert "finished 'wk' at step 200" in out
+    assert re.search(r"stopped 'wk' at step \d+", out), out
     assert_mlflow_clean(workdir, "wk")
 
 
@@ -119,7 +118,7 @@ def test_a_killed_evaluation_worker_is_restarted_and_its_evaluation_redone(
             eval={"every_steps": 2, "simulations": 32},
         )
     )
-    proc = start_cli(workdir, *train_args("--run-name", "ek", "--max-steps", "300"))
+    proc = start_cli(workdir, *train_args("--run-name", "ek"))
 
     def evaluating() -> list[int]:
         # Ray titles an actor's process ``ray::Class.method`` while the method runs.
@@ -129,18 +128,27 @@ def test_a_killed_evaluation_worker_is_restarted_and_its_evaluation_redone(
     # The first evaluation (of step 2) takes seconds: this kill lands inside it.
     wait_for(evaluating, proc)
     os.kill(evaluating()[0], signal.SIGKILL)
-    out, _ = proc.communicate(timeout=240)
+    wait_for(lambda: _logged_steps(workdir, "ek", "eval/score_mean"), proc)
+    proc.send_signal(signal.SIGINT)
+    out = proc.finish()
     assert proc.returncode == 0, out
-    assert "finished 'ek' at step 300" in out
     assert not re.search(r"evaluation of step \d+ failed", out), out
     steps = metric_steps(workdir, "ek", "eval/score_mean")
     assert steps[0] == 2, (steps, out)
 
 
+def _logged_steps(workdir: Path, name: str, metric: str) -> list[int]:
+    """``metric_steps`` of a run that may not have written its first points yet."""
+    try:
+        return metric_steps(workdir, name, metric)
+    except (FileNotFoundError, MlflowException):
+        return []
+
+
 def test_a_sidecar_dead_for_good_ends_the_run_with_one_line_and_it_resumes(
     workdir: Path,
 ) -> None:
-    proc = start_cli(workdir, *train_args("--run-name", "sd", "--max-steps", "5000"))
+    proc = start_cli(workdir, *train_args("--run-name", "sd"))
     ctx = run_context("sd", workdir / "data")
     wait_for(lambda: len(manifest_steps(ctx.checkpoint_dir)) >= 1, proc)
 
@@ -154,7 +162,7 @@ def test_a_sidecar_dead_for_good_ends_the_run_with_one_line_and_it_resumes(
         pid = next(p for p in sidecar() if p not in killed)
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
-    out, _ = proc.communicate(timeout=120)
+    out = proc.finish()
     assert proc.returncode == 1, out
     assert "Traceback" not in out
     assert re.search(r"error: the trieye actor .* died and will not be restarted", out), out
@@ -169,43 +177,30 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-def test_a_truncated_newest_buffer_or_checkpoint_falls_back_with_a_warning(workdir: Path) -> None:
-    base = train_args("--run-name", "cor")
-    result = run_cli(workdir, *base, "--max-steps", "6")
-    assert result.returncode == 0, result.stdout + result.stderr
-    ctx = run_context("cor", workdir / "data")
+def test_a_truncated_newest_buffer_or_checkpoint_falls_back_with_a_warning(
+    workdir: Path, trained_run: Path
+) -> None:
+    copy_trained(trained_run, workdir)
+    base = train_args("--run-name", TRAINED)
+    ctx = run_context(TRAINED, workdir / "data")
 
     newest_buf = sorted(ctx.buffer_dir.glob("*.npz"))[-1]
     _truncate(newest_buf)
     older_buf = manifest_steps(ctx.buffer_dir)[-2]
-    result = run_cli(workdir, *base, "--max-steps", "8")
+    result = run_cli(workdir, *base, "--max-steps", "6")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "resumed 'cor' at step 6 from" in result.stdout
+    assert f"resumed '{TRAINED}' at step 4 from" in result.stdout
     assert f"positions from step {older_buf})" in result.stdout
     assert f"warning: buffer snapshot {newest_buf} is unusable" in result.stdout
 
     newest_ckpt = sorted(ctx.checkpoint_dir.glob("*.pt"))[-1]
     _truncate(newest_ckpt)
     previous = manifest_steps(ctx.checkpoint_dir)[-2]
-    result = run_cli(workdir, *base, "--max-steps", "10")
+    result = run_cli(workdir, *base, "--max-steps", "8")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"resumed 'cor' at step {previous} from" in result.stdout
+    assert f"resumed '{TRAINED}' at step {previous} from" in result.stdout
     assert f"warning: checkpoint {newest_ckpt} is unusable" in result.stdout
-    assert_mlflow_clean(workdir, "cor")
-
-
-def test_a_second_trainer_of_the_same_run_is_refused(workdir: Path) -> None:
-    first = start_cli(workdir, *train_args("--run-name", "dup"))
-    ctx = run_context("dup", workdir / "data")
-    wait_for(lambda: len(manifest_steps(ctx.checkpoint_dir)) >= 1, first)
-    second = run_cli(workdir, "train", "--config", "tiny.toml", "--run-name", "dup")
-    assert second.returncode == 2
-    assert f"already being trained by process {first.pid}" in second.stdout
-    assert "Traceback" not in second.stdout + second.stderr
-    assert f"RUNNING (pid {first.pid})" in run_cli(workdir, "runs").stdout
-    first.send_signal(signal.SIGINT)
-    out, _ = first.communicate(timeout=60)
-    assert first.returncode == 0, out
+    assert_mlflow_clean(workdir, TRAINED)
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, float]]:
@@ -235,7 +230,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, float]]:
         (["--config", "c.yaml"], {"c.yaml": "a: 1"}, "use .toml or .json"),
         (["--config", "missing.toml"], {}, "does not exist"),
         (
-            ["--run-name", "good", "--config", "big.toml"],
+            ["--run-name", TRAINED, "--config", "big.toml"],
             {"big.toml": "[model]\nchannels = 48\n"},
             "use a new --run-name",
         ),
@@ -319,31 +314,31 @@ def test_bad_input_is_refused_with_one_line_and_changes_nothing(
 
 
 @pytest.fixture(scope="module")
-def existing_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished run named "good" (default network) to check that bad input leaves it alone."""
+def existing_run(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> Path:
+    """A copy of the finished run ``TRAINED``, to check that bad input leaves it alone."""
     workdir = tmp_path_factory.mktemp("badinput")
     (workdir / "tiny.toml").write_text(TINY)
-    ok(run_cli(workdir, *train_args("--run-name", "good", "--max-steps", "2")))
+    copy_trained(trained_run, workdir)
     return workdir
 
 
 @pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr to make a dir read-only")
 def test_disk_errors_while_saving_are_reported_and_retried(workdir: Path) -> None:
-    proc = start_cli(workdir, *train_args("--run-name", "ro", "--max-steps", "400"))
+    proc = start_cli(workdir, *train_args("--run-name", "ro"))
     ctx = run_context("ro", workdir / "data")
     wait_for(lambda: len(manifest_steps(ctx.checkpoint_dir)) >= 1, proc)
     # Root ignores permission bits; the immutable flag makes the directory really read-only.
     subprocess.run(["chattr", "+i", str(ctx.checkpoint_dir)], check=True)
     try:
         blocked_at = manifest_steps(ctx.checkpoint_dir)[-1]
-        time.sleep(3)
+        proc.wait_output("checkpoint save failed")
     finally:
         subprocess.run(["chattr", "-i", str(ctx.checkpoint_dir)], check=True)
-    out, _ = proc.communicate(timeout=240)
+    # Saved again once the directory came back, while training went on.
+    wait_for(lambda: manifest_steps(ctx.checkpoint_dir)[-1] > blocked_at + 2, proc)
+    proc.send_signal(signal.SIGINT)
+    out = proc.finish()
     assert proc.returncode == 0, out
-    assert "checkpoint save failed" in out
-    assert "finished 'ro' at step 400" in out
-    steps = manifest_steps(ctx.checkpoint_dir)
-    assert steps[-1] == 400
-    # Checkpoints were saved again after the directory came back, before the final one.
-    assert any(step > blocked_at for step in steps[:-1]), (blocked_at, steps)
+    final = re.search(r"stopped 'ro' at step (\d+)", out)
+    assert final, out
+    assert manifest_steps(ctx.checkpoint_dir)[-1] == int(final.group(1))

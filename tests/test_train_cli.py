@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,18 +29,12 @@ from tests.cli import (
     ok,
     run_cli,
     start_cli,
-    tiny_config,
     train_args,
     wait_for,
 )
+from tests.conftest import TRAINED, copy_trained
 
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "tiny.toml").write_text(tiny_config())
-    return tmp_path
 
 
 def _train(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -69,49 +64,58 @@ def _assert_strictly_increasing(steps: list[int]) -> None:
     assert all(a < b for a, b in itertools.pairwise(steps)), steps
 
 
-def test_train_smoke_then_resume_by_name(workdir: Path) -> None:
-    out = ok(_train(workdir, "--run-name", "smoke", "--max-steps", "10"))
-    assert "new run 'smoke'" in out
-    assert "mlflow ui --backend-store-uri sqlite:///" in out
-    assert "tensorboard --logdir" in out
-    ctx = run_context("smoke", workdir / "data")
-    assert sorted(p.name for p in ctx.checkpoint_dir.glob("*.pt"))[-1].endswith("10.pt")
+def test_a_new_run_logs_to_every_sink_then_resumes_by_name(
+    workdir: Path, trained_run: Path
+) -> None:
+    first = (trained_run / "train.out").read_text()
+    assert f"new run '{TRAINED}'" in first
+    assert "mlflow ui --backend-store-uri sqlite:///" in first
+    assert "tensorboard --logdir" in first
+    copy_trained(trained_run, workdir)
+    ctx = run_context(TRAINED, workdir / "data")
+    assert sorted(p.name for p in ctx.checkpoint_dir.glob("*.pt"))[-1].endswith("4.pt")
     saved_size = _buffer_size(ctx.run_dir)
     assert saved_size > 0
-    events = list(ctx.tensorboard_dir.glob("events.out.tfevents.*"))
-    assert events
     acc = EventAccumulator(str(ctx.tensorboard_dir))
     acc.Reload()
     assert "loss/policy" in acc.Tags()["scalars"]
-    [mlrun] = _mlflow_runs(workdir, "smoke")
+    [mlrun] = _mlflow_runs(workdir, TRAINED)
     run_id = mlrun.info.run_id  # type: ignore[attr-defined]
     metrics = mlrun.data.metrics  # type: ignore[attr-defined]
     for name in ("loss/policy", "loss/value", "episode/score", "episode/length", "buffer/size"):
         assert name in metrics, sorted(metrics)
 
-    out = ok(_train(workdir, "--run-name", "smoke", "--max-steps", "20"))
-    match = re.search(r"resumed 'smoke' at step (\d+) from (\S+) \(buffer (\d+) positions", out)
+    out = ok(_train(workdir, "--run-name", TRAINED, "--max-steps", "8"))
+    match = re.search(
+        rf"resumed '{TRAINED}' at step (\d+) from (\S+) \(buffer (\d+) positions", out
+    )
     assert match, out
-    assert int(match.group(1)) == 10
+    assert int(match.group(1)) == 4
     assert int(match.group(3)) == saved_size
-    [again] = _mlflow_runs(workdir, "smoke")
+    [again] = _mlflow_runs(workdir, TRAINED)
     assert again.info.run_id == run_id  # type: ignore[attr-defined]
     for metric in ("loss/policy", "episode/score", "buffer/size"):
-        steps = metric_steps(workdir, "smoke", metric)
+        steps = metric_steps(workdir, TRAINED, metric)
         _assert_strictly_increasing(steps)
-    assert max(metric_steps(workdir, "smoke", "loss/policy")) == 20
+    assert max(metric_steps(workdir, TRAINED, "loss/policy")) == 8
     assert json.loads(ctx.run_json.read_text())["status"] == "FINISHED"
     listing = ok(run_cli(workdir, "runs"))
-    assert re.search(r"smoke +│ FINISHED +│ 20 ", listing), listing
+    assert re.search(rf"{TRAINED} +│ FINISHED +│ 8 ", listing), listing
 
 
-def test_sigint_saves_and_next_start_resumes(workdir: Path) -> None:
+def test_a_second_trainer_is_refused_and_sigint_saves_for_the_next_start(workdir: Path) -> None:
     proc = start_cli(workdir, *train_args("--run-name", "sig"))
     ctx = run_context("sig", workdir / "data")
     wait_for(lambda: manifest_steps(ctx.checkpoint_dir), proc)
+    second = run_cli(workdir, "train", "--config", "tiny.toml", "--run-name", "sig")
+    assert second.returncode == 2
+    assert f"already being trained by process {proc.pid}" in second.stdout
+    assert "Traceback" not in second.stdout + second.stderr
+    assert f"RUNNING (pid {proc.pid})" in run_cli(workdir, "runs").stdout
+
     proc.send_signal(signal.SIGINT)
     start = time.monotonic()
-    out, _ = proc.communicate(timeout=60)
+    out = proc.finish(timeout=60)
     assert proc.returncode == 0, out
     assert time.monotonic() - start < 30
     final = re.search(r"stopped 'sig' at step (\d+)", out)
@@ -130,14 +134,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ray_head() -> Iterator[str]:
     """A Ray head on loopback with its own temp dir, stopped (and only it) afterwards."""
-    temp_dir = tmp_path_factory.mktemp("rayhead")
+    # Short: Ray's socket paths inside it must fit in 107 bytes (pytest's tmp paths may not).
+    temp_dir = Path(tempfile.mkdtemp(prefix="rayhead"))
     port = _free_port()
     # Ray replaces 127.0.0.1 by the machine's outward address; another loopback address
     # keeps the whole cluster on loopback.
     address = f"127.0.0.2:{port}"
-    subprocess.run(
+    started = subprocess.run(
         [
             RAY,
             "start",
@@ -149,30 +154,38 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--include-dashboard=false",
             "--disable-usage-stats",
         ],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=120,
     )
+    assert started.returncode == 0, started.stdout + started.stderr
     try:
         yield address
     finally:
         # `ray stop` would end every Ray on the machine; stop only this head's processes
         # (gcs_server may ignore SIGTERM while shutting down, hence the SIGKILL after it).
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            found = subprocess.run(["pgrep", "-f", str(temp_dir)], capture_output=True, text=True)
-            for pid in found.stdout.split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), sig)
-            time.sleep(3)
+            deadline = time.monotonic() + 5
+            while (pids := _head_pids(temp_dir)) and time.monotonic() < deadline:
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, sig)
+                time.sleep(0.2)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_train_on_an_existing_cluster_continues_by_name(workdir: Path, ray_head: str) -> None:
-    out = ok(_train(workdir, "--run-name", "cl", "--max-steps", "6", "--address", ray_head))
-    assert "new run 'cl'" in out
-    out = ok(_train(workdir, "--run-name", "cl", "--max-steps", "12", "--address", ray_head))
-    assert "resumed 'cl' at step 6" in out
-    _mlflow_runs(workdir, "cl")  # exactly one MLflow run for both sessions
-    steps = metric_steps(workdir, "cl", "loss/policy")
+def _head_pids(temp_dir: Path) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", str(temp_dir)], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_train_on_an_existing_cluster_continues_by_name(
+    workdir: Path, trained_run: Path, ray_head: str
+) -> None:
+    copy_trained(trained_run, workdir)
+    out = ok(_train(workdir, "--run-name", TRAINED, "--max-steps", "8", "--address", ray_head))
+    assert f"resumed '{TRAINED}' at step 4" in out
+    assert len(_mlflow_runs(workdir, TRAINED)) == 1  # one MLflow run for both sessions
+    steps = metric_steps(workdir, TRAINED, "loss/policy")
     _assert_strictly_increasing(steps)
-    assert steps[0] <= 6 < steps[-1] == 12, steps  # both sessions logged, up to the last step
+    assert steps[0] <= 4 < steps[-1] == 8, steps  # both sessions logged, up to the last step

@@ -75,6 +75,18 @@ def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _warm_up_mlflow(ctx: RunContext) -> None:
+    """Import MLflow and open (creating it if needed) the app's tracking store; the run's own
+    files are not touched. An error here surfaces again at the first real use."""
+    with contextlib.suppress(Exception):
+        from mlflow import MlflowClient
+
+        ctx.app_dir.mkdir(parents=True, exist_ok=True)
+        MlflowClient(tracking_uri=ctx.mlflow_tracking_uri).get_experiment_by_name(
+            ctx.experiment_name
+        )
+
+
 @ray.remote(concurrency_groups={"ingest": 1, "io": 1})  # type: ignore[call-overload]
 class TrieyeActor:
     """Aggregates events and owns the run's MLflow run, TensorBoard writer and files.
@@ -137,6 +149,10 @@ class TrieyeActor:
         self._stop = threading.Event()
         if restarted:
             self._continue_after_restart()
+        # MLflow takes seconds to import and to create its tracking store: done here, while the
+        # caller still sets up (actor creation does not wait for __init__), and before any other
+        # thread can import it (a concurrent first import of MLflow fails).
+        _warm_up_mlflow(ctx)
         self._writer = threading.Thread(target=self._writer_loop, name="trieye-writer", daemon=True)
         self._writer.start()
 

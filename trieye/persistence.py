@@ -276,12 +276,20 @@ class CheckpointStore:
         is_best: bool = False,
         sidecar_state: dict[str, Any] | None = None,
     ) -> Path:
-        """Write one checkpoint (and a buffer snapshot when given); return the checkpoint path."""
+        """Write one checkpoint (and a buffer snapshot when given); return the checkpoint path.
+
+        Saving a step again replaces its files, but a step once saved as best stays best: a
+        run's final save often falls on the step its last evaluation just kept as best.
+        """
         check_state(state)
         if buffer is not None:
             check_buffer(buffer)
             self._save_buffer(step, buffer)
         path = self.checkpoint_dir / f"ckpt_{step:012d}.pt"
+        is_best = is_best or any(
+            m["step"] == step and m.get("is_best") is True
+            for m in _read_manifests(self.checkpoint_dir, "ckpt", [])
+        )
         with atomic_open(path) as handle:
             torch.save(state, handle)
         size, sha = _digest(path)

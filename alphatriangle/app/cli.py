@@ -100,11 +100,13 @@ def train(
     with _one_line_errors():
         if address:
             _use_cluster_token()
-        from alphatriangle.distributed.run import resolve_config, run_context
+        from alphatriangle.distributed.run import resolve_config, run_context, worker_count
 
         name = datetime.now().strftime("run-%Y%m%d-%H%M%S") if run_name is None else run_name
         run = run_context(name, data_dir)
         cfg = resolve_config(run, config, max_steps=max_steps, workers=workers, seed=seed)
+        if not address:  # the local cluster gets this machine's CPUs: refuse before it starts
+            worker_count(cfg.train, os.cpu_count() or 1)
         # Ray and torch only once the input is known to be good: bad input fails in a second.
         from alphatriangle.app.progress import ProgressView
         from alphatriangle.distributed.driver import train as run_training

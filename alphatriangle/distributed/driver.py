@@ -19,12 +19,13 @@ import torch
 
 from alphatriangle import metric_names as m
 from alphatriangle.core.buffer import snapshot_problem
-from alphatriangle.core.config import AlphaTriangleConfig, TrainConfig
+from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.learner import Learner, state_problem, weight_shapes
 from alphatriangle.distributed.meter import Meter, Snapshot
 from alphatriangle.distributed.metrics import metric_config
 from alphatriangle.distributed.periodic_eval import PeriodicEval
 from alphatriangle.distributed.pool import WorkerPool
+from alphatriangle.distributed.run import worker_count
 from alphatriangle.distributed.runlock import RunLock
 from alphatriangle.errors import (
     FinalSaveError,
@@ -79,11 +80,13 @@ def train(
         _ray_session(address, run),
         _sidecar_loss_reported(run),
     ):
-        workers = worker_count(cfg.train)
+        cpus = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
+        workers = worker_count(cfg.train, cpus)
         atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
         start_actor(run, metric_config())
-        stats = connect(run)
+        # Built while the sidecar's process starts: both take seconds.
         learner = Learner(cfg, "cuda" if torch.cuda.is_available() else "cpu")
+        stats = connect(run)
         start_step = _resume(stats, learner, run, on_start)
         stats.set_status("RUNNING")
         pipeline = _Pipeline(cfg, run, stats, learner, workers)
@@ -180,23 +183,6 @@ class _Pipeline:
                 self.evals.finish(self.stats, self.learner.counters, stopping)
             self.evals.stop()
         return _final_save(self.stats, self.learner, status, self.checkpoint_dir)
-
-
-def worker_count(tc: TrainConfig) -> int:
-    """``num_workers``, or one per CPU Ray sees minus one for the learner, at least one.
-
-    Each self-play worker reserves a whole CPU, so more than the cluster has could never all
-    be scheduled: that is refused (``UsageError``) rather than left waiting.
-    """
-    cpus = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
-    if tc.num_workers is None:
-        return max(1, cpus - 1)
-    if tc.num_workers > cpus:
-        raise UsageError(
-            f"--workers / train.num_workers = {tc.num_workers}: the Ray cluster has {cpus} "
-            f"CPUs and each self-play worker takes one; use at most {cpus}"
-        )
-    return tc.num_workers
 
 
 def _progress(learner: Learner) -> dict[str, float]:

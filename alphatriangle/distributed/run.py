@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from alphatriangle.core.buffer import buffer_bytes
-from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.config import AlphaTriangleConfig, TrainConfig
 from alphatriangle.core.features import feature_spec
 from alphatriangle.errors import ConfigError, UsageError
 from trieye import InvalidRunName, RunContext
@@ -66,6 +66,23 @@ def resolve_config(
     )
     _check_memory(merged)
     return merged
+
+
+def worker_count(tc: TrainConfig, cpus: int) -> int:
+    """``num_workers``, or one per CPU of the cluster (``cpus``) minus one for the learner, at
+    least one.
+
+    Each self-play worker reserves a whole CPU, so more than the cluster has could never all
+    be scheduled: that is refused (``UsageError``) rather than left waiting.
+    """
+    if tc.num_workers is None:
+        return max(1, cpus - 1)
+    if tc.num_workers > cpus:
+        raise UsageError(
+            f"--workers / train.num_workers = {tc.num_workers}: the Ray cluster has {cpus} "
+            f"CPUs and each self-play worker takes one; use at most {cpus}"
+        )
+    return tc.num_workers
 
 
 def _check_memory(cfg: AlphaTriangleConfig) -> None:

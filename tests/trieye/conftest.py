@@ -1,3 +1,4 @@
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,14 +13,29 @@ def start_ray() -> None:
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
 
 
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    # ray.init takes seconds here: one Ray per test module, one data root per test.
-    start_ray()
-    try:
-        yield
-    finally:
+@pytest.fixture(scope="session")
+def _shared_ray() -> Iterator[None]:
+    yield
+    if ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_session(_shared_ray: None) -> None:
+    """A running Ray, shared by the tests that only need one (ray.init takes seconds here);
+    each test has its own data root. A test that restarts Ray (test_resume) shuts it down, and
+    the next test starts it again."""
+    if not ray.is_initialized():
+        start_ray()
+
+
+@pytest.fixture
+def root(tmp_path: Path, tracking_store: Path) -> Path:
+    """A data root whose MLflow store for app "app" exists already, as after an earlier run
+    (creating one takes MLflow seconds; the other tests' roots start empty)."""
+    (tmp_path / "app").mkdir()
+    shutil.copy(tracking_store, tmp_path / "app" / "mlflow.db")
+    return tmp_path
 
 
 def tensorboard_scalars(log_dir: Path, tag: str) -> list[tuple[int, float]]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.files import code_running_pickle, forge_checkpoint
-from trieye import CheckpointError, CheckpointStore
+from trieye import CheckpointError, CheckpointStore, read_checkpoint
 
 
 def training_state(seed: int) -> dict[str, Any]:
@@ -73,6 +73,19 @@ def test_keeps_last_k_plus_best_and_last_buffers(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "buf").glob("*.npz")) == [
         "buffer_000000000003.npz",
         "buffer_000000000005.npz",
+    ]
+
+
+def test_a_step_saved_as_best_stays_best_when_saved_again(tmp_path: Path) -> None:
+    store = make_store(tmp_path, keep_last=1)
+    store.save(5, {"step": 5, "final": 0}, is_best=True)
+    store.save(5, {"step": 5, "final": 1})  # the final save of a run, at its best step
+    store.save(6, {"step": 6, "final": 0})
+    best = read_checkpoint(tmp_path / "ckpt", "best")
+    assert (best.step, best.state) == (5, {"step": 5, "final": 1})
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.pt")) == [
+        "ckpt_000000000005.pt",
+        "ckpt_000000000006.pt",
     ]
 
 

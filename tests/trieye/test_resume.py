@@ -37,6 +37,8 @@ def test_resume_after_a_crash_continues_without_repeating_steps(tmp_path: Path) 
     ctx = RunContext(root_dir=tmp_path, app_name="app", run_name="resumable")
 
     # Session 1 logs to step 10, checkpoints at 6, then dies without any shutdown.
+    if ray.is_initialized():
+        ray.shutdown()  # the Ray other tests share: this test needs its own two in turn
     start_ray()
     try:
         actor = trieye.start_actor(ctx, CONFIG)

@@ -69,7 +69,7 @@ class FinishedRun:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
+def finished_run(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> FinishedRun:
     ctx = RunContext(root_dir=tmp_path_factory.mktemp("data"), app_name="app", run_name="multi")
     trieye.start_actor(ctx, CONFIG)
     client = trieye.connect(ctx)
@@ -203,8 +203,8 @@ def test_mlflow_server_serves_the_run(finished_run: FinishedRun, mlflow_server: 
     assert sorted((m["step"], m["value"]) for m in history) == [(5, 15.0), (8, 50.0)]
 
 
-def test_time_and_step_cadence_flush_without_explicit_flush(tmp_path: Path) -> None:
-    ctx = RunContext(root_dir=tmp_path, app_name="app", run_name="cadence")
+def test_time_and_step_cadence_flush_without_explicit_flush(root: Path) -> None:
+    ctx = RunContext(root_dir=root, app_name="app", run_name="cadence")
     config = TrieyeConfig(flush_every_seconds=0.3, client_batch_seconds=0.1)
     trieye.start_actor(ctx, config)
     client = trieye.connect(ctx)
@@ -223,8 +223,8 @@ def test_time_and_step_cadence_flush_without_explicit_flush(tmp_path: Path) -> N
     client.shutdown_actor()
 
 
-def test_step_cadence_flushes_when_the_step_advances(tmp_path: Path) -> None:
-    ctx = RunContext(root_dir=tmp_path, app_name="app", run_name="steps")
+def test_step_cadence_flushes_when_the_step_advances(root: Path) -> None:
+    ctx = RunContext(root_dir=root, app_name="app", run_name="steps")
     config = TrieyeConfig(flush_every_seconds=None, flush_every_steps=10, client_batch_size=1)
     trieye.start_actor(ctx, config)
     client = trieye.connect(ctx)
@@ -247,8 +247,8 @@ def test_step_cadence_flushes_when_the_step_advances(tmp_path: Path) -> None:
     client.shutdown_actor()
 
 
-def test_a_restarted_actor_reattaches_to_its_run(tmp_path: Path) -> None:
-    ctx = RunContext(root_dir=tmp_path, app_name="app", run_name="restarted")
+def test_a_restarted_actor_reattaches_to_its_run(root: Path) -> None:
+    ctx = RunContext(root_dir=root, app_name="app", run_name="restarted")
     actor = trieye.start_actor(ctx, TrieyeConfig())
     client = trieye.connect(ctx)
     client.log("x", 1.0, 1)
@@ -274,8 +274,8 @@ def test_a_restarted_actor_reattaches_to_its_run(tmp_path: Path) -> None:
     client.shutdown_actor()
 
 
-def test_load_latest_skips_a_truncated_checkpoint(tmp_path: Path) -> None:
-    ctx = RunContext(root_dir=tmp_path, app_name="app", run_name="corrupt")
+def test_load_latest_skips_a_truncated_checkpoint(root: Path) -> None:
+    ctx = RunContext(root_dir=root, app_name="app", run_name="corrupt")
     trieye.start_actor(ctx, TrieyeConfig())
     client = trieye.connect(ctx)
     import torch
@@ -310,8 +310,8 @@ def test_connect_without_actor_says_what_to_do(tmp_path: Path) -> None:
         trieye.connect(ctx)
 
 
-def test_a_failed_save_raises_from_its_ref_and_is_listed_once(tmp_path: Path) -> None:
-    ctx = RunContext(root_dir=tmp_path, app_name="app", run_name="failsave")
+def test_a_failed_save_raises_from_its_ref_and_is_listed_once(root: Path) -> None:
+    ctx = RunContext(root_dir=root, app_name="app", run_name="failsave")
     trieye.start_actor(ctx, TrieyeConfig())
     client = trieye.connect(ctx)
     ctx.checkpoint_dir.parent.mkdir(parents=True)
@@ -332,8 +332,8 @@ def test_a_failed_save_raises_from_its_ref_and_is_listed_once(tmp_path: Path) ->
     client.shutdown_actor()
 
 
-def test_a_client_waits_for_its_oldest_save_rather_than_pile_saves_up(tmp_path: Path) -> None:
-    ctx = RunContext(root_dir=tmp_path, app_name="app", run_name="pending")
+def test_a_client_waits_for_its_oldest_save_rather_than_pile_saves_up(root: Path) -> None:
+    ctx = RunContext(root_dir=root, app_name="app", run_name="pending")
     trieye.start_actor(ctx, TrieyeConfig(client_max_pending_saves=1))
     client = trieye.connect(ctx)
     buffer = {"obs": np.ones((1_000_000, 8), dtype=np.float32)}  # 32 MB: a write takes a while
