@@ -10,7 +10,9 @@ import pytest
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
+from alphatriangle.distributed.run import run_context
 from tests.cli import ok, run_cli, seed_tracking_store, tiny_config, train_args
+from trieye import RunContext
 
 TINY = tiny_config(train={"checkpoint_every_steps": 2, "buffer_save_every_steps": 2})
 """The default ``tiny.toml`` of a work directory: saves every 2 steps."""
@@ -50,7 +52,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
-def copy_trained(trained_run: Path, workdir: Path) -> None:
-    """Put a copy of ``trained_run``'s data root (run files and tracking store) in ``workdir``."""
+def copy_trained(trained_run: Path, workdir: Path) -> RunContext:
+    """Put a copy of ``trained_run``'s data root (run files and tracking store) in ``workdir``;
+    the copied run's context."""
     shutil.rmtree(workdir / "data", ignore_errors=True)
     shutil.copytree(trained_run / "data", workdir / "data")
+    return run_context(TRAINED, workdir / "data")

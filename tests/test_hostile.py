@@ -38,9 +38,8 @@ from trieye import read_checkpoint
 def test_crafted_manifests_make_resume_neither_load_nor_delete_outside_the_run(
     workdir: Path, trained_run: Path
 ) -> None:
-    copy_trained(trained_run, workdir)
+    ctx = copy_trained(trained_run, workdir)
     base = train_args("--run-name", TRAINED)
-    ctx = run_context(TRAINED, workdir / "data")
     victim = workdir / "victim.pt"
     newest = ctx.checkpoint_dir / f"ckpt_{manifest_steps(ctx.checkpoint_dir)[-1]:012d}.pt"
     shutil.copy(newest, victim)  # same bytes: its size and sha256 verify
@@ -64,9 +63,8 @@ def test_crafted_manifests_make_resume_neither_load_nor_delete_outside_the_run(
 def test_a_non_finite_loss_stops_the_run_with_one_line_and_saves_no_bad_checkpoint(
     workdir: Path, trained_run: Path
 ) -> None:
-    copy_trained(trained_run, workdir)
+    ctx = copy_trained(trained_run, workdir)
     base = train_args("--run-name", TRAINED)
-    ctx = run_context(TRAINED, workdir / "data")
     # A value target of float32's largest magnitude: the squared error overflows to inf.
     [newest_buffer] = sorted(ctx.buffer_dir.glob("*.npz"))[-1:]
     with np.load(newest_buffer) as archive:

@@ -71,8 +71,7 @@ def test_a_new_run_logs_to_every_sink_then_resumes_by_name(
     assert f"new run '{TRAINED}'" in first
     assert "mlflow ui --backend-store-uri sqlite:///" in first
     assert "tensorboard --logdir" in first
-    copy_trained(trained_run, workdir)
-    ctx = run_context(TRAINED, workdir / "data")
+    ctx = copy_trained(trained_run, workdir)
     assert sorted(p.name for p in ctx.checkpoint_dir.glob("*.pt"))[-1].endswith("4.pt")
     saved_size = _buffer_size(ctx.run_dir)
     assert saved_size > 0
