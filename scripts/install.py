@@ -8,9 +8,11 @@ Why a script and not just ``pip install -e .``: the PyPI wheels of trianglengin 
 trimcts 1.3.0 carry an extension compiled for CPython 3.7 under every tag, so importing either
 fails on 3.11. Both are rebuilt here, each with a patch from ``scripts/patches/``:
 
-- trianglengin from its sdist (its CMake must be told which interpreter to build for). Patch:
-  a game state's copy deep-copied the board's immutable line tables (~250 us per copy and free);
-  they are shared between copies instead (~12 us). MCTS copies one state per simulation.
+- trianglengin from its sdist (its CMake must be told which interpreter to build for). Patches:
+  ``shared-lines``: a game state's copy deep-copied the board's immutable line tables (~250 us
+  per copy); they are shared between copies instead (~12 us). MCTS copies one state per
+  simulation. ``reseed``: ``GameState.reseed(seed)`` restarts the generator that deals future
+  hands, so that a search root does not carry the real game's future (``copy()`` keeps it).
 - trimcts has no sdist, but its wheel ships the C++ sources in ``trimcts/cpp/``, from which
   ``trimcts_cpp`` is built. Patch: the released search loop selects every simulation's path
   before evaluating any leaf, so all simulations of a move follow one path and the tree never
@@ -36,7 +38,11 @@ STAMP = VENV / ".alphatriangle-install-stamp"
 BUILD = ROOT / "build"
 PATCHES = ROOT / "scripts" / "patches"
 TRIMCTS_PATCH = PATCHES / "trimcts-1.3.0-batched-search.patch"
-ENGINE_PATCH = PATCHES / "trianglengin-2.0.7-shared-lines.patch"
+# Each engine patch with the folder of the sdist it applies in.
+ENGINE_PATCHES = (
+    (PATCHES / "trianglengin-2.0.7-shared-lines.patch", Path("src/trianglengin/cpp")),
+    (PATCHES / "trianglengin-2.0.7-reseed.patch", Path("src/trianglengin")),
+)
 PYBIND11 = "pybind11==3.1.0"
 TRIANGLENGIN = "trianglengin==2.0.7"
 
@@ -60,6 +66,8 @@ if not visits or not set(visits) <= state.valid_actions():
     raise SystemExit(f"self-check failed: MCTS returned visits {visits!r}")
 if sum(1 for count in visits.values() if count) < 2:
     raise SystemExit("self-check failed: trimcts_cpp is the unpatched build (one path per search)")
+if not hasattr(GameState, "reseed"):
+    raise SystemExit("self-check failed: trianglengin is the unpatched build (no GameState.reseed)")
 import time
 start = time.perf_counter()
 for _ in range(200):
@@ -100,7 +108,8 @@ def python_ok(code: str) -> bool:
 def fingerprint() -> str:
     digest = hashlib.sha256()
     digest.update(sys.version.encode())
-    for path in (ROOT / "pyproject.toml", Path(__file__).resolve(), TRIMCTS_PATCH, ENGINE_PATCH):
+    patches = [TRIMCTS_PATCH, *(patch for patch, _ in ENGINE_PATCHES)]
+    for path in (ROOT / "pyproject.toml", Path(__file__).resolve(), *patches):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -129,7 +138,7 @@ def apply_patch(patch: Path, directory: Path) -> None:
 
 
 def build_trianglengin(pip: list[str]) -> None:
-    """Build and install trianglengin from its sdist with the engine patch applied."""
+    """Build and install trianglengin from its sdist with the engine patches applied."""
     build = BUILD / "trianglengin"
     shutil.rmtree(build, ignore_errors=True)
     download = [str(venv_python()), "-m", "pip", "download", "--disable-pip-version-check"]
@@ -141,7 +150,8 @@ def build_trianglengin(pip: list[str]) -> None:
     with tarfile.open(sdist) as archive:
         archive.extractall(build, filter="data")
     source = build / sdist.name.removesuffix(".tar.gz")
-    apply_patch(ENGINE_PATCH, source / "src" / "trianglengin" / "cpp")
+    for patch, folder in ENGINE_PATCHES:
+        apply_patch(patch, source / folder)
     # Its CMake otherwise picks another interpreter than the one it builds for.
     env = {**os.environ, "CMAKE_ARGS": f"-DPYTHON_EXECUTABLE={venv_python()}"}
     run(

@@ -1,5 +1,8 @@
-"""The installed engine and search work together (catches a broken extension build)."""
+"""The installed engine and search work together (catches a broken extension build), and the
+engine's patches (``scripts/patches/trianglengin-*``) do what they say."""
 
+import numpy as np
+import pytest
 from trianglengin import EnvConfig, GameState
 from trimcts import SearchConfiguration, run_mcts
 
@@ -30,3 +33,44 @@ def test_action_space_matches_design() -> None:
     cfg = EnvConfig()
     assert cfg.NUM_SHAPE_SLOTS * cfg.ROWS * cfg.COLS == 360
     assert all(0 <= a < 360 for a in GameState(initial_seed=0).valid_actions())
+
+
+def _hands_after(state: GameState, moves: int) -> list[list[object]]:
+    """The hand after each of ``moves`` lowest-id moves (several refills: a hand is 3 pieces)."""
+    hands = []
+    for _ in range(moves):
+        if state.is_over():
+            break
+        state.step(min(state.valid_actions()))
+        hands.append(state.get_shapes())
+    return hands
+
+
+def test_reseed_keeps_the_position_and_replaces_only_the_future_hands() -> None:
+    real = GameState(initial_seed=7)
+    real.step(min(real.valid_actions()))
+    root = real.copy()
+    root.reseed(12345)
+    assert root.get_shapes() == real.get_shapes()
+    for key, grid in real.get_grid_data_np().items():
+        np.testing.assert_array_equal(root.get_grid_data_np()[key], grid)
+    assert (root.game_score(), root.current_step) == (real.game_score(), real.current_step)
+    assert root.valid_actions() == real.valid_actions()
+
+    # A plain copy deals the real game's next hands; the reseeded one deals others, the same
+    # ones for the same seed, and reseeding a copy leaves the real game's future alone.
+    real_future = _hands_after(real.copy(), 9)
+    assert _hands_after(real.copy(), 9) == real_future
+    assert _hands_after(root.copy(), 9) != real_future
+    again = real.copy()
+    again.reseed(12345)
+    assert _hands_after(again, 9) == _hands_after(root, 9)
+    assert _hands_after(real, 9) == real_future
+
+
+def test_reseed_refuses_seeds_outside_32_bits() -> None:
+    state = GameState(initial_seed=0)
+    for seed in (-1, 2**32):
+        with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*32\)"):
+            state.reseed(seed)
+    state.reseed(2**32 - 1)

@@ -352,22 +352,22 @@ def doctor(
     import trianglengin
     import trimcts
     from trianglengin import GameState
-    from trimcts import SearchConfiguration, run_mcts
 
-    from alphatriangle.core.search import UniformEvaluator
+    from alphatriangle.core.players import uniform_mcts_player
 
     console.print(f"trianglengin {trianglengin.__version__}, trimcts from {trimcts.__file__}")
     state = GameState(initial_seed=seed)
-    search = SearchConfiguration(max_simulations=sims, dirichlet_epsilon=0.0)
-    evaluator = UniformEvaluator()
+    player = uniform_mcts_player(sims)
+    player.reset(seed)
     start = time.perf_counter()
     moves = 0
     while not state.is_over():
-        visits, _, _ = run_mcts(state, evaluator, search)
-        if not visits:
-            console.print("[red]error:[/red] MCTS returned no visits; run `make install FORCE=1`.")
-            raise typer.Exit(code=1)
-        state.step(max(visits, key=visits.__getitem__))
+        try:
+            action = player.choose(state)
+        except RuntimeError as error:  # trimcts reports a broken build by returning no visits
+            console.print(f"[red]error:[/red] {error}; run `make install FORCE=1`.")
+            raise typer.Exit(code=1) from error
+        state.step(action)
         moves += 1
     elapsed = time.perf_counter() - start
     console.print(

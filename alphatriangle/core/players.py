@@ -2,8 +2,9 @@
 
 Every player implements ``reset(seed)`` (a new game begins) and ``choose(state) -> action``;
 ``play_game(player, seed)`` plays ``GameState(initial_seed=seed)`` to the end. All players are
-deterministic given the game seed: search players use no root noise and take the most visited
-move, ties to the lowest action id.
+deterministic given the game seed: search players use no root noise, take the most visited
+move (ties to the lowest action id), and draw their search roots' seeds from a generator seeded
+by the game seed (see ``GameSearch``: no search knows the hands the game deals next).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from trianglengin import EnvConfig, GameState
 
 from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig
 from alphatriangle.core.network import AlphaTriangleNet
-from alphatriangle.core.search import Evaluator, NetworkEvaluator, UniformEvaluator, search
+from alphatriangle.core.search import Evaluator, GameSearch, NetworkEvaluator, UniformEvaluator
 
 
 class Player(Protocol):
@@ -68,31 +69,26 @@ class GreedyPlayer:
 class MCTSPlayer:
     """``trimcts`` search without root noise; plays the most visited move (ties: lowest id).
 
-    Reuses the subtree of its previous move when ``mcts_cfg.tree_reuse``; ``play_game`` calls
-    ``reset`` between games so that no tree crosses games.
+    Its searches are one ``GameSearch`` per game, seeded by the game seed; ``play_game`` calls
+    ``reset`` between games so that no tree crosses games. The game must be stepped with the
+    action ``choose`` returned. ``peek=True``: the search knows the future hands (only for
+    measuring what that is worth).
     """
 
-    def __init__(self, evaluator: Evaluator, mcts_cfg: MCTSConfig) -> None:
+    def __init__(self, evaluator: Evaluator, mcts_cfg: MCTSConfig, *, peek: bool = False) -> None:
         self.evaluator = evaluator
         self.mcts_cfg = mcts_cfg
-        self._handle: object | None = None
-        self._last_action = -1
+        self.peek = peek
+        self.reset(0)
 
     def reset(self, seed: int) -> None:
-        self._handle, self._last_action = None, -1
+        rng = np.random.default_rng(seed)
+        self._searches = GameSearch(self.evaluator, self.mcts_cfg, rng, noise=False, peek=self.peek)
 
     def choose(self, state: GameState) -> int:
-        visits, handle, _ = search(
-            state,
-            self.evaluator,
-            self.mcts_cfg,
-            noise=False,
-            previous=self._handle,
-            last_action=self._last_action,
-        )
+        visits, _ = self._searches.run(state)
         action = min(visits, key=lambda a: (-visits[a], a))
-        if self.mcts_cfg.tree_reuse:
-            self._handle, self._last_action = handle, action
+        self._searches.played(state, action)
         return action
 
 

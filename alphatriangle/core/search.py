@@ -1,6 +1,8 @@
 """The search: ``trimcts`` MCTS, the leaf evaluators it calls, and the choice of a move.
 
-- ``search(state, evaluator, mcts_cfg, ...)`` runs one search from ``state``;
+- ``GameSearch`` runs the searches of one game, each from a root that does not know the real
+  game's future hands (``fair_root``), reusing subtrees only while they match the real game;
+- ``search(root, evaluator, mcts_cfg, ...)`` runs one search from ``root``;
 - ``UniformEvaluator`` and ``NetworkEvaluator`` value its leaves (the ``trimcts`` interface);
 - ``visit_distribution`` and ``choose_action`` turn its visit counts into a policy and a move.
 """
@@ -94,6 +96,76 @@ class NetworkEvaluator:
         return results
 
 
+def fair_root(state: GameState, seed: int) -> GameState:
+    """A search root with ``state``'s board, hand, score and step, whose future hands come
+    from ``seed`` instead of the real game's generator (which ``copy()`` would carry along)."""
+    root = state.copy()
+    root.reseed(seed)
+    return root
+
+
+def hand_size(state: GameState) -> int:
+    """Pieces in the hand; a move from a hand of one is followed by a random refill."""
+    return sum(shape is not None for shape in state.get_shapes())
+
+
+class GameSearch:
+    """The searches of one game, none of which can know the pieces the game has not dealt yet.
+
+    The hand is refilled at random once its last piece is played, and a state's ``copy()``
+    carries the generator that deals the refills, so a tree grown from copies of the real game
+    would deal itself exactly the hands the real game deals next. Each search here starts from
+    ``fair_root(state, seed)`` instead, with ``seed`` drawn from ``rng`` (the player's generator,
+    so that runs stay reproducible): the tree plans over one possible future (a single
+    determinization), and two games that differ only in their generators get the same search.
+
+    With ``mcts_cfg.tree_reuse``, the subtree of the played move becomes the next root while it
+    still matches the real game: a move that plays the hand's last piece makes the real game
+    deal a new hand, and the subtree's states hold a hand of the old determinization, so the
+    next search grows a new tree.
+
+    ``peek=True`` is the search as it was before this rule, from copies of the real game, kept
+    only to measure what knowing the future was worth (``bench/fair_play.py``).
+    """
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        mcts_cfg: MCTSConfig,
+        rng: np.random.Generator,
+        *,
+        noise: bool,
+        peek: bool = False,
+    ) -> None:
+        self.evaluator = evaluator
+        self.mcts_cfg = mcts_cfg
+        self.rng = rng
+        self.noise = noise
+        self.peek = peek
+        self._tree: object | None = None
+        self._last_action = -1
+        self._searched: object | None = None
+
+    def run(self, state: GameState) -> tuple[dict[int, int], float]:
+        """Search the (non-terminal) real ``state``: ``(visits over legal actions, mean depth)``."""
+        root = state.copy() if self.peek else fair_root(state, int(self.rng.integers(2**32)))
+        visits, self._searched, depth = search(
+            root,
+            self.evaluator,
+            self.mcts_cfg,
+            noise=self.noise,
+            previous=self._tree,
+            last_action=self._last_action,
+        )
+        return visits, depth
+
+    def played(self, state: GameState, action: int) -> None:
+        """The real game plays ``action`` from ``state`` (call before stepping ``state``)."""
+        keep = self.mcts_cfg.tree_reuse and (self.peek or hand_size(state) > 1)
+        self._tree, self._last_action = (self._searched, action) if keep else (None, -1)
+        self._searched = None
+
+
 def search_configuration(mcts_cfg: MCTSConfig, noise: bool) -> SearchConfiguration:
     """The ``trimcts`` configuration of ``mcts_cfg``; root Dirichlet noise only when ``noise``."""
     return SearchConfiguration(
@@ -108,7 +180,7 @@ def search_configuration(mcts_cfg: MCTSConfig, noise: bool) -> SearchConfigurati
 
 
 def search(
-    state: GameState,
+    root: GameState,
     evaluator: Evaluator,
     mcts_cfg: MCTSConfig,
     *,
@@ -118,11 +190,15 @@ def search(
 ) -> tuple[dict[int, int], object | None, float]:
     """One ``run_mcts`` call: ``(visits over legal root actions, tree handle, mean depth)``.
 
+    The tree is built from copies of ``root``, random refills included: give it a
+    ``fair_root`` (``GameSearch`` does), not the real game. ``previous`` and ``last_action``
+    reuse the subtree of ``last_action`` in the tree ``previous`` as the root.
+
     Raises ``RuntimeError`` when the search returns nothing for a non-terminal state
     (``trimcts`` reports C++ errors only by returning empty visits).
     """
     visits, handle, depth = run_mcts(
-        state,
+        root,
         evaluator,
         search_configuration(mcts_cfg, noise),
         previous,
@@ -130,8 +206,8 @@ def search(
     )
     if not visits or sum(visits.values()) == 0:
         raise RuntimeError(
-            f"MCTS returned no visits for a non-terminal state (step {state.current_step}, "
-            f"{len(state.valid_actions())} legal moves); trimcts hides C++ errors this way - "
+            f"MCTS returned no visits for a non-terminal state (step {root.current_step}, "
+            f"{len(root.valid_actions())} legal moves); trimcts hides C++ errors this way - "
             "see its log output above, and check the evaluator returns (policy, value) pairs"
         )
     return visits, handle, depth

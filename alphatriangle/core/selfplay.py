@@ -9,7 +9,7 @@ from trianglengin import EnvConfig, GameState
 
 from alphatriangle.core.config import MCTSConfig
 from alphatriangle.core.features import extract_features, feature_spec, valid_mask_from_grid
-from alphatriangle.core.search import Evaluator, choose_action, search, visit_distribution
+from alphatriangle.core.search import Evaluator, GameSearch, choose_action, visit_distribution
 
 TRAINING_SEED_FLOOR = 1 << 20
 """Training games use seeds at or above this, so low seeds stay held out for evaluation."""
@@ -63,8 +63,9 @@ def play_episode(
 
     The first ``temperature_moves`` moves (``mcts_cfg.temperature_moves`` when None) are sampled
     from the visit distribution at ``mcts_cfg.temperature``; later moves take the most visited
-    action. Root Dirichlet noise is on when ``noise``; the subtree of the played move is reused
-    when ``mcts_cfg.tree_reuse``.
+    action. Root Dirichlet noise is on when ``noise``. Every search is a ``GameSearch`` one: it
+    cannot know the hands the game deals next, and reuses the played move's subtree (when
+    ``mcts_cfg.tree_reuse``) only until the game deals a new hand.
     """
     spec = feature_spec(env_cfg)
     moves_with_temperature = (
@@ -72,6 +73,7 @@ def play_episode(
     )
     rng = np.random.default_rng(seed)
     state = GameState(env_cfg, initial_seed=seed)
+    searches = GameSearch(evaluator, mcts_cfg, rng, noise=noise)
     grids: list[np.ndarray] = []
     others: list[np.ndarray] = []
     policies: list[np.ndarray] = []
@@ -79,20 +81,16 @@ def play_episode(
     scores = [state.game_score()]
     depths: list[float] = []
     cleared = 0
-    handle: object | None = None
-    last_action = -1
     while not state.is_over():
         grid, other = extract_features(state)
-        visits, handle, depth = search(
-            state, evaluator, mcts_cfg, noise=noise, previous=handle, last_action=last_action
-        )
+        visits, depth = searches.run(state)
         policy = visit_distribution(visits, spec.action_dim)
         mask = valid_mask_from_grid(grid[None])[0]
         temperature = mcts_cfg.temperature if len(policies) < moves_with_temperature else None
         action = choose_action(policy, temperature, rng)
+        searches.played(state, action)
         state.step(action)
         cleared += state.get_last_cleared_triangles()
-        handle, last_action = (handle, action) if mcts_cfg.tree_reuse else (None, -1)
         grids.append(grid)
         others.append(other)
         policies.append(policy)
