@@ -1,6 +1,8 @@
 """Every metric name AlphaTriangle logs, in one place (namespaced literals, no imports).
 
-``loss/*`` and ``train/*`` come from a gradient step, ``selfplay/*`` and ``episode/*`` from the
+``loss/*`` and ``train/*`` come from a gradient step, ``system/<role>/*`` from each process
+(``trieye.system``: CPU % and RSS of the learner, the self-play workers, the evaluation actor
+and the sidecar; ``system/gpu<i>/*`` from the learner's process when there are GPUs), ``selfplay/*`` and ``episode/*`` from the
 self-play workers, ``eval/*`` from periodic evaluation, ``progress/*`` and ``buffer/*`` from the
 driver's counters, ``speed/*`` are rates the sidecar derives. The sidecar's aggregation of each
 is declared in ``alphatriangle.distributed.metrics``.
@@ -44,3 +46,9 @@ EVAL_SCORE_MAX = "eval/score_max"
 EVAL_LENGTH_MEAN = "eval/length_mean"
 EVAL_CLI_PREFIX = "eval_cli"
 """``alphatriangle eval`` logs ``eval_cli/<player>/<statistic>``, apart from the trainer's ``eval/*``."""
+
+SYSTEM_LEARNER = "learner"
+SYSTEM_SELFPLAY = "selfplay"
+SYSTEM_EVAL = "eval"
+"""Roles of ``trieye.system.ProcessSampler``: metrics ``system/<role>/cpu_percent`` and
+``system/<role>/rss_mb`` (the sidecar's own role is ``sidecar``)."""

@@ -2,7 +2,9 @@
 
 Run: ``.venv/bin/python bench/pipeline.py [--seconds 120]``. Starts a fresh run in a temporary
 data directory, lets it train for ``--seconds``, stops it with SIGINT, then restarts it by name
-for a few steps. Prints a table: time from launch to the first gradient step (new run and
+for a few steps. Then, on the same machine, a second fresh run of ``--seconds`` with the
+defaults this project had before the multi-game engine (one worker, one game per worker), for
+the side-by-side self-play rate. Prints a table: time from launch to the first gradient step (new run and
 resumed run), self-play moves/s and learner samples/s while both run, the steps reached, the
 time the stop took, and the peak memory of each process of the new run.
 
@@ -187,6 +189,30 @@ def _first_step(proc: subprocess.Popen[str], launched: float, lines: list[str]) 
     raise RuntimeError("the run ended before its first gradient step:\n" + "".join(lines))
 
 
+PREVIOUS_DEFAULTS = "[train]\nnum_workers = 1\ngames_per_worker = 1\n"
+"""The self-play settings ``alphatriangle train`` defaulted to on 2 CPUs before the multi-game
+engine: one worker (CPUs minus one), one game at a time."""
+
+
+def _rates(data: Path, name: str, seconds: float, *args: str) -> tuple[float, float]:
+    """(self-play moves/s, learner samples/s) the CLI reports for a fresh run of ``seconds``."""
+    launched = time.monotonic()
+    proc = _launch(data, name, *args)
+    lines: list[str] = []
+    try:
+        _first_step(proc, launched, lines)
+        time.sleep(max(0.0, seconds - (time.monotonic() - launched)))
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        kill_tree(proc)
+    text = "".join(lines) + out
+    rates = re.search(r"self-play ([\d.]+) moves/s, learner (\d+) samples/s", text)
+    if proc.returncode != 0 or not rates:
+        raise SystemExit(f"the run {name!r} failed (exit {proc.returncode}):\n{text}")
+    return float(rates.group(1)), float(rates.group(2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120.0, help="training time of the run")
@@ -226,6 +252,10 @@ def main() -> None:
         if resumed.returncode != 0:
             raise SystemExit(f"the resumed run failed (exit {resumed.returncode}):\n{resumed_out}")
 
+        previous_cfg = data / "previous.toml"
+        previous_cfg.write_text(PREVIOUS_DEFAULTS)
+        previous = _rates(data, "previous", args.seconds, "--config", str(previous_cfg))
+
     results: dict[str, Any] = {
         "machine_cpus": os.cpu_count(),
         "train_seconds": args.seconds,
@@ -235,6 +265,10 @@ def main() -> None:
         "learner_samples_per_s": float(rates.group(2)),
         "steps": step,
         "sigint_to_exit_s": round(stop_s, 1),
+        "samples_trained_per_generated": round(float(rates.group(2)) / float(rates.group(1)), 2),
+        "previous_defaults_selfplay_moves_per_s": previous[0],
+        "previous_defaults_learner_samples_per_s": previous[1],
+        "selfplay_speedup_vs_previous_defaults": round(float(rates.group(1)) / previous[0], 2),
     }
     peaks = monitor.peaks()
     print(f"| measure (alphatriangle train, defaults, {os.cpu_count()} CPUs) | value |")

@@ -1,6 +1,6 @@
 """Every default benchmark, one after another, summarised in one markdown table.
 
-Run: ``make bench`` or ``.venv/bin/python bench/run_all.py`` (about 4 minutes on 2 cores).
+Run: ``make bench`` or ``.venv/bin/python bench/run_all.py`` (about 9 minutes on 2 cores).
 Runs ``selfplay.py``, ``trieye_bench.py``, ``persistence.py`` and ``pipeline.py`` as separate
 processes (so that none inherits another's Ray session or threads), echoing their output, then
 prints one table (measure | value | how measured) and writes ``bench/results/summary.json``.
@@ -109,11 +109,20 @@ def selfplay_rows(data: dict[str, Any]) -> list[Row]:
         )
 
     how = "bench/selfplay.py: one process, torch.set_num_threads(1), default MCTS config"
+    k_rows = [
+        k for k in rates if k.startswith("default network: moves, K=") and not k.endswith("K=1")
+    ]
+    k = k_rows[0].rsplit("=", 1)[1] if k_rows else "?"
     return [
         Row(
-            "self-play moves/s per core, default network",
-            rate("default network: moves", "moves"),
+            "self-play moves/s per core, default network, 1 game at a time (K=1)",
+            rate("default network: moves, K=1", "moves"),
             f"{how}; {net}, untrained",
+        ),
+        Row(
+            f"self-play moves/s per core, default network, K={k} games at once",
+            rate(f"default network: moves, K={k}", "moves"),
+            f"{how}; {net}, untrained; one network call for the leaves of all K trees",
         ),
         Row(
             "self-play moves/s per core, uniform-prior search",
@@ -122,9 +131,16 @@ def selfplay_rows(data: dict[str, Any]) -> list[Row]:
         ),
         Row("NN evaluations/s during self-play", rate("default network: NN evals", "evals"), how),
         Row(
-            "NN evaluations/s, batched",
-            rate("NN evals, evaluate_batch", "evals"),
-            f"{how}; evaluate_batch of mcts_batch_size states",
+            "NN evaluations/s, batch of mcts_batch_size (dicts / arrays)",
+            rate("NN evals, evaluate_batch", "evals")
+            + " / "
+            + rate("NN evals, evaluate_arrays of 8", "evals"),
+            f"{how}; the dict interface of trimcts.run_mcts, and the array one",
+        ),
+        Row(
+            "NN evaluations/s, batch of K x mcts_batch_size",
+            _last(rates, "NN evals, evaluate_arrays of", "evals"),
+            f"{how}; evaluate_arrays, what the multi-game search calls",
         ),
         Row(
             "learner samples/s per core",
@@ -132,6 +148,14 @@ def selfplay_rows(data: dict[str, Any]) -> list[Row]:
             f"{how}; train_step on batches sampled from a ReplayBuffer",
         ),
     ]
+
+
+def _last(rates: dict[str, Any], label: str, unit: str) -> str:
+    measured = [v for k, v in rates.items() if k.startswith(label)][-1]
+    return (
+        f"{measured['per_cpu_s']:,.0f} {unit} per CPU-second "
+        f"({measured['per_wall_s']:,.0f} per wall second)"
+    )
 
 
 def trieye_rows(data: dict[str, Any]) -> list[Row]:
@@ -197,6 +221,18 @@ def pipeline_rows(data: dict[str, Any]) -> list[Row]:
             "pipeline self-play moves/s (all workers)",
             f"{data['selfplay_moves_per_s']:.1f}",
             f"{how}; the CLI's own report at exit, learner running alongside",
+        ),
+        Row(
+            "pipeline self-play moves/s, previous defaults (1 worker, 1 game)",
+            f"{data['previous_defaults_selfplay_moves_per_s']:.1f} (new defaults: "
+            f"{data['selfplay_speedup_vs_previous_defaults']:.2f}x)",
+            f"{how}; the same length of run just after, `--config` num_workers = 1, "
+            "games_per_worker = 1",
+        ),
+        Row(
+            "pipeline samples trained per sample generated",
+            f"{data['samples_trained_per_generated']:.2f}",
+            f"{how}; learner samples/s / self-play moves/s (the configured replay_ratio is 4)",
         ),
         Row(
             "pipeline learner samples/s",
@@ -268,7 +304,7 @@ def main() -> None:
         "pipeline": Bench(
             "pipeline.py",
             ["--seconds", f"{args.pipeline_seconds:g}", "--json", str(files["pipeline"])],
-            args.pipeline_seconds + 400,
+            2 * args.pipeline_seconds + 500,
         ),
     }
     started = time.monotonic()

@@ -1,6 +1,10 @@
 """Self-play and learner throughput per core: the default network next to a uniform-prior search.
 
-Run: ``.venv/bin/python bench/selfplay.py`` (about a minute; ``--seconds`` per measurement).
+Run: ``.venv/bin/python bench/selfplay.py`` (about two minutes; ``--seconds`` per measurement).
+Self-play with the network is measured with one game at a time (K = 1, the path before the
+multi-game engine) and with the default games per worker (K = ``CPU_GAMES_PER_WORKER``), whose
+searches share every network call; network evaluations at a batch of ``mcts_batch_size`` and of
+K times that, and the forward pass alone at that batch, which bounds what self-play can reach.
 Everything runs in this one process on one thread (``torch.set_num_threads(1)``), so the rates
 are per core. "wall" rates use elapsed time; "cpu" rates use this process's CPU time, which is
 the better per-core figure when other processes share the machine.
@@ -21,12 +25,12 @@ import torch
 from trianglengin import GameState
 
 from alphatriangle.core.buffer import ReplayBuffer
-from alphatriangle.core.config import MCTSConfig, ModelConfig, TrainConfig
-from alphatriangle.core.features import feature_spec
+from alphatriangle.core.config import CPU_GAMES_PER_WORKER, MCTSConfig, ModelConfig, TrainConfig
+from alphatriangle.core.features import extract_batch, feature_spec
 from alphatriangle.core.learner import make_optimizer, make_scheduler, train_step
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.search import NetworkEvaluator, UniformEvaluator
-from alphatriangle.core.selfplay import play_episode
+from alphatriangle.core.selfplay import SelfPlayGames, play_episode
 
 
 @dataclass
@@ -58,10 +62,43 @@ def _copy_and_free_us(state: GameState, n: int = 100) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-def selfplay_rate(evaluator: NetworkEvaluator | UniformEvaluator, seconds: float) -> Rate:
-    mcts = MCTSConfig()
-    seeds = iter(range(10_000, 20_000))
-    return measure(seconds, lambda: play_episode(evaluator, mcts, next(seeds)).length)
+def selfplay_rate(
+    evaluator: NetworkEvaluator | UniformEvaluator, seconds: float, games: int = 1
+) -> Rate:
+    """Moves/s of ``games`` self-play games at once (K), counted move by move."""
+    engine = SelfPlayGames(evaluator, MCTSConfig(), iter(range(10_000, 1_000_000)), games)
+
+    def one_step() -> float:
+        moves = engine.running
+        engine.step()
+        return float(moves)
+
+    return measure(seconds, one_step)
+
+
+def states_for(count: int) -> list[GameState]:
+    """``count`` positions of different games, a few moves in."""
+    states = []
+    for seed in range(count):
+        s = GameState(initial_seed=seed)
+        for _ in range(seed % 8):
+            if not s.is_over():
+                s.step(min(s.valid_actions()))
+        states.append(s)
+    return states
+
+
+def forward_rate(model: AlphaTriangleNet, states: list[GameState], seconds: float) -> Rate:
+    """The network's forward pass alone (features prepared once) over ``states``."""
+    grid, other = extract_batch(states)
+    grid_t, other_t = torch.from_numpy(grid), torch.from_numpy(other)
+
+    def forward() -> float:
+        with torch.inference_mode():
+            model(grid_t, other_t)
+        return float(len(states))
+
+    return measure(seconds, forward)
 
 
 def main() -> None:
@@ -78,19 +115,19 @@ def main() -> None:
     state = GameState(initial_seed=0)
     copy_us = min(_copy_and_free_us(state) for _ in range(5))
 
-    uniform = selfplay_rate(UniformEvaluator(), args.seconds)
+    k = CPU_GAMES_PER_WORKER
+    uniform = selfplay_rate(UniformEvaluator(), args.seconds, k)
     evaluator = NetworkEvaluator(model)
-    network = selfplay_rate(evaluator, args.seconds)
+    network_one = selfplay_rate(evaluator, args.seconds, 1)
+    evaluator.evaluations = 0
+    network = selfplay_rate(evaluator, args.seconds, k)
     evals_in_play = Rate(evaluator.evaluations, network.wall_s, network.cpu_s)
 
-    states = []
-    for seed in range(mcts.mcts_batch_size):
-        s = GameState(initial_seed=seed)
-        for _ in range(seed):
-            if not s.is_over():
-                s.step(min(s.valid_actions()))
-        states.append(s)
-    batched = measure(args.seconds / 2, lambda: len(evaluator.evaluate_batch(states)))
+    small, large = states_for(mcts.mcts_batch_size), states_for(k * mcts.mcts_batch_size)
+    batched = measure(args.seconds / 2, lambda: len(evaluator.evaluate_arrays(small)[1]))
+    batched_large = measure(args.seconds / 2, lambda: len(evaluator.evaluate_arrays(large)[1]))
+    dicts = measure(args.seconds / 2, lambda: len(evaluator.evaluate_batch(small)))
+    forward_large = forward_rate(model, large, args.seconds / 2)
 
     buffer = ReplayBuffer(20_000, spec.grid_shape, spec.other_dim, spec.action_dim)
     seed = 0
@@ -119,15 +156,27 @@ def main() -> None:
         f"{params:,} parameters (untrained); trianglengin state copy+free {copy_us:.0f} us"
     )
     print(f"\n{'measurement':<34} {'/s wall':>10} {'/s cpu':>10} {'count':>10} {'wall s':>7}")
-    print(uniform.row("uniform-prior search: moves"))
-    print(network.row("default network: moves"))
-    print(evals_in_play.row("default network: NN evals in play"))
-    print(batched.row(f"NN evals, evaluate_batch of {len(states)}"))
+    print(uniform.row(f"uniform-prior search: moves, K={k}"))
+    print(network_one.row("default network: moves, K=1"))
+    print(network.row(f"default network: moves, K={k}"))
+    print(evals_in_play.row(f"default network: NN evals in play, K={k}"))
+    print(dicts.row(f"NN evals, evaluate_batch (dicts) of {len(small)}"))
+    print(batched.row(f"NN evals, evaluate_arrays of {len(small)}"))
+    print(batched_large.row(f"NN evals, evaluate_arrays of {len(large)}"))
+    print(forward_large.row(f"NN forward only, batch of {len(large)}"))
     print(learner.row(f"learner samples (batch {train.batch_size})"))
+    per_move = evals_in_play.count / max(network.count, 1)
+    bound = forward_large.count / forward_large.cpu_s / per_move
+    rate_k = network.count / network.cpu_s
     print(
         f"\nper move: uniform {1000 / (uniform.count / uniform.cpu_s):.1f} ms cpu, "
-        f"network {1000 / (network.count / network.cpu_s):.1f} ms cpu; "
-        f"{evals_in_play.count / max(network.count, 1):.1f} NN evals per move"
+        f"network K=1 {1000 / (network_one.count / network_one.cpu_s):.1f} ms cpu, "
+        f"K={k} {1000 / rate_k:.1f} ms cpu; {per_move:.1f} NN evals per move"
+    )
+    print(
+        f"K={k} vs K=1: {rate_k / (network_one.count / network_one.cpu_s):.2f}x moves per "
+        f"CPU-second; forward-only bound at batch {len(large)}: {bound:.0f} moves/s per core "
+        f"(K={k} reaches {rate_k / bound:.0%} of it)"
     )
 
 

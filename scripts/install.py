@@ -14,9 +14,11 @@ fails on 3.11. Both are rebuilt here, each with a patch from ``scripts/patches/`
   simulation. ``reseed``: ``GameState.reseed(seed)`` restarts the generator that deals future
   hands, so that a search root does not carry the real game's future (``copy()`` keeps it).
 - trimcts has no sdist, but its wheel ships the C++ sources in ``trimcts/cpp/``, from which
-  ``trimcts_cpp`` is built. Patch: the released search loop selects every simulation's path
-  before evaluating any leaf, so all simulations of a move follow one path and the tree never
-  grows past one node per move; leaves are now evaluated in batches as the loop goes.
+  ``trimcts_cpp`` is built. Patches, in order: ``batched-search``: the released search loop
+  selects every simulation's path before evaluating any leaf, so all simulations of a move follow
+  one path and the tree never grows past one node per move; leaves are now evaluated in batches
+  as the loop goes. ``multi-game``: ``run_mcts_many_cpp`` runs many searches in lockstep with
+  one dense-array network call for the pending leaves of all their trees.
 """
 
 from __future__ import annotations
@@ -37,7 +39,11 @@ VENV = ROOT / ".venv"
 STAMP = VENV / ".alphatriangle-install-stamp"
 BUILD = ROOT / "build"
 PATCHES = ROOT / "scripts" / "patches"
-TRIMCTS_PATCH = PATCHES / "trimcts-1.3.0-batched-search.patch"
+# Applied in this order to the sources shipped in the trimcts wheel.
+TRIMCTS_PATCHES = (
+    PATCHES / "trimcts-1.3.0-batched-search.patch",
+    PATCHES / "trimcts-1.3.0-multi-game.patch",
+)
 # Each engine patch with the folder of the sdist it applies in.
 ENGINE_PATCHES = (
     (PATCHES / "trianglengin-2.0.7-shared-lines.patch", Path("src/trianglengin/cpp")),
@@ -66,6 +72,9 @@ if not visits or not set(visits) <= state.valid_actions():
     raise SystemExit(f"self-check failed: MCTS returned visits {visits!r}")
 if sum(1 for count in visits.values() if count) < 2:
     raise SystemExit("self-check failed: trimcts_cpp is the unpatched build (one path per search)")
+import trimcts.trimcts_cpp
+if not hasattr(trimcts.trimcts_cpp, "run_mcts_many_cpp"):
+    raise SystemExit("self-check failed: trimcts_cpp lacks the multi-game patch (run_mcts_many_cpp)")
 if not hasattr(GameState, "reseed"):
     raise SystemExit("self-check failed: trianglengin is the unpatched build (no GameState.reseed)")
 import time
@@ -108,7 +117,7 @@ def python_ok(code: str) -> bool:
 def fingerprint() -> str:
     digest = hashlib.sha256()
     digest.update(sys.version.encode())
-    patches = [TRIMCTS_PATCH, *(patch for patch, _ in ENGINE_PATCHES)]
+    patches = [*TRIMCTS_PATCHES, *(patch for patch, _ in ENGINE_PATCHES)]
     for path in (ROOT / "pyproject.toml", Path(__file__).resolve(), *patches):
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -182,7 +191,8 @@ def build_trimcts() -> None:
     shutil.rmtree(build, ignore_errors=True)
     patched = build / "src"
     shutil.copytree(sources, patched)
-    apply_patch(TRIMCTS_PATCH, patched)
+    for patch in TRIMCTS_PATCHES:
+        apply_patch(patch, patched)
     out = build / "out"
     run(
         [

@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig, ModelConfig, TrainConfig
+from alphatriangle.core.config import (
+    AlphaTriangleConfig,
+    EvalConfig,
+    MCTSConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from alphatriangle.core.search import search_configuration
 from alphatriangle.distributed.run import worker_count
 from alphatriangle.errors import ConfigError, UsageError
@@ -77,9 +83,17 @@ def test_submodels_forbid_extra_fields() -> None:
             model.model_validate({"not_a_field": 1})
 
 
-def test_worker_count_leaves_a_cpu_to_the_learner_and_refuses_more_than_the_cluster() -> None:
-    assert worker_count(TrainConfig(), cpus=8) == 7
-    assert worker_count(TrainConfig(), cpus=1) == 1
+def test_worker_count_fills_the_cpus_next_to_learner_and_eval_and_refuses_more_than_the_cluster() -> (
+    None
+):
+    # rho = 4 * 70 / 1400 = 0.2 (CPU learner); epsilon = 8 * 60 * 4 / (100 * 128) = 0.15.
+    tc, ec = TrainConfig(), EvalConfig()
+    assert [worker_count(tc, cpus=c, eval_cfg=ec) for c in (1, 2, 8, 16)] == [1, 2, 6, 12]
+    assert [worker_count(tc, cpus=c) for c in (2, 8, 16)] == [2, 7, 14]  # ceil(c / 1.2)
+    assert worker_count(tc, cpus=16, gpu_learner=True) == 16
+    assert worker_count(tc, cpus=16, eval_cfg=EvalConfig(every_steps=0)) == 14
+    slow_learner = TrainConfig(replay_ratio=20.0)  # rho = 1: the learner needs a core per worker
+    assert worker_count(slow_learner, cpus=8) == 4
     assert worker_count(TrainConfig(num_workers=3), cpus=3) == 3
     with pytest.raises(UsageError, match=r"the Ray cluster has 3 CPUs .* use at most 3"):
         worker_count(TrainConfig(num_workers=4), cpus=3)

@@ -136,6 +136,13 @@ def test_periodic_evaluation_logs_eval_metrics_and_keeps_the_best_checkpoint(
     history = client.get_metric_history(run_id, "eval/score_mean")
     assert history, "no evaluation finished during the run"
     assert all(point.step % 3 == 0 for point in history)
+    # The evaluation actor's own CPU and memory, once per evaluation, at the same steps.
+    for name in ("system/eval/cpu_percent", "system/eval/rss_mb"):
+        system = client.get_metric_history(run_id, name)
+        assert {p.step for p in system} == {p.step for p in history}, name
+    assert all(
+        50 < p.value < 10_000 for p in client.get_metric_history(run_id, "system/eval/rss_mb")
+    )
     best = [
         json.loads(p.read_text())
         for p in ctx.checkpoint_dir.glob("*.json")

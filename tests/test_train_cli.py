@@ -102,6 +102,24 @@ def test_a_new_run_logs_to_every_sink_then_resumes_by_name(
     assert re.search(rf"{TRAINED} +│ FINISHED +│ 8 ", listing), listing
 
 
+def test_the_run_charts_cpu_and_memory_of_each_process_in_mlflow_and_tensorboard(
+    workdir: Path, trained_run: Path
+) -> None:
+    ctx = copy_trained(trained_run, workdir)
+    [mlrun] = _mlflow_runs(workdir, TRAINED)
+    metrics = mlrun.data.metrics  # type: ignore[attr-defined]
+    acc = EventAccumulator(str(ctx.tensorboard_dir))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    for role in ("learner", "selfplay", "sidecar"):
+        for name in (f"system/{role}/cpu_percent", f"system/{role}/rss_mb"):
+            assert name in metrics, sorted(metrics)
+            assert name in tags, sorted(tags)
+        # A process of this project holds torch and Ray: well over 50 MB, under 10 GB.
+        assert 50 < metrics[f"system/{role}/rss_mb"] < 10_000
+        assert metrics[f"system/{role}/cpu_percent"] >= 0
+
+
 def test_a_second_trainer_is_refused_and_sigint_saves_for_the_next_start(workdir: Path) -> None:
     proc = start_cli(workdir, *train_args("--run-name", "sig"))
     ctx = run_context("sig", workdir / "data")

@@ -18,6 +18,7 @@ _EXPORTS = {
     "MetricAggregator": "aggregation",
     "MetricPoint": "aggregation",
     "MetricSpec": "config",
+    "ProcessSampler": "system",
     "RawMetricEvent": "events",
     "RunContext": "context",
     "RunRecord": "run_record",
@@ -47,6 +48,7 @@ __all__ = [
     "MetricAggregator",
     "MetricPoint",
     "MetricSpec",
+    "ProcessSampler",
     "RawMetricEvent",
     "RunContext",
     "RunRecord",
@@ -90,6 +92,7 @@ if TYPE_CHECKING:
     )
     from trieye.run_record import RunRecord, RunRecordError, read_run
     from trieye.sinks import is_storage_error
+    from trieye.system import ProcessSampler
 
 
 def __getattr__(name: str) -> Any:

@@ -40,6 +40,7 @@ from trieye.ledger import DeliveryLedger
 from trieye.persistence import Buffer, CheckpointStore, LoadedCheckpoint, Validator
 from trieye.run_record import RunRecord
 from trieye.sinks import ConsoleSink, MlflowSink, Sink, TensorBoardSink, is_storage_error
+from trieye.system import ProcessSampler
 
 logger = logging.getLogger("trieye")
 
@@ -147,6 +148,11 @@ class TrieyeActor:
         self._points_lost: dict[str, int] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._system = ProcessSampler("sidecar")
+        """This process's CPU and memory, as ``system/sidecar/*`` points (see trieye.system)."""
+        self._system_floor: int | None = None if restarted else -1
+        """System points go out only at steps above this; after a restart it is the first step
+        seen, which the dead process may already have written."""
         if restarted:
             self._continue_after_restart()
         # MLflow takes seconds to import and to create its tracking store: done here, while the
@@ -289,14 +295,23 @@ class TrieyeActor:
         A metric's steps must increase, so a change waits until the step has moved past the
         metric's last point.
         """
+        step = self._agg.max_step
         for name, value in (
             (RESTARTS_METRIC, self._restarts),
             (LOST_EVENTS_METRIC, self._lost_events),
         ):
-            step = self._agg.max_step
             if value != self._reported[name] and self._agg.last_emitted_step.get(name, -1) < step:
                 self._agg.add_batch([(name, float(value), step, None)], count=False)
                 self._reported[name] = value
+        if self._system_floor is None and step >= 0:
+            self._system_floor = step
+        if self._system_floor is not None and step > self._system_floor:
+            system = [
+                (name, value, step, None)
+                for name, value in self._system.sample().items()
+                if self._agg.last_emitted_step.get(name, -1) < step
+            ]
+            self._agg.add_batch(system, count=False)
 
     def _write(self, points: list[MetricPoint]) -> None:
         """Queue `points` per sink behind any it still holds, then write each sink's queue in

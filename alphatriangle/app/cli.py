@@ -87,7 +87,8 @@ def train(
         int | None, typer.Option(min=1, help="Stop after this many gradient steps in total.")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Self-play workers (default: CPUs minus one).")
+        int | None,
+        typer.Option(min=1, help="Self-play workers (default: enough to keep every CPU busy)."),
     ] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster to join: 'auto' or host:port.")

@@ -96,6 +96,13 @@ class MCTSConfig(BaseModel):
     )
 
 
+CPU_GAMES_PER_WORKER = 8
+"""Default games per CPU worker: batches of 64 leaves, where the forward pass per state is
+about half its cost at 8 (``bench/selfplay.py``)."""
+GPU_GAMES_PER_WORKER = 64
+"""Default games per worker with a GPU share: batches of 512 leaves, to fill the device."""
+
+
 class TrainConfig(BaseModel):
     """Learner, replay buffer and training-loop settings."""
 
@@ -140,11 +147,26 @@ class TrainConfig(BaseModel):
     num_workers: int | None = Field(
         None,
         ge=1,
-        description="Self-play workers; None: one per CPU Ray sees, minus one for the learner.",
+        description="Self-play workers; None: as many as keep every CPU busy next to the "
+        "learner and the evaluation actor (see distributed.run.worker_count).",
+    )
+    games_per_worker: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Self-play games each worker plays at once; their searches share every "
+        "network call (batches of up to games_per_worker x mcts.mcts_batch_size leaves). "
+        "None: 8 for a worker on CPU, 64 for one with a share of a GPU.",
     )
     seed: int = Field(
         0, ge=0, description="Seed of the run (network init, buffer sampling, games)."
     )
+
+    def games_at_once(self, on_gpu: bool) -> int:
+        """``games_per_worker``, or its default for a worker on CPU or on a GPU share."""
+        if self.games_per_worker is not None:
+            return self.games_per_worker
+        return GPU_GAMES_PER_WORKER if on_gpu else CPU_GAMES_PER_WORKER
 
     @model_validator(mode="after")
     def _check_sizes(self) -> TrainConfig:

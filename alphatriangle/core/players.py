@@ -9,6 +9,7 @@ by the game seed (see ``GameSearch``: no search knows the hands the game deals n
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
 from collections.abc import Iterable, Sequence
@@ -21,7 +22,13 @@ from trianglengin import EnvConfig, GameState
 
 from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig
 from alphatriangle.core.network import AlphaTriangleNet
-from alphatriangle.core.search import Evaluator, GameSearch, NetworkEvaluator, UniformEvaluator
+from alphatriangle.core.search import (
+    Evaluator,
+    GameSearch,
+    NetworkEvaluator,
+    UniformEvaluator,
+    search_games,
+)
 
 
 class Player(Protocol):
@@ -82,13 +89,22 @@ class MCTSPlayer:
         self.reset(0)
 
     def reset(self, seed: int) -> None:
+        self._searches = self.game_search(seed)
+
+    def game_search(self, seed: int) -> GameSearch:
+        """The searches of this player's game with ``seed``."""
         rng = np.random.default_rng(seed)
-        self._searches = GameSearch(self.evaluator, self.mcts_cfg, rng, noise=False, peek=self.peek)
+        return GameSearch(self.evaluator, self.mcts_cfg, rng, noise=False, peek=self.peek)
 
     def choose(self, state: GameState) -> int:
         visits, _ = self._searches.run(state)
+        return self._play(self._searches, state, visits)
+
+    @staticmethod
+    def _play(searches: GameSearch, state: GameState, visits: dict[int, int]) -> int:
+        """The most visited action (ties: lowest id), told to ``searches``."""
         action = min(visits, key=lambda a: (-visits[a], a))
-        self._searches.played(state, action)
+        searches.played(state, action)
         return action
 
 
@@ -125,15 +141,53 @@ def play_game(player: Player, seed: int, env_cfg: EnvConfig | None = None) -> tu
     return state.game_score(), moves
 
 
+GAMES_AT_ONCE = 128
+"""Most games an ``MCTSPlayer`` plays together in ``play_games`` (each holds a search tree)."""
+
+
 def play_games(
     player: Player, seeds: Iterable[int], env_cfg: EnvConfig | None = None
 ) -> list[GameResult]:
-    """``play_game`` over ``seeds``, in order."""
+    """``play_game`` over ``seeds``, results in seed order.
+
+    An ``MCTSPlayer`` plays up to ``GAMES_AT_ONCE`` of the games together, their searches in
+    lockstep (one network call for the pending leaves of all their trees); each game is the
+    one ``play_game`` plays, as long as the evaluator's output for a state does not depend on
+    the other states of its batch.
+    """
+    seeds = list(seeds)
+    if isinstance(player, MCTSPlayer):
+        return _play_together(player, seeds, env_cfg)
     results = []
     for seed in seeds:
         score, length = play_game(player, seed, env_cfg)
         results.append(GameResult(seed, score, length))
     return results
+
+
+def _play_together(
+    player: MCTSPlayer, seeds: list[int], env_cfg: EnvConfig | None
+) -> list[GameResult]:
+    states = [GameState(env_cfg, initial_seed=seed) for seed in seeds]
+    moves = [0] * len(seeds)
+    waiting = iter([i for i, state in enumerate(states) if not state.is_over()])
+    running: dict[int, GameSearch] = {}  # game index -> its searches, while it runs
+    while True:
+        for i in itertools.islice(waiting, GAMES_AT_ONCE - len(running)):
+            running[i] = player.game_search(seeds[i])
+        if not running:
+            break
+        games = list(running)
+        results = search_games([running[i] for i in games], [states[i] for i in games])
+        for i, (visits, _) in zip(games, results, strict=True):
+            states[i].step(player._play(running[i], states[i], visits))
+            moves[i] += 1
+            if states[i].is_over():
+                del running[i]  # and its tree
+    return [
+        GameResult(seed, state.game_score(), length)
+        for seed, state, length in zip(seeds, states, moves, strict=True)
+    ]
 
 
 NETWORK = "network"

@@ -2,8 +2,12 @@
 
 - ``GameSearch`` runs the searches of one game, each from a root that does not know the real
   game's future hands (``fair_root``), reusing subtrees only while they match the real game;
-- ``search(root, evaluator, mcts_cfg, ...)`` runs one search from ``root``;
-- ``UniformEvaluator`` and ``NetworkEvaluator`` value its leaves (the ``trimcts`` interface);
+  ``search_games`` runs the next search of many games in lockstep, one network call for the
+  pending leaves of all their trees (``search_many``, the patched ``trimcts`` entry point);
+- ``search(root, evaluator, mcts_cfg, ...)`` runs one search from ``root`` (``trimcts.run_mcts``,
+  one dict of priors per leaf);
+- ``UniformEvaluator`` and ``NetworkEvaluator`` value leaves, as dicts (``evaluate_batch``) or
+  as dense arrays (``evaluate_arrays``);
 - ``visit_distribution`` and ``choose_action`` turn its visit counts into a policy and a move.
 """
 
@@ -14,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import trimcts.trimcts_cpp as engine
 from trianglengin import GameState
 from trimcts import SearchConfiguration, run_mcts
 
@@ -24,13 +29,36 @@ from alphatriangle.core.network import AlphaTriangleNet
 PolicyValue = tuple[dict[int, float], float]
 """A prior over the state's legal actions, and the state's value on the final-score scale."""
 
+PriorsValues = tuple[np.ndarray, np.ndarray]
+"""Priors float32 ``[B, A]`` by action id (zero off the legal actions) and values float32 ``[B]``."""
+
 
 class Evaluator(Protocol):
-    """What ``trimcts.run_mcts`` calls to evaluate leaves."""
+    """What the searches call to evaluate leaves: ``trimcts.run_mcts`` the dict methods, the
+    lockstep search (``search_many``) ``evaluate_arrays``. Both give the same numbers."""
 
     def evaluate_state(self, state: GameState) -> PolicyValue: ...
 
     def evaluate_batch(self, states: list[GameState]) -> list[PolicyValue]: ...
+
+    def evaluate_arrays(self, states: list[GameState]) -> PriorsValues: ...
+
+
+def action_dim(state: GameState) -> int:
+    """Number of action ids of ``state``'s game (360 with the default ``EnvConfig``)."""
+    cfg = state.env_config
+    return int(cfg.NUM_SHAPE_SLOTS * cfg.ROWS * cfg.COLS)
+
+
+def dense(results: Sequence[PolicyValue], actions: int) -> PriorsValues:
+    """``evaluate_batch`` results as ``evaluate_arrays`` ones."""
+    priors = np.zeros((len(results), actions), dtype=np.float32)
+    for row, (policy, _) in zip(priors, results, strict=True):
+        row[np.fromiter(policy.keys(), dtype=np.int64, count=len(policy))] = np.fromiter(
+            policy.values(), dtype=np.float64, count=len(policy)
+        )
+    values = np.array([value for _, value in results], dtype=np.float64).astype(np.float32)
+    return priors, values
 
 
 class UniformEvaluator:
@@ -47,6 +75,9 @@ class UniformEvaluator:
 
     def evaluate_batch(self, states: list[GameState]) -> list[PolicyValue]:
         return [self.evaluate_state(s) for s in states]
+
+    def evaluate_arrays(self, states: list[GameState]) -> PriorsValues:
+        return dense(self.evaluate_batch(states), action_dim(states[0]))
 
 
 class NetworkEvaluator:
@@ -75,6 +106,22 @@ class NetworkEvaluator:
 
     def evaluate_batch(self, states: Sequence[GameState]) -> list[PolicyValue]:
         """One forward pass over the ``B`` states; per state, (prior over its legal actions, value)."""
+        probs, mask, values = self._forward(states)
+        results: list[PolicyValue] = []
+        for i in range(len(states)):
+            actions = np.flatnonzero(mask[i])
+            policy = dict(zip(actions.tolist(), probs[i, actions].tolist(), strict=True))
+            results.append((policy, float(values[i])))
+        return results
+
+    def evaluate_arrays(self, states: Sequence[GameState]) -> PriorsValues:
+        """``evaluate_batch`` as dense arrays, without a dict per state."""
+        probs, _, values = self._forward(states)
+        return probs, values.astype(np.float32)
+
+    def _forward(self, states: Sequence[GameState]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Priors float32 ``[B, A]`` (zero off the legal actions), the legal mask, and values
+        float64 ``[B]`` (banked score + clipped predicted gain)."""
         grid, other = extract_batch(states)
         mask = valid_mask_from_grid(grid)  # [B, A]
         with torch.inference_mode():
@@ -88,12 +135,8 @@ class NetworkEvaluator:
             probs = torch.softmax(logits, dim=1).cpu().numpy()
             gain = (value.clamp(min=0.0) * self.value_scale).cpu().numpy()
         self.evaluations += len(states)
-        results: list[PolicyValue] = []
-        for i, state in enumerate(states):
-            actions = np.flatnonzero(mask[i])
-            policy = dict(zip(actions.tolist(), probs[i, actions].tolist(), strict=True))
-            results.append((policy, state.game_score() + float(gain[i])))
-        return results
+        banked = np.fromiter((s.game_score() for s in states), dtype=np.float64, count=len(states))
+        return probs, mask, banked + gain.astype(np.float64)
 
 
 def fair_root(state: GameState, seed: int) -> GameState:
@@ -148,22 +191,84 @@ class GameSearch:
 
     def run(self, state: GameState) -> tuple[dict[int, int], float]:
         """Search the (non-terminal) real ``state``: ``(visits over legal actions, mean depth)``."""
-        root = state.copy() if self.peek else fair_root(state, int(self.rng.integers(2**32)))
-        visits, self._searched, depth = search(
-            root,
-            self.evaluator,
-            self.mcts_cfg,
-            noise=self.noise,
-            previous=self._tree,
-            last_action=self._last_action,
-        )
-        return visits, depth
+        return search_games([self], [state])[0]
+
+    def _root(self, state: GameState) -> GameState:
+        return state.copy() if self.peek else fair_root(state, int(self.rng.integers(2**32)))
 
     def played(self, state: GameState, action: int) -> None:
         """The real game plays ``action`` from ``state`` (call before stepping ``state``)."""
         keep = self.mcts_cfg.tree_reuse and (self.peek or hand_size(state) > 1)
         self._tree, self._last_action = (self._searched, action) if keep else (None, -1)
         self._searched = None
+
+
+def search_games(
+    games: Sequence[GameSearch], states: Sequence[GameState]
+) -> list[tuple[dict[int, int], float]]:
+    """The next search of each game (``games[i]`` on its real, non-terminal ``states[i]``), all
+    in one lockstep ``search_many``: per game ``(visits over legal actions, mean depth)``.
+
+    Each game's result is the one its own ``run`` would give with an evaluator whose output for
+    a state does not depend on the rest of the batch. The games must share their evaluator,
+    search settings and noise.
+    """
+    if not games:
+        return []
+    first = games[0]
+    for game in games[1:]:
+        if (game.evaluator, game.mcts_cfg, game.noise) != (
+            first.evaluator,
+            first.mcts_cfg,
+            first.noise,
+        ):
+            raise ValueError("games searched together must share evaluator, settings and noise")
+    results = search_many(
+        [game._root(state) for game, state in zip(games, states, strict=True)],
+        first.evaluator,
+        first.mcts_cfg,
+        noise=first.noise,
+        previous=[game._tree for game in games],
+        last_actions=[game._last_action for game in games],
+    )
+    out = []
+    for game, (visits, handle, depth) in zip(games, results, strict=True):
+        game._searched = handle
+        out.append((visits, depth))
+    return out
+
+
+def search_many(
+    roots: Sequence[GameState],
+    evaluator: Evaluator,
+    mcts_cfg: MCTSConfig,
+    *,
+    noise: bool,
+    previous: Sequence[object | None] | None = None,
+    last_actions: Sequence[int] | None = None,
+) -> list[tuple[dict[int, int], object, float]]:
+    """One search per root in lockstep (the patched ``trimcts`` ``run_mcts_many_cpp``): every
+    network call, ``evaluator.evaluate_arrays``, takes the pending leaves of all the trees.
+    Per root: ``(visits over legal root actions, tree handle, mean depth)``; ``previous[i]`` and
+    ``last_actions[i]`` reuse the subtree of that action in that earlier tree.
+
+    Each tree's search is the one ``search`` would run on its root alone, given an evaluator
+    whose output for a state does not depend on the other states of the call.
+    """
+    count = len(roots)
+    results: list[tuple[dict[int, int], object, float]] = engine.run_mcts_many_cpp(
+        list(roots),
+        evaluator,
+        search_configuration(mcts_cfg, noise),
+        list(previous) if previous is not None else [None] * count,
+        list(last_actions) if last_actions is not None else [-1] * count,
+    )
+    for root, (visits, _, _) in zip(roots, results, strict=True):
+        if not root.is_over() and sum(visits.values()) == 0:
+            raise RuntimeError(
+                f"MCTS returned no visits for a non-terminal state (step {root.current_step})"
+            )
+    return results
 
 
 def search_configuration(mcts_cfg: MCTSConfig, noise: bool) -> SearchConfiguration:

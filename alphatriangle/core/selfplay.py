@@ -1,15 +1,24 @@
-"""Self-play of one episode with ``trimcts`` MCTS."""
+"""Self-play with ``trimcts`` MCTS: ``SelfPlayGames`` advances many games together, their
+searches in lockstep (one network call for the pending leaves of all their trees);
+``play_episode`` is the one-game case."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 from trianglengin import EnvConfig, GameState
 
 from alphatriangle.core.config import MCTSConfig
 from alphatriangle.core.features import extract_features, feature_spec, valid_mask_from_grid
-from alphatriangle.core.search import Evaluator, GameSearch, choose_action, visit_distribution
+from alphatriangle.core.search import (
+    Evaluator,
+    GameSearch,
+    choose_action,
+    search_games,
+    visit_distribution,
+)
 
 TRAINING_SEED_FLOOR = 1 << 20
 """Training games use seeds at or above this, so low seeds stay held out for evaluation."""
@@ -50,6 +59,165 @@ class EpisodeRecord:
     weight_version: int = -1
 
 
+@dataclass
+class _Game:
+    """One game in progress and what its record will hold."""
+
+    seed: int
+    state: GameState
+    rng: np.random.Generator
+    searches: GameSearch
+    grids: list[np.ndarray] = field(default_factory=list)
+    others: list[np.ndarray] = field(default_factory=list)
+    policies: list[np.ndarray] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    depths: list[float] = field(default_factory=list)
+    cleared: int = 0
+
+
+class SelfPlayGames:
+    """Up to ``games`` self-play games at once, advanced one move each per ``step()``.
+
+    Every game is the one ``play_episode`` would play from its seed: its own generator
+    (``default_rng(seed)``, for move sampling and its search roots' seeds) and its own tree, kept
+    for the next move as ``GameSearch`` says. Only the network calls are shared: the searches of
+    all running games advance in lockstep, so each call evaluates up to
+    ``games * mcts_cfg.mcts_batch_size`` leaves. A game that ends is returned by that ``step()``
+    and the next seed of ``seeds`` starts in its slot; when the seeds run out the slots empty.
+    """
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        mcts_cfg: MCTSConfig,
+        seeds: Iterable[int],
+        games: int,
+        *,
+        noise: bool = True,
+        temperature_moves: int | None = None,
+        env_cfg: EnvConfig | None = None,
+    ) -> None:
+        if games < 1:
+            raise ValueError(f"games must be at least 1, got {games}")
+        self.evaluator = evaluator
+        self.mcts_cfg = mcts_cfg
+        self.noise = noise
+        self.env_cfg = env_cfg
+        self.spec = feature_spec(env_cfg)
+        self.moves_with_temperature = (
+            mcts_cfg.temperature_moves if temperature_moves is None else temperature_moves
+        )
+        self._seeds: Iterator[int] = iter(seeds)
+        self._running: list[_Game] = []
+        # Games over before their first move (nothing to search) come out of the first step().
+        self._ended_at_start = self._fill(games)
+
+    @property
+    def running(self) -> int:
+        """Games in progress."""
+        return len(self._running)
+
+    def _fill(self, slots: int) -> list[EpisodeRecord]:
+        """Start games in up to ``slots`` free slots; games over before their first move are
+        returned at once."""
+        ended = []
+        while len(self._running) < slots:
+            seed = next(self._seeds, None)
+            if seed is None:
+                break
+            rng = np.random.default_rng(seed)
+            state = GameState(self.env_cfg, initial_seed=seed)
+            game = _Game(
+                seed, state, rng, GameSearch(self.evaluator, self.mcts_cfg, rng, noise=self.noise)
+            )
+            game.scores.append(state.game_score())
+            if state.is_over():
+                ended.append(self._record(game))
+            else:
+                self._running.append(game)
+        return ended
+
+    def step(self) -> list[EpisodeRecord]:
+        """One move in every running game; the records of the games that ended, in slot order."""
+        ended, self._ended_at_start = self._ended_at_start, []
+        if not self._running:
+            return ended
+        slots = len(self._running)
+        results = search_games(
+            [g.searches for g in self._running], [g.state for g in self._running]
+        )
+        still = []
+        for game, (visits, depth) in zip(self._running, results, strict=True):
+            grid, other = extract_features(game.state)
+            policy = visit_distribution(visits, self.spec.action_dim)
+            sampled = len(game.policies) < self.moves_with_temperature
+            action = choose_action(policy, self.mcts_cfg.temperature if sampled else None, game.rng)
+            game.searches.played(game.state, action)
+            game.state.step(action)
+            game.cleared += game.state.get_last_cleared_triangles()
+            game.grids.append(grid)
+            game.others.append(other)
+            game.policies.append(policy)
+            game.masks.append(valid_mask_from_grid(grid[None])[0])
+            game.scores.append(game.state.game_score())
+            game.depths.append(depth)
+            if game.state.is_over():
+                ended.append(self._record(game))
+            else:
+                still.append(game)
+        self._running = still
+        ended.extend(self._fill(slots))
+        return ended
+
+    def _record(self, game: _Game) -> EpisodeRecord:
+        spec = self.spec
+        length = len(game.policies)
+        score_arr = np.asarray(game.scores, dtype=np.float64)
+        return EpisodeRecord(
+            grid=np.stack(game.grids) if length else np.zeros((0, *spec.grid_shape), np.float32),
+            other=np.stack(game.others) if length else np.zeros((0, spec.other_dim), np.float32),
+            policy=np.stack(game.policies)
+            if length
+            else np.zeros((0, spec.action_dim), np.float32),
+            valid_mask=np.stack(game.masks) if length else np.zeros((0, spec.action_dim), bool),
+            scores=score_arr.astype(np.float32),
+            rewards=np.diff(score_arr).astype(np.float32),
+            score=float(score_arr[-1]),
+            length=length,
+            triangles_cleared=game.cleared,
+            simulations=length * self.mcts_cfg.simulations,
+            search_depth=float(np.mean(game.depths)) if game.depths else 0.0,
+            seed=game.seed,
+        )
+
+
+def play_episodes(
+    evaluator: Evaluator,
+    mcts_cfg: MCTSConfig,
+    seeds: Iterable[int],
+    games: int,
+    *,
+    noise: bool = True,
+    temperature_moves: int | None = None,
+    env_cfg: EnvConfig | None = None,
+) -> list[EpisodeRecord]:
+    """Every seed's episode, ``games`` at a time (``SelfPlayGames``), in the order they end."""
+    engine = SelfPlayGames(
+        evaluator,
+        mcts_cfg,
+        seeds,
+        games,
+        noise=noise,
+        temperature_moves=temperature_moves,
+        env_cfg=env_cfg,
+    )
+    records = engine.step()
+    while engine.running:
+        records.extend(engine.step())
+    return records
+
+
 def play_episode(
     evaluator: Evaluator,
     mcts_cfg: MCTSConfig,
@@ -67,50 +235,13 @@ def play_episode(
     cannot know the hands the game deals next, and reuses the played move's subtree (when
     ``mcts_cfg.tree_reuse``) only until the game deals a new hand.
     """
-    spec = feature_spec(env_cfg)
-    moves_with_temperature = (
-        mcts_cfg.temperature_moves if temperature_moves is None else temperature_moves
+    [record] = play_episodes(
+        evaluator,
+        mcts_cfg,
+        [seed],
+        1,
+        noise=noise,
+        temperature_moves=temperature_moves,
+        env_cfg=env_cfg,
     )
-    rng = np.random.default_rng(seed)
-    state = GameState(env_cfg, initial_seed=seed)
-    searches = GameSearch(evaluator, mcts_cfg, rng, noise=noise)
-    grids: list[np.ndarray] = []
-    others: list[np.ndarray] = []
-    policies: list[np.ndarray] = []
-    masks: list[np.ndarray] = []
-    scores = [state.game_score()]
-    depths: list[float] = []
-    cleared = 0
-    while not state.is_over():
-        grid, other = extract_features(state)
-        visits, depth = searches.run(state)
-        policy = visit_distribution(visits, spec.action_dim)
-        mask = valid_mask_from_grid(grid[None])[0]
-        temperature = mcts_cfg.temperature if len(policies) < moves_with_temperature else None
-        action = choose_action(policy, temperature, rng)
-        searches.played(state, action)
-        state.step(action)
-        cleared += state.get_last_cleared_triangles()
-        grids.append(grid)
-        others.append(other)
-        policies.append(policy)
-        masks.append(mask)
-        scores.append(state.game_score())
-        depths.append(depth)
-
-    length = len(policies)
-    score_arr = np.asarray(scores, dtype=np.float64)
-    return EpisodeRecord(
-        grid=np.stack(grids) if grids else np.zeros((0, *spec.grid_shape), np.float32),
-        other=np.stack(others) if others else np.zeros((0, spec.other_dim), np.float32),
-        policy=np.stack(policies) if policies else np.zeros((0, spec.action_dim), np.float32),
-        valid_mask=np.stack(masks) if masks else np.zeros((0, spec.action_dim), bool),
-        scores=score_arr.astype(np.float32),
-        rewards=np.diff(score_arr).astype(np.float32),
-        score=float(score_arr[-1]),
-        length=length,
-        triangles_cleared=cleared,
-        simulations=length * mcts_cfg.simulations,
-        search_depth=float(np.mean(depths)) if depths else 0.0,
-        seed=seed,
-    )
+    return record

@@ -43,6 +43,7 @@ from trieye import (
     is_storage_error,
     start_actor,
 )
+from trieye.system import ProcessSampler
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,12 @@ def train(
         _sidecar_loss_reported(run),
     ):
         cpus = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
-        workers = worker_count(cfg.train, cpus)
+        gpu = torch.cuda.is_available()
+        workers = worker_count(cfg.train, cpus, gpu_learner=gpu, eval_cfg=cfg.eval)
         atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
         start_actor(run, metric_config())
         # Built while the sidecar's process starts: both take seconds.
-        learner = Learner(cfg, "cuda" if torch.cuda.is_available() else "cpu")
+        learner = Learner(cfg, "cuda" if gpu else "cpu")
         stats = connect(run)
         start_step = _resume(stats, learner, run, on_start)
         stats.set_status("RUNNING")
@@ -135,11 +137,13 @@ class _Pipeline:
         self.checkpoint_dir = run.checkpoint_dir
         step, episodes = learner.counters.step, learner.counters.episodes
         # Seeds depend on where the run stands, so a resumed run does not replay the same games.
-        self.workers = WorkerPool(run, cfg, workers, [cfg.train.seed, episodes])
+        gpus = float(ray.cluster_resources().get("GPU", 0.0))  # type: ignore[no-untyped-call]
+        self.workers = WorkerPool(run, cfg, workers, [cfg.train.seed, episodes], gpus)
         self.workers.publish(learner.weights(), step)
         save_best = functools.partial(_save_best, stats)
         self.evals = PeriodicEval(cfg, save_best) if cfg.eval.every_steps else None
         self.meter = Meter(step, cfg.train.max_steps)
+        self.system = ProcessSampler(m.SYSTEM_LEARNER, gpus=torch.cuda.is_available())
 
     def collect(self, timeout: float) -> None:
         """Put finished episodes into the buffer (waiting up to ``timeout`` s for one)."""
@@ -154,7 +158,7 @@ class _Pipeline:
         metrics = learner.step(learner.buffer.sample(tc.batch_size))
         step = learner.counters.step
         self.meter.trained(tc.batch_size, metrics)
-        self.stats.log_dict({**metrics, **_progress(learner)}, step)
+        self.stats.log_dict({**metrics, **_progress(learner), **self.system.sample()}, step)
         if step % tc.weights_publish_every_steps == 0:
             self.workers.publish(learner.weights(), step)
         if step % tc.checkpoint_every_steps == 0:

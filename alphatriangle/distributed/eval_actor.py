@@ -5,9 +5,11 @@ from __future__ import annotations
 import ray
 import torch
 
+from alphatriangle import metric_names as m
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.players import NETWORK, Summary, network_player, play_games, summarize
+from trieye.system import ProcessSampler
 
 
 @ray.remote(num_cpus=0, max_restarts=3, max_task_retries=2)
@@ -27,9 +29,12 @@ class EvalActor:
         sims = cfg.eval.simulations or cfg.mcts.simulations
         self.player = network_player(self.model, cfg.mcts.model_copy(update={"simulations": sims}))
         self.seeds = list(range(cfg.eval.games))
+        self.sampler = ProcessSampler(m.SYSTEM_EVAL, every_s=0.0)
 
-    def evaluate(self, weights: dict[str, torch.Tensor]) -> Summary:
-        """The network player's summary over the evaluation seeds with ``weights``."""
+    def evaluate(self, weights: dict[str, torch.Tensor]) -> tuple[Summary, dict[str, float]]:
+        """The network player's summary over the evaluation seeds with ``weights``, and this
+        process's system metrics over the evaluation (``system/eval/*``)."""
         self.model.load_state_dict(weights)
         self.model.eval()
-        return summarize(NETWORK, play_games(self.player, self.seeds))
+        summary = summarize(NETWORK, play_games(self.player, self.seeds))
+        return summary, self.sampler.sample()

@@ -32,7 +32,9 @@ class PeriodicEval:
     ) -> None:
         self.actor = EvalActor.remote(cfg)  # type: ignore[attr-defined]
         self.save_best = save_best
-        self.pending: tuple[ray.ObjectRef[Summary], dict[str, Any]] | None = None
+        self.pending: (
+            tuple[ray.ObjectRef[tuple[Summary, dict[str, float]]], dict[str, Any]] | None
+        ) = None
 
     def start(self, state: dict[str, Any]) -> None:
         """Evaluate the weights of checkpoint ``state`` unless an evaluation is running."""
@@ -48,7 +50,7 @@ class PeriodicEval:
         self.pending = None
         step = snapshot["counters"]["step"]
         try:
-            summary = ray.get(ref)
+            summary, system = ray.get(ref)
         except ray.exceptions.RayActorError as err:
             # Its process died more often than Ray retries the task; the next evaluation goes
             # to the restarted actor. Any other error is a bug and stops the run.
@@ -60,6 +62,7 @@ class PeriodicEval:
                 m.EVAL_SCORE_MEDIAN: summary.median,
                 m.EVAL_SCORE_MAX: summary.max,
                 m.EVAL_LENGTH_MEAN: summary.mean_length,
+                **system,
             },
             step,
         )

@@ -17,18 +17,25 @@ log = logging.getLogger(__name__)
 
 
 class WorkerPool:
-    """``SelfPlayWorker`` actors, each always busy with one episode.
+    """``SelfPlayWorker`` actors, each always busy with its games.
 
-    A worker whose process dies is replaced by a fresh one with the current weights; the
-    episode it was playing is lost, nothing else.
+    A worker whose process dies is replaced by a fresh one with the current weights; the games
+    it was playing are lost, nothing else.
     """
 
     def __init__(
-        self, run: RunContext, cfg: AlphaTriangleConfig, count: int, seed_entropy: list[int]
+        self,
+        run: RunContext,
+        cfg: AlphaTriangleConfig,
+        count: int,
+        seed_entropy: list[int],
+        gpus: float = 0.0,
     ) -> None:
         self.run = run
         self.cfg = cfg
         self.seed_entropy = seed_entropy
+        self.gpus_per_worker = gpus / count if gpus > 0 else 0.0
+        """Each worker's share of the cluster's GPUs (it runs its network there)."""
         self.weights: ray.ObjectRef[Any] | None = None
         self.version = -1
         self.replaced = 0
@@ -38,12 +45,13 @@ class WorkerPool:
     def _spawn(self, worker_id: int) -> Any:
         # A replacement gets fresh seeds, so it does not replay its predecessor's games.
         entropy = [*self.seed_entropy, self.replaced]
-        return SelfPlayWorker.remote(self.run, self.cfg, worker_id, entropy)  # type: ignore[attr-defined]
+        actor = SelfPlayWorker.options(num_gpus=self.gpus_per_worker)  # type: ignore[attr-defined]
+        return actor.remote(self.run, self.cfg, worker_id, entropy)
 
     def publish(self, weights: dict[str, torch.Tensor], version: int) -> None:
         """One ``ray.put`` of the (CPU) ``weights``, handed to every worker by reference.
 
-        Workers take them between episodes (actor calls run in order).
+        Workers take them between ``play()`` calls (actor calls run in order).
         """
         self.weights = ray.put(weights)
         self.version = version
@@ -53,8 +61,8 @@ class WorkerPool:
             self.pending = {w.play.remote(): i for i, w in enumerate(self.workers)}
 
     def collect(self, timeout: float) -> list[EpisodeRecord]:
-        """Finished episodes (waiting up to ``timeout`` s for the first); finished workers get
-        their next episode to play at once."""
+        """Finished episodes (waiting up to ``timeout`` s for the first); a worker that
+        returned some goes on playing at once."""
         refs = list(self.pending)
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if ready:
@@ -63,7 +71,7 @@ class WorkerPool:
         for ref in ready:
             worker_id = self.pending.pop(ref)
             try:
-                episodes.append(ray.get(ref))
+                episodes.extend(ray.get(ref))
             except ray.exceptions.RayTaskError as err:
                 if isinstance(err.cause, SidecarDiedError):
                     raise err.cause from None  # no replacement could log either
@@ -77,8 +85,8 @@ class WorkerPool:
         return episodes
 
     def stop(self) -> None:
-        """End every worker at once; only the episodes in progress are lost (each worker
-        flushes its events to the sidecar when it finishes an episode)."""
+        """End every worker at once; only the games in progress are lost (each worker flushes
+        its events to the sidecar whenever games end)."""
         for worker in self.workers:
             ray.kill(worker)
         self.pending.clear()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from alphatriangle.core.buffer import buffer_bytes
-from alphatriangle.core.config import AlphaTriangleConfig, TrainConfig
+from alphatriangle.core.config import AlphaTriangleConfig, EvalConfig, TrainConfig
 from alphatriangle.core.features import feature_spec
 from alphatriangle.errors import ConfigError, UsageError
 from trieye import InvalidRunName, RunContext
@@ -68,21 +69,61 @@ def resolve_config(
     return merged
 
 
-def worker_count(tc: TrainConfig, cpus: int) -> int:
-    """``num_workers``, or one per CPU of the cluster (``cpus``) minus one for the learner, at
-    least one.
+SELFPLAY_MOVES_PER_CORE_S = 70.0
+"""Self-play moves/s of one worker core at the defaults (``bench/selfplay.py``, 2-core box)."""
+LEARNER_SAMPLES_PER_CORE_S = 1_400.0
+"""Samples/s one CPU core trains at batch 128 on the same box (``bench/selfplay.py``)."""
+EVAL_MOVES_PER_GAME = 60.0
+"""Moves of a held-out evaluation game, roughly, for the periodic evaluation's share."""
 
-    Each self-play worker reserves a whole CPU, so more than the cluster has could never all
-    be scheduled: that is refused (``UsageError``) rather than left waiting.
+
+def worker_count(
+    tc: TrainConfig, cpus: int, *, gpu_learner: bool = False, eval_cfg: EvalConfig | None = None
+) -> int:
+    """``num_workers``, or the number of self-play workers that keeps all ``cpus`` busy.
+
+    Per self-play move, besides the worker's own core-time (one move), the pipeline spends:
+
+    - the learner's: it trains ``replay_ratio`` samples per move, at
+      ``LEARNER_SAMPLES_PER_CORE_S`` on a CPU core, so ``rho = replay_ratio *
+      SELFPLAY_MOVES_PER_CORE_S / LEARNER_SAMPLES_PER_CORE_S`` core-moves per move (about 0.2
+      at the defaults); almost none on a GPU;
+    - the evaluation actor's: ``eval.games`` games of about ``EVAL_MOVES_PER_GAME`` moves every
+      ``eval.every_steps`` steps, each step consuming ``batch_size / replay_ratio`` new moves, so
+      ``epsilon = games * EVAL_MOVES_PER_GAME * replay_ratio / (every_steps * batch_size)``
+      (0.15 at the defaults; its searches cost what a self-play move's do).
+
+    ``W`` workers then ask for ``W * (1 + rho + epsilon)`` cores. Below ``cpus`` a core idles;
+    above, everything slows in proportion, and self-play gets ``cpus / (1 + rho + epsilon)``
+    cores' worth whatever ``W`` is. So ``W = ceil(cpus / (1 + rho + epsilon))``, at least one:
+    2 on 2 CPUs, 6 on 8, 12 on 16 at the defaults (all ``cpus`` with a GPU learner and no
+    evaluation). The learner and the evaluation actor reserve no Ray CPU, so these workers
+    (one CPU each) always fit.
+
+    More workers than the cluster's CPUs could never all be scheduled: that is refused
+    (``UsageError``) rather than left waiting.
     """
-    if tc.num_workers is None:
-        return max(1, cpus - 1)
-    if tc.num_workers > cpus:
-        raise UsageError(
-            f"--workers / train.num_workers = {tc.num_workers}: the Ray cluster has {cpus} "
-            f"CPUs and each self-play worker takes one; use at most {cpus}"
+    if tc.num_workers is not None:
+        if tc.num_workers > cpus:
+            raise UsageError(
+                f"--workers / train.num_workers = {tc.num_workers}: the Ray cluster has {cpus} "
+                f"CPUs and each self-play worker takes one; use at most {cpus}"
+            )
+        return tc.num_workers
+    rho = (
+        0.0
+        if gpu_learner
+        else tc.replay_ratio * SELFPLAY_MOVES_PER_CORE_S / LEARNER_SAMPLES_PER_CORE_S
+    )
+    epsilon = 0.0
+    if eval_cfg is not None and eval_cfg.every_steps > 0:
+        epsilon = (
+            eval_cfg.games
+            * EVAL_MOVES_PER_GAME
+            * tc.replay_ratio
+            / (eval_cfg.every_steps * tc.batch_size)
         )
-    return tc.num_workers
+    return max(1, min(cpus, math.ceil(cpus / (1.0 + rho + epsilon) - 1e-9)))
 
 
 def _check_memory(cfg: AlphaTriangleConfig) -> None:

@@ -1,28 +1,44 @@
-"""``SelfPlayWorker``: a Ray actor that plays self-play episodes with its own CPU network copy."""
+"""``SelfPlayWorker``: a Ray actor that plays self-play games, many at once, with its own CPU
+network copy."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import ray
 import torch
 
+from alphatriangle import metric_names as m
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.search import NetworkEvaluator
-from alphatriangle.core.selfplay import TRAINING_SEED_FLOOR, EpisodeRecord, play_episode
+from alphatriangle.core.selfplay import TRAINING_SEED_FLOOR, EpisodeRecord, SelfPlayGames
 from trieye import RunContext, connect
+from trieye.system import ProcessSampler
+
+
+def inference_device(gpu_ids: Sequence[object]) -> str:
+    """Where a worker runs its network: its GPU share when Ray gave it one, else the CPU.
+
+    Workers on a GPU machine get ``num_gpus = GPUs / workers`` each (``WorkerPool``): every
+    worker keeps its own network and batches its own games' leaves, so no inference actor (and
+    no extra hop per batch) is needed; Ray sets ``CUDA_VISIBLE_DEVICES`` for the share.
+    """
+    return "cuda" if gpu_ids else "cpu"
 
 
 @ray.remote(num_cpus=1, max_restarts=0)
 class SelfPlayWorker:
-    """Plays one episode per ``play()`` call with the most recently published weights.
+    """Plays ``train.games_per_worker`` games at once (``SelfPlayGames``: their searches share
+    every network call); each ``play()`` call advances them until at least one ends.
 
     Actor tasks run in submission order, so ``set_weights`` calls queued by the driver take
-    effect between episodes, never in the middle of one.
+    effect between ``play()`` calls: a game may be played by several weight versions, and its
+    record carries the one that played its last move.
     """
 
     def __init__(
@@ -32,12 +48,20 @@ class SelfPlayWorker:
         torch.set_num_threads(1)
         self.cfg = cfg
         self.worker_id = worker_id
+        self.device = inference_device(ray.get_gpu_ids())
         self.model = AlphaTriangleNet(cfg.model).eval()
-        self.evaluator = NetworkEvaluator(self.model, device="cpu")
+        self.evaluator = NetworkEvaluator(self.model, device=self.device)
         self.weight_version = -1
         self.rng = np.random.default_rng([*seed_entropy, worker_id])
         self.stats = connect(run)
+        self.system = ProcessSampler(m.SYSTEM_SELFPLAY)
         self.episodes = 0
+        games = cfg.train.games_at_once(on_gpu=self.device != "cpu")
+        self.games = SelfPlayGames(self.evaluator, cfg.mcts, self._seeds(), games, noise=True)
+
+    def _seeds(self) -> Iterator[int]:
+        while True:
+            yield int(self.rng.integers(TRAINING_SEED_FLOOR, 2**32 - 1))
 
     def set_weights(self, weights: dict[str, torch.Tensor], version: int) -> int:
         """Load published weights (the driver passes one ``ray.put`` reference to all workers)."""
@@ -45,33 +69,43 @@ class SelfPlayWorker:
         self.weight_version = version
         return version
 
-    def play(self) -> EpisodeRecord:
-        """Play one self-play episode and report it to the sidecar as an ``episode_end`` event."""
-        seed = int(self.rng.integers(TRAINING_SEED_FLOOR, 2**32 - 1))
+    def play(self) -> list[EpisodeRecord]:
+        """Advance the worker's games until at least one ends; report each finished one to the
+        sidecar as an ``episode_end`` event and return them."""
         start = time.perf_counter()
-        record = play_episode(self.evaluator, self.cfg.mcts, seed, noise=True)
+        moves = 0
+        ended: list[EpisodeRecord] = []
+        while not ended:
+            moves += self.games.running
+            ended = self.games.step()
         elapsed = time.perf_counter() - start
-        record = dataclasses.replace(record, weight_version=self.weight_version)
-        self.episodes += 1
         step = max(self.weight_version, 0)
-        self.stats.log_event(
-            "episode_end",
-            step,
-            {
-                "score": record.score,
-                "length": record.length,
-                "triangles_cleared": record.triangles_cleared,
-                "simulations": record.simulations,
-                "weight_version": self.weight_version,
-                "worker": self.worker_id,
-            },
+        records = []
+        for record in ended:
+            records.append(dataclasses.replace(record, weight_version=self.weight_version))
+            self.episodes += 1
+            self.stats.log_event(
+                "episode_end",
+                step,
+                {
+                    "score": record.score,
+                    "length": record.length,
+                    "triangles_cleared": record.triangles_cleared,
+                    "simulations": record.simulations,
+                    "weight_version": self.weight_version,
+                    "worker": self.worker_id,
+                },
+            )
+            self.stats.log("selfplay/moves", record.length, step)
+        self.stats.log_dict(self.system.sample(), step)
+        self.stats.log("worker/moves_per_s", moves / elapsed, step)
+        self.stats.log(
+            "worker/simulations_per_s", moves * self.cfg.mcts.simulations / elapsed, step
         )
-        self.stats.log("selfplay/moves", record.length, step)
-        self.stats.log("worker/moves_per_s", record.length / elapsed, step)
-        self.stats.log("worker/simulations_per_s", record.simulations / elapsed, step)
-        # One small RPC per episode, so that killing a worker loses nothing already played.
+        # One small RPC per finished batch of games, so that killing a worker loses only the
+        # games it was playing.
         self.stats.deliver()
-        return record
+        return records
 
     def info(self) -> dict[str, Any]:
         """Identity and progress, for diagnostics."""
@@ -79,4 +113,6 @@ class SelfPlayWorker:
             "worker_id": self.worker_id,
             "episodes": self.episodes,
             "weight_version": self.weight_version,
+            "device": self.device,
+            "games": self.games.running,
         }
