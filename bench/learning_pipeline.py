@@ -1,12 +1,13 @@
 """Fixed-budget learning benchmark through the full pipeline: train, evaluate, plot the curve.
 
-Run: ``.venv/bin/python bench/learning_pipeline.py [--minutes 30] [--seeds 1000:1100]`` (opt-in).
+Run: ``.venv/bin/python bench/learning_pipeline.py [--minutes 30] [--seeds 1000:1100]
+[--config run.toml]`` (opt-in).
 
-1. Starts the real ``alphatriangle train`` on its defaults (``--workers`` passed through) in a
-   temporary data directory and sends it SIGINT ``--minutes`` after launch, so the budget
+1. Starts the real ``alphatriangle train`` on its defaults, or on ``--config`` (``--workers``
+   passed through), in a temporary data directory and sends it SIGINT ``--minutes`` after launch, so the budget
    includes start-up. It must exit 0: it saves a final checkpoint on the way out.
 2. Runs ``alphatriangle eval --checkpoint latest`` on the held-out ``--seeds``: the trained
-   network (``--sims``) beside uniform-prior MCTS (``--baseline-sims``), greedy one-step and
+   network with the run's own search (``--sims``, by default the run's simulations) beside uniform-prior MCTS (``--baseline-sims``), greedy one-step and
    random play, all on the same seeds. Self-play uses seeds from 2^20 up, so these are never
    trained on.
 3. Reads the run's MLflow histories of ``episode/score`` (mean self-play score per sidecar
@@ -110,9 +111,12 @@ def _finish(child: Child, timeout: float | None, what: str) -> None:
         raise SystemExit(f"{what} failed (exit {code}):\n{child.text[-4000:]}")
 
 
-def train(env: dict[str, str], budget_s: float, workers: int | None, stop_s: float) -> Child:
+def train(
+    env: dict[str, str], budget_s: float, workers: int | None, config: Path | None, stop_s: float
+) -> Child:
     """``alphatriangle train`` for ``budget_s`` from launch, then SIGINT and a clean exit."""
     extra = ["--workers", str(workers)] if workers else []
+    extra += ["--config", str(config.resolve())] if config else []
     child = _start(
         ["train", "--run-name", RUN_NAME, "--max-steps", str(MAX_STEPS), *extra], env, "train"
     )
@@ -143,10 +147,10 @@ def evaluate(env: dict[str, str], run: RunContext, args: argparse.Namespace) -> 
             "latest",
             "--seeds",
             args.seeds,
-            "--sims",
-            str(args.sims),
+            *(["--sims", str(args.sims)] if args.sims else []),
             "--baseline-sims",
             str(args.baseline_sims),
+            "--baselines" if args.baselines else "--no-baselines",
         ],
         env,
         "eval",
@@ -195,6 +199,7 @@ def plot(
     budget_min: float,
     steps: int,
     periodic_games: int,
+    setup: str,
 ) -> None:
     seeds = report["seeds"]
     held_out = f"held-out seeds {seeds[0]}-{seeds[-1]}"
@@ -247,7 +252,7 @@ def plot(
     ax.set_xlabel("wall-clock minutes since the run's first logged point")
     ax.set_ylabel("game score")
     ax.set_title(
-        f"alphatriangle train (defaults), {budget_min:g}-minute budget, {steps} steps; "
+        f"alphatriangle train ({setup}), {budget_min:g}-minute budget, {steps} steps; "
         f"eval {report['simulations']} sims vs uniform MCTS {report['baseline_simulations']}",
         fontsize=10,
     )
@@ -262,12 +267,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget from launch")
     parser.add_argument("--seeds", default="1000:1100", help="held-out eval seeds A:B (A..B-1)")
-    parser.add_argument("--sims", type=int, default=64, help="simulations of the trained agent")
+    parser.add_argument(
+        "--sims",
+        type=int,
+        default=None,
+        help="simulations of the trained agent (default: the run's)",
+    )
     parser.add_argument(
         "--baseline-sims", type=int, default=128, help="simulations of the uniform-MCTS baseline"
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/learning_pipeline"))
     parser.add_argument("--workers", type=int, default=None, help="passed to alphatriangle train")
+    parser.add_argument("--config", type=Path, default=None, help="passed to alphatriangle train")
+    parser.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also evaluate random, greedy and uniform-MCTS players on the seeds",
+    )
     parser.add_argument(
         "--stop-timeout", type=float, default=300.0, help="seconds allowed for the exit on SIGINT"
     )
@@ -275,7 +292,7 @@ def main() -> None:
         "--keep-data", action="store_true", help="keep the temporary data directory (prints it)"
     )
     args = parser.parse_args()
-    if args.minutes <= 0 or args.sims < 1 or args.baseline_sims < 1:
+    if args.minutes <= 0 or (args.sims is not None and args.sims < 1) or args.baseline_sims < 1:
         parser.error("--minutes, --sims and --baseline-sims must be positive")
     # Check the seeds now rather than after the whole training budget has been spent.
     try:
@@ -294,7 +311,7 @@ def main() -> None:
     run = run_context(RUN_NAME, data)
     try:
         started = time.monotonic()
-        trained = train(env, args.minutes * 60, args.workers, args.stop_timeout)
+        trained = train(env, args.minutes * 60, args.workers, args.config, args.stop_timeout)
         train_s = time.monotonic() - started
         text = trained.text
         final = re.search(rf"stopped '{RUN_NAME}' at step (\d+)", text)
@@ -323,12 +340,14 @@ def main() -> None:
             shutil.rmtree(data, ignore_errors=True)
 
     png = args.out / "learning_pipeline.png"
-    plot(png, series, report, args.minutes, steps, periodic_games)
+    setup = args.config.name if args.config else "defaults"
+    plot(png, series, report, args.minutes, steps, periodic_games, setup)
     players = _ordered(report["players"])
     summary: dict[str, Any] = {
         "machine_cpus": os.cpu_count(),
         "budget_minutes": args.minutes,
         "workers": args.workers,
+        "config": str(args.config) if args.config else None,
         "train_wall_s": round(train_s, 1),
         "eval_wall_s": round(eval_s, 1),
         "steps": steps,
@@ -338,6 +357,7 @@ def main() -> None:
         "eval": {
             "checkpoint_step": report["step"],
             "seeds": args.seeds,
+            "search": report["search"],
             "simulations": report["simulations"],
             "baseline_simulations": report["baseline_simulations"],
             "players": {

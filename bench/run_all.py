@@ -125,6 +125,11 @@ def selfplay_rows(data: dict[str, Any]) -> list[Row]:
             f"{how}; {net}, untrained; one network call for the leaves of all K trees",
         ),
         Row(
+            f"self-play moves/s per core, Gumbel search n=16, K={k}",
+            rate(f"Gumbel n=16, default network: moves, K={k}", "moves"),
+            f"{how}; {net}, untrained; mcts.variant = gumbel, 16 simulations, m = 16",
+        ),
+        Row(
             "self-play moves/s per core, uniform-prior search",
             rate("uniform-prior search", "moves"),
             f"{how}; no network (search and game engine only)",

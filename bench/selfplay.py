@@ -63,10 +63,13 @@ def _copy_and_free_us(state: GameState, n: int = 100) -> float:
 
 
 def selfplay_rate(
-    evaluator: NetworkEvaluator | UniformEvaluator, seconds: float, games: int = 1
+    evaluator: NetworkEvaluator | UniformEvaluator,
+    seconds: float,
+    games: int = 1,
+    mcts: MCTSConfig | None = None,
 ) -> Rate:
     """Moves/s of ``games`` self-play games at once (K), counted move by move."""
-    engine = SelfPlayGames(evaluator, MCTSConfig(), iter(range(10_000, 1_000_000)), games)
+    engine = SelfPlayGames(evaluator, mcts or MCTSConfig(), iter(range(10_000, 1_000_000)), games)
 
     def one_step() -> float:
         moves = engine.running
@@ -122,6 +125,8 @@ def main() -> None:
     evaluator.evaluations = 0
     network = selfplay_rate(evaluator, args.seconds, k)
     evals_in_play = Rate(evaluator.evaluations, network.wall_s, network.cpu_s)
+    gumbel_cfg = MCTSConfig(variant="gumbel", simulations=16)
+    gumbel = selfplay_rate(evaluator, args.seconds, k, gumbel_cfg)
 
     small, large = states_for(mcts.mcts_batch_size), states_for(k * mcts.mcts_batch_size)
     batched = measure(args.seconds / 2, lambda: len(evaluator.evaluate_arrays(small)[1]))
@@ -160,6 +165,7 @@ def main() -> None:
     print(network_one.row("default network: moves, K=1"))
     print(network.row(f"default network: moves, K={k}"))
     print(evals_in_play.row(f"default network: NN evals in play, K={k}"))
+    print(gumbel.row(f"Gumbel n=16, default network: moves, K={k}"))
     print(dicts.row(f"NN evals, evaluate_batch (dicts) of {len(small)}"))
     print(batched.row(f"NN evals, evaluate_arrays of {len(small)}"))
     print(batched_large.row(f"NN evals, evaluate_arrays of {len(large)}"))

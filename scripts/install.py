@@ -18,7 +18,9 @@ fails on 3.11. Both are rebuilt here, each with a patch from ``scripts/patches/`
   selects every simulation's path before evaluating any leaf, so all simulations of a move follow
   one path and the tree never grows past one node per move; leaves are now evaluated in batches
   as the loop goes. ``multi-game``: ``run_mcts_many_cpp`` runs many searches in lockstep with
-  one dense-array network call for the pending leaves of all their trees.
+  one dense-array network call for the pending leaves of all their trees. ``gumbel``:
+  ``run_gumbel_many_cpp`` runs Gumbel searches (Gumbel-top-k and sequential halving at the root,
+  improved-policy targets) on the same lockstep.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ PATCHES = ROOT / "scripts" / "patches"
 TRIMCTS_PATCHES = (
     PATCHES / "trimcts-1.3.0-batched-search.patch",
     PATCHES / "trimcts-1.3.0-multi-game.patch",
+    PATCHES / "trimcts-1.3.0-gumbel.patch",
 )
 # Each engine patch with the folder of the sdist it applies in.
 ENGINE_PATCHES = (
@@ -75,6 +78,8 @@ if sum(1 for count in visits.values() if count) < 2:
 import trimcts.trimcts_cpp
 if not hasattr(trimcts.trimcts_cpp, "run_mcts_many_cpp"):
     raise SystemExit("self-check failed: trimcts_cpp lacks the multi-game patch (run_mcts_many_cpp)")
+if not hasattr(trimcts.trimcts_cpp, "run_gumbel_many_cpp"):
+    raise SystemExit("self-check failed: trimcts_cpp lacks the Gumbel patch (run_gumbel_many_cpp)")
 if not hasattr(GameState, "reseed"):
     raise SystemExit("self-check failed: trianglengin is the unpatched build (no GameState.reseed)")
 import time

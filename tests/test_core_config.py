@@ -94,6 +94,8 @@ def test_worker_count_fills_the_cpus_next_to_learner_and_eval_and_refuses_more_t
     assert worker_count(tc, cpus=16, eval_cfg=EvalConfig(every_steps=0)) == 14
     slow_learner = TrainConfig(replay_ratio=20.0)  # rho = 1: the learner needs a core per worker
     assert worker_count(slow_learner, cpus=8) == 4
+    # 8 simulations a move: a core plays 4500 / 8 moves/s, rho = 4 * 562.5 / 1400 = 1.607.
+    assert [worker_count(tc, cpus=c, eval_cfg=ec, simulations=8) for c in (2, 16)] == [1, 6]
     assert worker_count(TrainConfig(num_workers=3), cpus=3) == 3
     with pytest.raises(UsageError, match=r"the Ray cluster has 3 CPUs .* use at most 3"):
         worker_count(TrainConfig(num_workers=4), cpus=3)

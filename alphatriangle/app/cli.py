@@ -250,12 +250,12 @@ def eval_(
         n_base = baseline_sims or n_sims
         console.print(
             f"evaluating {ckpt.path} (step {ckpt.step}) on {len(seed_list)} seeds "
-            f"{seed_list[0]}..{seed_list[-1]}, {n_sims} simulations",
+            f"{seed_list[0]}..{seed_list[-1]}, {cfg.mcts.variant} search, {n_sims} simulations",
             highlight=False,
             soft_wrap=True,
         )
         players = evaluate(model, cfg, seed_list, n_sims, n_base, baselines)
-        rep = reports.report(run, ckpt, seed_list, n_sims, n_base, players)
+        rep = reports.report(run, ckpt, seed_list, cfg.mcts.variant, n_sims, n_base, players)
     table = Table("player", "games", "mean", "median", "sd", "max", "mean length", "max length")
     for summary in players.values():
         table.add_row(
@@ -318,7 +318,11 @@ def play(
     state = GameState(initial_seed=seed)
     texts = [render.board_text(state)]
     images = [render.board_image(state)] if out is not None and out.suffix != ".txt" else []
-    console.print(f"{run_name} step {ckpt.step}, seed {seed}\n{texts[0]}\n", highlight=False)
+    console.print(
+        f"{run_name} step {ckpt.step}, seed {seed}, {mcts.variant} search, "
+        f"{mcts.simulations} simulations\n{texts[0]}\n",
+        highlight=False,
+    )
     while not state.is_over():
         action = player.choose(state)
         state.step(action)

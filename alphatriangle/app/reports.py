@@ -25,6 +25,8 @@ class EvalReport:
     checkpoint: str
     step: int
     seeds: list[int]
+    search: str
+    """The network player's search, ``mcts.variant`` of the run (the baselines' is PUCT)."""
     simulations: int
     baseline_simulations: int
     created_at: str
@@ -78,6 +80,7 @@ def report(
     run: RunContext,
     ckpt: LoadedCheckpoint,
     seeds: Sequence[int],
+    search: str,
     simulations: int,
     baseline_simulations: int,
     players: dict[str, Summary],
@@ -87,6 +90,7 @@ def report(
         checkpoint=str(ckpt.path),
         step=ckpt.step,
         seeds=list(seeds),
+        search=search,
         simulations=simulations,
         baseline_simulations=baseline_simulations,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),

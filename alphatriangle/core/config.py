@@ -62,6 +62,13 @@ class MCTSConfig(BaseModel):
 
     model_config = _STRICT
 
+    variant: Literal["puct", "gumbel"] = Field(
+        "puct",
+        description="'puct': PUCT selection, root Dirichlet noise, visit-count targets and "
+        "temperature; 'gumbel': Gumbel-top-k and sequential halving at the root, improved-policy "
+        "targets softmax(logits + sigma(completed Q)), no Dirichlet noise, temperature or tree "
+        "reuse (see scripts/patches/trimcts-1.3.0-gumbel.patch).",
+    )
     simulations: int = Field(64, ge=1, le=100_000, description="Simulations per move.")
     cpuct: float = Field(
         1.0,
@@ -92,7 +99,24 @@ class MCTSConfig(BaseModel):
         description="Moves of an episode sampled with `temperature`; the rest take argmax.",
     )
     tree_reuse: bool = Field(
-        True, description="Keep the subtree of the played move for the next search."
+        True, description="PUCT: keep the subtree of the played move for the next search."
+    )
+    considered_actions: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Gumbel: root actions sampled by Gumbel-top-k (m) among which sequential "
+        "halving spends the simulations.",
+    )
+    c_visit: float = Field(
+        50.0,
+        ge=0,
+        description="Gumbel: sigma(q) = (c_visit + max visits) * c_scale * q, q rescaled to [0, 1].",
+    )
+    c_scale: float = Field(
+        0.1,
+        gt=0,
+        description="Gumbel: how much Q outweighs the prior logits in sigma (see c_visit).",
     )
 
 

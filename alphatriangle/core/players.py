@@ -26,6 +26,7 @@ from alphatriangle.core.search import (
     Evaluator,
     GameSearch,
     NetworkEvaluator,
+    SearchResult,
     UniformEvaluator,
     search_games,
 )
@@ -74,7 +75,8 @@ class GreedyPlayer:
 
 
 class MCTSPlayer:
-    """``trimcts`` search without root noise; plays the most visited move (ties: lowest id).
+    """``trimcts`` search without root noise: PUCT plays the most visited move (ties: lowest
+    id), Gumbel its noiseless choice (``mcts_cfg.variant``).
 
     Its searches are one ``GameSearch`` per game, seeded by the game seed; ``play_game`` calls
     ``reset`` between games so that no tree crosses games. The game must be stepped with the
@@ -97,20 +99,26 @@ class MCTSPlayer:
         return GameSearch(self.evaluator, self.mcts_cfg, rng, noise=False, peek=self.peek)
 
     def choose(self, state: GameState) -> int:
-        visits, _ = self._searches.run(state)
-        return self._play(self._searches, state, visits)
+        return self._play(self._searches, state, self._searches.run(state))
 
     @staticmethod
-    def _play(searches: GameSearch, state: GameState, visits: dict[int, int]) -> int:
-        """The most visited action (ties: lowest id), told to ``searches``."""
-        action = min(visits, key=lambda a: (-visits[a], a))
+    def _play(searches: GameSearch, state: GameState, result: SearchResult) -> int:
+        """Gumbel's choice, or PUCT's most visited action (ties: lowest id); told to
+        ``searches``."""
+        visits = result.visits
+        action = result.action
+        if action is None:
+            action = min(visits, key=lambda a: (-visits[a], a))
         searches.played(state, action)
         return action
 
 
 def uniform_mcts_player(simulations: int = 128, mcts_cfg: MCTSConfig | None = None) -> MCTSPlayer:
-    """Search with uniform priors and the banked score as value (``UniformEvaluator``)."""
-    cfg = (mcts_cfg or MCTSConfig()).model_copy(update={"simulations": simulations})
+    """PUCT search with uniform priors and the banked score as value (``UniformEvaluator``);
+    the baseline stays PUCT whatever ``mcts_cfg.variant`` says."""
+    cfg = (mcts_cfg or MCTSConfig()).model_copy(
+        update={"simulations": simulations, "variant": "puct"}
+    )
     return MCTSPlayer(UniformEvaluator(), cfg)
 
 
@@ -179,8 +187,8 @@ def _play_together(
             break
         games = list(running)
         results = search_games([running[i] for i in games], [states[i] for i in games])
-        for i, (visits, _) in zip(games, results, strict=True):
-            states[i].step(player._play(running[i], states[i], visits))
+        for i, result in zip(games, results, strict=True):
+            states[i].step(player._play(running[i], states[i], result))
             moves[i] += 1
             if states[i].is_over():
                 del running[i]  # and its tree
@@ -237,8 +245,8 @@ def evaluate(
     baseline_simulations: int,
     baselines: bool = True,
 ) -> dict[str, Summary]:
-    """Play ``seeds`` with the network (no noise, most visited move) and, when ``baselines``,
-    with random, greedy one-step and uniform-prior MCTS players."""
+    """Play ``seeds`` with the network (its own search, ``cfg.mcts.variant``, without noise)
+    and, when ``baselines``, with random, greedy one-step and uniform-prior MCTS players."""
     players: dict[str, Player] = {
         NETWORK: network_player(model, cfg.mcts.model_copy(update={"simulations": simulations}))
     }

@@ -8,12 +8,15 @@
   one dict of priors per leaf);
 - ``UniformEvaluator`` and ``NetworkEvaluator`` value leaves, as dicts (``evaluate_batch``) or
   as dense arrays (``evaluate_arrays``);
-- ``visit_distribution`` and ``choose_action`` turn its visit counts into a policy and a move.
+- ``search_gumbel_many`` runs Gumbel searches in lockstep (``mcts.variant = "gumbel"``): the
+  patched ``trimcts`` picks the move and the improved policy that is the training target;
+- ``visit_distribution`` and ``choose_action`` turn PUCT's visit counts into a policy and a move.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -139,6 +142,25 @@ class NetworkEvaluator:
         return probs, mask, banked + gain.astype(np.float64)
 
 
+@dataclass(frozen=True)
+class SearchResult:
+    """The search of one real game state; ``A`` = action ids.
+
+    Attributes:
+        visits: simulations that went through each legal root action.
+        policy: float32 ``[A]``, the training target: PUCT's visit distribution, or Gumbel's
+            improved policy ``softmax(logits + sigma(completed Q))`` over the legal actions.
+        action: the move Gumbel search chose (the last survivor of sequential halving); None
+            for PUCT, whose move the caller picks from ``policy``.
+        depth: mean depth of the search's simulations.
+    """
+
+    visits: dict[int, int]
+    policy: np.ndarray
+    action: int | None
+    depth: float
+
+
 def fair_root(state: GameState, seed: int) -> GameState:
     """A search root with ``state``'s board, hand, score and step, whose future hands come
     from ``seed`` instead of the real game's generator (which ``copy()`` would carry along)."""
@@ -169,6 +191,9 @@ class GameSearch:
 
     ``peek=True`` is the search as it was before this rule, from copies of the real game, kept
     only to measure what knowing the future was worth (``bench/fair_play.py``).
+
+    With ``mcts_cfg.variant == "gumbel"`` every search grows a new tree, and with ``noise`` its
+    root Gumbel noise is drawn from ``rng`` too.
     """
 
     def __init__(
@@ -189,9 +214,16 @@ class GameSearch:
         self._last_action = -1
         self._searched: object | None = None
 
-    def run(self, state: GameState) -> tuple[dict[int, int], float]:
-        """Search the (non-terminal) real ``state``: ``(visits over legal actions, mean depth)``."""
+    def run(self, state: GameState) -> SearchResult:
+        """Search the (non-terminal) real ``state``."""
         return search_games([self], [state])[0]
+
+    def _gumbel(self, actions: int) -> np.ndarray:
+        """Gumbel search's root noise g(a), float32 ``[A]``, from the player's generator; zeros
+        without noise (the search then plays the greedy move)."""
+        if not self.noise:
+            return np.zeros(actions, np.float32)
+        return self.rng.gumbel(size=actions).astype(np.float32)
 
     def _root(self, state: GameState) -> GameState:
         return state.copy() if self.peek else fair_root(state, int(self.rng.integers(2**32)))
@@ -203,11 +235,10 @@ class GameSearch:
         self._searched = None
 
 
-def search_games(
-    games: Sequence[GameSearch], states: Sequence[GameState]
-) -> list[tuple[dict[int, int], float]]:
+def search_games(games: Sequence[GameSearch], states: Sequence[GameState]) -> list[SearchResult]:
     """The next search of each game (``games[i]`` on its real, non-terminal ``states[i]``), all
-    in one lockstep ``search_many``: per game ``(visits over legal actions, mean depth)``.
+    in one lockstep: ``search_many`` (PUCT) or ``search_gumbel_many`` (Gumbel), as the games'
+    ``mcts_cfg.variant`` says.
 
     Each game's result is the one its own ``run`` would give with an evaluator whose output for
     a state does not depend on the rest of the batch. The games must share their evaluator,
@@ -223,8 +254,13 @@ def search_games(
             first.noise,
         ):
             raise ValueError("games searched together must share evaluator, settings and noise")
+    roots = [game._root(state) for game, state in zip(games, states, strict=True)]
+    if first.mcts_cfg.variant == "gumbel":
+        actions = action_dim(states[0])
+        gumbel = np.stack([game._gumbel(actions) for game in games])
+        return search_gumbel_many(roots, first.evaluator, first.mcts_cfg, gumbel)
     results = search_many(
-        [game._root(state) for game, state in zip(games, states, strict=True)],
+        roots,
         first.evaluator,
         first.mcts_cfg,
         noise=first.noise,
@@ -232,9 +268,10 @@ def search_games(
         last_actions=[game._last_action for game in games],
     )
     out = []
-    for game, (visits, handle, depth) in zip(games, results, strict=True):
+    for game, root, (visits, handle, depth) in zip(games, roots, results, strict=True):
         game._searched = handle
-        out.append((visits, depth))
+        policy = visit_distribution(visits, action_dim(root))
+        out.append(SearchResult(visits, policy, None, depth))
     return out
 
 
@@ -268,6 +305,36 @@ def search_many(
             raise RuntimeError(
                 f"MCTS returned no visits for a non-terminal state (step {root.current_step})"
             )
+    return results
+
+
+def search_gumbel_many(
+    roots: Sequence[GameState],
+    evaluator: Evaluator,
+    mcts_cfg: MCTSConfig,
+    gumbel: np.ndarray,
+) -> list[SearchResult]:
+    """One Gumbel search per root in lockstep (the patched ``trimcts`` ``run_gumbel_many_cpp``,
+    whose source comment explains the algorithm), one ``evaluate_arrays`` call for the pending
+    leaves of all the trees. ``gumbel`` float32 ``[R, A]``: the root noise g(a) of each root by
+    action id (zeros: a deterministic search). No tree reuse, no Dirichlet noise.
+    """
+    raw = engine.run_gumbel_many_cpp(
+        list(roots),
+        evaluator,
+        search_configuration(mcts_cfg, noise=False),
+        np.ascontiguousarray(gumbel, dtype=np.float32),
+        mcts_cfg.considered_actions,
+        mcts_cfg.c_visit,
+        mcts_cfg.c_scale,
+    )
+    results = []
+    for root, (visits, policy, action, depth) in zip(roots, raw, strict=True):
+        if not root.is_over() and action < 0:
+            raise RuntimeError(
+                f"Gumbel search chose no move for a non-terminal state (step {root.current_step})"
+            )
+        results.append(SearchResult(visits, policy, None if action < 0 else int(action), depth))
     return results
 
 

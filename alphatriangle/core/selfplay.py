@@ -12,13 +12,7 @@ from trianglengin import EnvConfig, GameState
 
 from alphatriangle.core.config import MCTSConfig
 from alphatriangle.core.features import extract_features, feature_spec, valid_mask_from_grid
-from alphatriangle.core.search import (
-    Evaluator,
-    GameSearch,
-    choose_action,
-    search_games,
-    visit_distribution,
-)
+from alphatriangle.core.search import Evaluator, GameSearch, choose_action, search_games
 
 TRAINING_SEED_FLOOR = 1 << 20
 """Training games use seeds at or above this, so low seeds stay held out for evaluation."""
@@ -31,7 +25,8 @@ class EpisodeRecord:
     Attributes:
         grid: float32 ``[T, C, H, W]`` grid features before each move.
         other: float32 ``[T, F]`` extra features before each move.
-        policy: float32 ``[T, A]`` root visit distribution of each search (sums to 1).
+        policy: float32 ``[T, A]`` each search's policy target (sums to 1): PUCT's root visit
+            distribution, or Gumbel's improved policy.
         valid_mask: bool ``[T, A]`` legal actions before each move.
         scores: float32 ``[T + 1]`` ``game_score()`` before each move and at the end.
         rewards: float32 ``[T]`` score deltas ``scores[t + 1] - scores[t]``.
@@ -148,20 +143,22 @@ class SelfPlayGames:
             [g.searches for g in self._running], [g.state for g in self._running]
         )
         still = []
-        for game, (visits, depth) in zip(self._running, results, strict=True):
+        for game, result in zip(self._running, results, strict=True):
             grid, other = extract_features(game.state)
-            policy = visit_distribution(visits, self.spec.action_dim)
-            sampled = len(game.policies) < self.moves_with_temperature
-            action = choose_action(policy, self.mcts_cfg.temperature if sampled else None, game.rng)
+            action = result.action
+            if action is None:  # PUCT: sample the first moves from the visits, then argmax
+                sampled = len(game.policies) < self.moves_with_temperature
+                temperature = self.mcts_cfg.temperature if sampled else None
+                action = choose_action(result.policy, temperature, game.rng)
             game.searches.played(game.state, action)
             game.state.step(action)
             game.cleared += game.state.get_last_cleared_triangles()
             game.grids.append(grid)
             game.others.append(other)
-            game.policies.append(policy)
+            game.policies.append(result.policy)
             game.masks.append(valid_mask_from_grid(grid[None])[0])
             game.scores.append(game.state.game_score())
-            game.depths.append(depth)
+            game.depths.append(result.depth)
             if game.state.is_over():
                 ended.append(self._record(game))
             else:

@@ -83,7 +83,9 @@ def train(
     ):
         cpus = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
         gpu = torch.cuda.is_available()
-        workers = worker_count(cfg.train, cpus, gpu_learner=gpu, eval_cfg=cfg.eval)
+        workers = worker_count(
+            cfg.train, cpus, gpu_learner=gpu, eval_cfg=cfg.eval, simulations=cfg.mcts.simulations
+        )
         atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
         start_actor(run, metric_config())
         # Built while the sidecar's process starts: both take seconds.

@@ -69,8 +69,9 @@ def resolve_config(
     return merged
 
 
-SELFPLAY_MOVES_PER_CORE_S = 70.0
-"""Self-play moves/s of one worker core at the defaults (``bench/selfplay.py``, 2-core box)."""
+SELFPLAY_SIMULATIONS_PER_CORE_S = 4_500.0
+"""Search simulations/s of one worker core with the default network: about 70 moves/s at 64
+simulations per move (``bench/selfplay.py``, 2-core box)."""
 LEARNER_SAMPLES_PER_CORE_S = 1_400.0
 """Samples/s one CPU core trains at batch 128 on the same box (``bench/selfplay.py``)."""
 EVAL_MOVES_PER_GAME = 60.0
@@ -78,16 +79,22 @@ EVAL_MOVES_PER_GAME = 60.0
 
 
 def worker_count(
-    tc: TrainConfig, cpus: int, *, gpu_learner: bool = False, eval_cfg: EvalConfig | None = None
+    tc: TrainConfig,
+    cpus: int,
+    *,
+    gpu_learner: bool = False,
+    eval_cfg: EvalConfig | None = None,
+    simulations: int = 64,
 ) -> int:
     """``num_workers``, or the number of self-play workers that keeps all ``cpus`` busy.
 
     Per self-play move, besides the worker's own core-time (one move), the pipeline spends:
 
     - the learner's: it trains ``replay_ratio`` samples per move, at
-      ``LEARNER_SAMPLES_PER_CORE_S`` on a CPU core, so ``rho = replay_ratio *
-      SELFPLAY_MOVES_PER_CORE_S / LEARNER_SAMPLES_PER_CORE_S`` core-moves per move (about 0.2
-      at the defaults); almost none on a GPU;
+      ``LEARNER_SAMPLES_PER_CORE_S`` on a CPU core, while a worker core plays
+      ``SELFPLAY_SIMULATIONS_PER_CORE_S / simulations`` moves/s, so ``rho = replay_ratio *
+      SELFPLAY_SIMULATIONS_PER_CORE_S / simulations / LEARNER_SAMPLES_PER_CORE_S`` core-moves
+      per move (about 0.2 at the defaults, 1.6 at 8 simulations); almost none on a GPU;
     - the evaluation actor's: ``eval.games`` games of about ``EVAL_MOVES_PER_GAME`` moves every
       ``eval.every_steps`` steps, each step consuming ``batch_size / replay_ratio`` new moves, so
       ``epsilon = games * EVAL_MOVES_PER_GAME * replay_ratio / (every_steps * batch_size)``
@@ -110,11 +117,8 @@ def worker_count(
                 f"CPUs and each self-play worker takes one; use at most {cpus}"
             )
         return tc.num_workers
-    rho = (
-        0.0
-        if gpu_learner
-        else tc.replay_ratio * SELFPLAY_MOVES_PER_CORE_S / LEARNER_SAMPLES_PER_CORE_S
-    )
+    moves_per_core_s = SELFPLAY_SIMULATIONS_PER_CORE_S / simulations
+    rho = 0.0 if gpu_learner else tc.replay_ratio * moves_per_core_s / LEARNER_SAMPLES_PER_CORE_S
     epsilon = 0.0
     if eval_cfg is not None and eval_cfg.every_steps > 0:
         epsilon = (
