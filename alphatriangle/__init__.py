@@ -34,14 +34,14 @@ _EXPORTS = {
     "SumTree": "core.buffer",
     "Counters": "core.learner",
     "Learner": "core.learner",
-    "TrainStepResult": "core.learner",
+    "TrainStepResult": "core.optimization",
     "train_locally": "core.local",
     "Summary": "core.players",
     "evaluate": "core.players",
     "summarize": "core.players",
-    "make_optimizer": "core.learner",
-    "make_scheduler": "core.learner",
-    "train_step": "core.learner",
+    "make_optimizer": "core.optimization",
+    "make_scheduler": "core.optimization",
+    "train_step": "core.training",
     "GameResult": "core.players",
     "GreedyPlayer": "core.players",
     "MCTSPlayer": "core.players",
@@ -107,16 +107,10 @@ if TYPE_CHECKING:
         feature_spec,
         valid_mask_from_grid,
     )
-    from alphatriangle.core.learner import (
-        Counters,
-        Learner,
-        TrainStepResult,
-        make_optimizer,
-        make_scheduler,
-        train_step,
-    )
+    from alphatriangle.core.learner import Counters, Learner
     from alphatriangle.core.local import train_locally
     from alphatriangle.core.network import AlphaTriangleNet
+    from alphatriangle.core.optimization import TrainStepResult, make_optimizer, make_scheduler
     from alphatriangle.core.players import (
         GameResult,
         GreedyPlayer,
@@ -140,6 +134,7 @@ if TYPE_CHECKING:
         visit_distribution,
     )
     from alphatriangle.core.selfplay import EpisodeRecord, play_episode
+    from alphatriangle.core.training import train_step
 
 
 def __getattr__(name: str) -> Any:

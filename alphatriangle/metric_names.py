@@ -10,6 +10,8 @@ is declared in ``alphatriangle.distributed.metrics``.
 
 LOSS_POLICY = "loss/policy"
 LOSS_VALUE = "loss/value"
+LOSS_REWARD = "loss/reward"
+"""MuZero: the dynamics' reward loss over the unrolled steps."""
 LOSS_TOTAL = "loss/total"
 GRAD_NORM = "train/grad_norm"
 POLICY_ENTROPY = "train/policy_entropy"

@@ -27,10 +27,11 @@ from trianglengin import GameState
 from alphatriangle.core.buffer import ReplayBuffer
 from alphatriangle.core.config import CPU_GAMES_PER_WORKER, MCTSConfig, ModelConfig, TrainConfig
 from alphatriangle.core.features import extract_batch, feature_spec
-from alphatriangle.core.learner import make_optimizer, make_scheduler, train_step
 from alphatriangle.core.network import AlphaTriangleNet
-from alphatriangle.core.search import NetworkEvaluator, UniformEvaluator
+from alphatriangle.core.optimization import make_optimizer, make_scheduler
+from alphatriangle.core.search import NetworkEvaluator, TreeSearcher, UniformEvaluator
 from alphatriangle.core.selfplay import SelfPlayGames, play_episode
+from alphatriangle.core.training import train_step
 
 
 @dataclass
@@ -69,7 +70,8 @@ def selfplay_rate(
     mcts: MCTSConfig | None = None,
 ) -> Rate:
     """Moves/s of ``games`` self-play games at once (K), counted move by move."""
-    engine = SelfPlayGames(evaluator, mcts or MCTSConfig(), iter(range(10_000, 1_000_000)), games)
+    searcher = TreeSearcher(evaluator, mcts or MCTSConfig(), noise=True)
+    engine = SelfPlayGames(searcher, iter(range(10_000, 1_000_000)), games)
 
     def one_step() -> float:
         moves = engine.running

@@ -17,9 +17,10 @@ from alphatriangle.core.features import (
     SLOT_FEATURES,
     feature_spec,
 )
-from alphatriangle.core.learner import make_optimizer, make_scheduler, train_step
 from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.optimization import make_optimizer, make_scheduler
 from alphatriangle.core.search import choose_action, visit_distribution
+from alphatriangle.core.training import train_step
 from alphatriangle.errors import NonFiniteLossError
 
 SPEC = feature_spec()

@@ -7,10 +7,11 @@ import torch
 from alphatriangle.core.buffer import ReplayBuffer
 from alphatriangle.core.config import MCTSConfig, TrainConfig
 from alphatriangle.core.features import feature_spec
-from alphatriangle.core.learner import make_optimizer, make_scheduler, train_step
 from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.optimization import make_optimizer, make_scheduler
 from alphatriangle.core.search import NetworkEvaluator
 from alphatriangle.core.selfplay import play_episode
+from alphatriangle.core.training import train_step
 
 
 def test_losses_fall_on_self_play_data() -> None:

@@ -13,6 +13,7 @@ from alphatriangle.core.search import (
     NetworkEvaluator,
     PolicyValue,
     PriorsValues,
+    TreeSearcher,
     UniformEvaluator,
     dense,
     fair_root,
@@ -170,7 +171,8 @@ def test_k_games_at_once_play_each_game_as_it_would_be_played_alone() -> None:
 
 def test_slots_refill_as_games_end_and_empty_when_the_seeds_run_out() -> None:
     cfg = SEARCH.model_copy(update={"simulations": 8})
-    games = SelfPlayGames(MobilityEvaluator(), cfg, iter(range(5)), 2, noise=False)
+    searcher = TreeSearcher(MobilityEvaluator(), cfg, noise=False)
+    games = SelfPlayGames(searcher, iter(range(5)), 2)
     assert games.running == 2
     ended = []
     while games.running:
@@ -179,7 +181,7 @@ def test_slots_refill_as_games_end_and_empty_when_the_seeds_run_out() -> None:
     assert sorted(r.seed for r in ended) == [0, 1, 2, 3, 4]
     assert games.step() == []
     with pytest.raises(ValueError, match="games must be at least 1"):
-        SelfPlayGames(MobilityEvaluator(), cfg, [1], 0)
+        SelfPlayGames(searcher, [1], 0)
 
 
 @pytest.mark.parametrize(

@@ -238,6 +238,7 @@ def eval_(
         import torch
 
         from alphatriangle.app import reports
+        from alphatriangle.core.algorithm import agent_player
         from alphatriangle.core.players import evaluate
         from alphatriangle.distributed.run import run_context
         from alphatriangle.distributed.runlock import RunLock, RunLockedError
@@ -254,7 +255,8 @@ def eval_(
             highlight=False,
             soft_wrap=True,
         )
-        players = evaluate(model, cfg, seed_list, n_sims, n_base, baselines)
+        agent = agent_player(model, cfg, cfg.mcts.model_copy(update={"simulations": n_sims}))
+        players = evaluate(agent, cfg.mcts, seed_list, n_base, baselines)
         rep = reports.report(run, ckpt, seed_list, cfg.mcts.variant, n_sims, n_base, players)
     table = Table("player", "games", "mean", "median", "sd", "max", "mean length", "max length")
     for summary in players.values():
@@ -304,7 +306,7 @@ def play(
         from trianglengin import GameState
 
         from alphatriangle.app import render, reports
-        from alphatriangle.core.players import network_player
+        from alphatriangle.core.algorithm import agent_player
         from alphatriangle.distributed.run import run_context
 
         if out is not None and out.suffix.lower() not in (".gif", ".png", ".txt"):
@@ -313,7 +315,7 @@ def play(
         run = run_context(run_name, data_dir)
         model, cfg, ckpt = reports.load_network(run, checkpoint, warn=_warn)
     mcts = cfg.mcts.model_copy(update={"simulations": sims or cfg.mcts.simulations})
-    player = network_player(model, mcts)
+    player = agent_player(model, cfg, mcts)
     player.reset(seed)
     state = GameState(initial_seed=seed)
     texts = [render.board_text(state)]

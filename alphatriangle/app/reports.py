@@ -8,9 +8,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from torch import nn
+
+from alphatriangle.core.algorithm import build_model
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.learner import weight_shapes, weights_problem
-from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.players import Summary
 from alphatriangle.errors import UsageError
 from alphatriangle.metric_names import EVAL_CLI_PREFIX
@@ -51,14 +53,14 @@ def parse_seeds(spec: str | None, games: int) -> list[int]:
 
 def load_network(
     run: RunContext, which: str, warn: Callable[[str], None]
-) -> tuple[AlphaTriangleNet, AlphaTriangleConfig, LoadedCheckpoint]:
+) -> tuple[nn.Module, AlphaTriangleConfig, LoadedCheckpoint]:
     """The run's network with the weights of checkpoint ``which``: "latest", "best" (each the
     newest usable one; ``warn`` names every newer file skipped) or a ``ckpt_*.pt`` file of the
     run. ``UsageError`` when there is none to load."""
     if not run.config_json.is_file():
         raise UsageError(f"run {run.run_name!r} does not exist (no {run.config_json})")
     cfg = AlphaTriangleConfig.from_file(run.config_json)
-    model = AlphaTriangleNet(cfg.model)
+    model = build_model(cfg)
     shapes = weight_shapes(model)
     explicit = which not in ("latest", "best")
     try:

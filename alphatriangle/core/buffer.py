@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
@@ -122,8 +122,15 @@ class SumTree:
         return leaves
 
 
-class ReplayBuffer:
+BatchT = TypeVar("BatchT")
+
+
+class PositionBuffer(Generic[BatchT]):
     """Ring buffer of positions with uniform or prioritized (PER) sampling.
+
+    Each position is one row of the arrays named in ``ROW_FIELDS``; a subclass says which rows
+    an episode gives (``rows``) and how a batch is built from sampled slots (``batch``):
+    ``ReplayBuffer`` (AlphaZero) and ``TrajectoryBuffer`` (MuZero).
 
     Grid, extra features and policy are stored as float16 to halve memory (all values lie in
     [0, 1]; relative rounding below 1e-3) and returned as float32.
@@ -163,30 +170,39 @@ class ReplayBuffer:
         """Positions ever added (for replay-ratio accounting)."""
         self.rng = np.random.default_rng(seed)
 
+    ROW_FIELDS: tuple[str, ...] = ("grid", "other", "policy", "valid_mask", "value_target")
+    """The per-position arrays (attributes of these names, first axis the slot)."""
+
     def __len__(self) -> int:
         return self.size
 
+    def rows(self, record: EpisodeRecord) -> dict[str, np.ndarray]:
+        """The episode's rows, ``[T, ...]`` for every field of ``ROW_FIELDS``."""
+        raise NotImplementedError
+
+    def batch(self, indices: np.ndarray, weights: np.ndarray) -> BatchT:
+        """The training batch of the positions at ``indices`` with importance ``weights``."""
+        raise NotImplementedError
+
     def add_episode(self, record: EpisodeRecord) -> None:
-        """Append the episode's positions with their value targets, overwriting the oldest."""
+        """Append the episode's positions with their targets, overwriting the oldest."""
         n = record.length
         if n == 0:
             return
-        targets = value_targets(record.rewards)
+        rows = self.rows(record)
         keep = slice(max(0, n - self.capacity), n)
         slots = (self.position + np.arange(keep.stop - keep.start)) % self.capacity
-        self.grid[slots] = record.grid[keep]
-        self.other[slots] = record.other[keep]
-        self.policy[slots] = record.policy[keep]
-        self.valid_mask[slots] = record.valid_mask[keep]
-        self.value_target[slots] = targets[keep]
+        for name in self.ROW_FIELDS:
+            getattr(self, name)[slots] = rows[name][keep]
         if self.tree is not None:
             self.tree.set(slots, np.full(len(slots), self.max_priority**self.alpha))
         self.position = int((slots[-1] + 1) % self.capacity)
         self.size = min(self.capacity, self.size + len(slots))
         self.added += n
 
-    def sample(self, batch_size: int) -> Batch:
-        """Draw ``batch_size`` positions with replacement (stratified over the mass with PER)."""
+    def sample(self, batch_size: int) -> BatchT:
+        """Draw ``batch_size`` positions with replacement (stratified over the mass with PER);
+        the batch ``batch`` builds from them."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         if self.tree is None:
@@ -199,15 +215,7 @@ class ReplayBuffer:
             probs = self.tree.get(indices) / total
             w = (self.size * probs) ** -self.beta
             weights = (w / w.max()).astype(np.float32)
-        return Batch(
-            grid=self.grid[indices].astype(np.float32),
-            other=self.other[indices].astype(np.float32),
-            policy=self.policy[indices].astype(np.float32),
-            valid_mask=self.valid_mask[indices],
-            value_target=self.value_target[indices],
-            weights=weights,
-            indices=indices.astype(np.int64),
-        )
+        return self.batch(indices.astype(np.int64), weights)
 
     def update_priorities(self, indices: np.ndarray, priorities: np.ndarray) -> None:
         """Set new raw priorities ``[N]`` (e.g. absolute value errors, >= 0) of sampled slots."""
@@ -230,11 +238,7 @@ class ReplayBuffer:
             "added": np.asarray(self.added, dtype=np.int64),
             "max_priority": np.asarray(self.max_priority, dtype=np.float64),
             "rng": _encode_rng(self.rng),
-            "grid": self.grid[:n],
-            "other": self.other[:n],
-            "policy": self.policy[:n],
-            "valid_mask": self.valid_mask[:n],
-            "value_target": self.value_target[:n],
+            **{name: getattr(self, name)[:n] for name in self.ROW_FIELDS},
         }
         if self.tree is not None:
             state["priorities"] = self.tree.get(np.arange(n))
@@ -244,7 +248,7 @@ class ReplayBuffer:
         """What a snapshot of this buffer must look like (see ``snapshot_problem``)."""
         return BufferLayout(
             capacity=self.capacity,
-            rows={name: getattr(self, name).shape[1:] for name in _ROW_FIELDS},
+            rows={name: getattr(self, name).shape[1:] for name in self.ROW_FIELDS},
             prioritized=self.tree is not None,
         )
 
@@ -254,7 +258,7 @@ class ReplayBuffer:
         if problem is not None:
             raise ValueError(f"saved replay buffer: {problem}")
         n = int(state["size"])
-        for name in _ROW_FIELDS:
+        for name in self.ROW_FIELDS:
             getattr(self, name)[:n] = state[name]
         if self.tree is not None:
             if "priorities" in state:
@@ -268,7 +272,30 @@ class ReplayBuffer:
         self.rng = _decode_rng(state["rng"])
 
 
-_ROW_FIELDS = ("grid", "other", "policy", "valid_mask", "value_target")
+class ReplayBuffer(PositionBuffer[Batch]):
+    """AlphaZero's buffer: positions with their Monte Carlo value targets (``value_targets``)."""
+
+    def rows(self, record: EpisodeRecord) -> dict[str, np.ndarray]:
+        return {
+            "grid": record.grid,
+            "other": record.other,
+            "policy": record.policy,
+            "valid_mask": record.valid_mask,
+            "value_target": value_targets(record.rewards),
+        }
+
+    def batch(self, indices: np.ndarray, weights: np.ndarray) -> Batch:
+        return Batch(
+            grid=self.grid[indices].astype(np.float32),
+            other=self.other[indices].astype(np.float32),
+            policy=self.policy[indices].astype(np.float32),
+            valid_mask=self.valid_mask[indices],
+            value_target=self.value_target[indices],
+            weights=weights,
+            indices=indices,
+        )
+
+
 _SCALARS = ("capacity", "position", "size", "added", "max_priority")
 
 
@@ -284,7 +311,7 @@ class BufferLayout:
 def snapshot_problem(state: Mapping[str, Any], layout: BufferLayout) -> str | None:
     """Why ``state`` is not a snapshot that loads into a buffer of ``layout``, or None.
     A ``trieye`` buffer validator (bind ``layout`` with ``functools.partial``)."""
-    missing = [k for k in (*_SCALARS, "rng", *_ROW_FIELDS) if k not in state]
+    missing = [k for k in (*_SCALARS, "rng", *layout.rows) if k not in state]
     if missing:
         return f"no {', '.join(missing)} arrays: not a replay buffer snapshot of this trainer"
     if any(np.shape(state[k]) != () for k in _SCALARS) or np.shape(state["rng"]) != (6,):

@@ -216,15 +216,62 @@ class EvalConfig(BaseModel):
     )
 
 
+class MuZeroConfig(BaseModel):
+    """MuZero's own settings (used when ``algorithm = "muzero"``); the network's size is
+    ``[model]``, its search ``[mcts]`` (simulations, root noise, temperature)."""
+
+    model_config = _STRICT
+
+    unroll_steps: int = Field(
+        5, ge=1, le=50, description="K: steps the dynamics is unrolled per training sample."
+    )
+    td_steps: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="n: value targets sum n discounted rewards, then bootstrap from the search "
+        "value n moves later (none past the end of the game).",
+    )
+    discount: float = Field(
+        0.997, gt=0, le=1, description="gamma: discount of rewards in targets and in the search."
+    )
+    value_support: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Values are categorical over -S..S of h(x) = sign(x)(sqrt(|x|+1)-1)+0.001x; "
+        "20 covers returns up to about 440.",
+    )
+    reward_support: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="The same for rewards; 8 covers one-move gains up to about 80.",
+    )
+    value_loss_weight: float = Field(
+        0.25, ge=0, description="Weight of the value loss (the paper's 0.25 for reanalysed data)."
+    )
+    pb_c_init: float = Field(
+        1.25, gt=0, description="c1 of the search's pUCT rule (on min-max normalised Q)."
+    )
+    pb_c_base: float = Field(19_652.0, gt=0, description="c2 of the search's pUCT rule.")
+
+
 class AlphaTriangleConfig(BaseModel):
     """The whole configuration of a run."""
 
     model_config = _STRICT
 
+    algorithm: Literal["alphazero", "muzero"] = Field(
+        "alphazero",
+        description="What learns: 'alphazero' (search on the real game, policy/value network) or "
+        "'muzero' (a learned model searched in latent space). Fixed when the run is created.",
+    )
     model: ModelConfig = Field(default_factory=ModelConfig, description="Network size.")
     mcts: MCTSConfig = Field(default_factory=MCTSConfig, description="Tree search.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Learner and loop.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Periodic evaluation.")
+    muzero: MuZeroConfig = Field(default_factory=MuZeroConfig, description="MuZero settings.")
 
     @classmethod
     def from_file(cls, path: str | Path) -> AlphaTriangleConfig:

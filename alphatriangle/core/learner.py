@@ -1,147 +1,25 @@
-"""The learner: network, optimizer, LR schedule, replay buffer and run counters in one object.
+"""The learner: network, optimizer, LR schedule, replay buffer and run counters in one object,
+for either algorithm (``alphatriangle.core.algorithm`` says what differs).
 
 ``Learner.step(batch)`` is one gradient step; ``Learner.state_dict()`` is the checkpoint and
 ``load_state_dict`` mirrors it exactly (the buffer is saved beside it, less often, as its own
-``state_dict``). ``train_step`` is the step itself: forward, losses, backward, clip, update.
+``state_dict``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from torch.optim.lr_scheduler import LambdaLR
 
-from alphatriangle import metric_names as m
-from alphatriangle.core.buffer import Batch, ReplayBuffer
-from alphatriangle.core.config import AlphaTriangleConfig, TrainConfig
-from alphatriangle.core.features import feature_spec
-from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.algorithm import build_model, gradient_step, new_buffer
+from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.optimization import make_optimizer, make_scheduler
 from alphatriangle.core.selfplay import EpisodeRecord
 from alphatriangle.errors import NonFiniteLossError
-
-COSINE_FLOOR = 0.1
-"""The cosine schedule decays to this fraction of the peak learning rate at ``max_steps``."""
-
-
-@dataclass(frozen=True)
-class TrainStepResult:
-    """What one ``train_step`` produced.
-
-    Attributes:
-        metrics: namespaced scalars (``loss/*``, ``train/*``) to log.
-        priorities: float32 ``[B]`` absolute value errors (in ``value_scale`` units) of the batch,
-            for ``ReplayBuffer.update_priorities`` when replay is prioritized.
-    """
-
-    metrics: dict[str, float]
-    priorities: np.ndarray
-
-
-def make_optimizer(model: torch.nn.Module, train_cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW at the peak learning rate (the scheduler scales it)."""
-    return torch.optim.AdamW(
-        model.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay
-    )
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg: TrainConfig) -> LambdaLR:
-    """Linear warm-up over ``lr_warmup_steps``, then constant or cosine to 10% at ``max_steps``."""
-    warmup, total, shape = train_cfg.lr_warmup_steps, train_cfg.max_steps, train_cfg.lr_schedule
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if shape == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return COSINE_FLOOR + (1.0 - COSINE_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return LambdaLR(optimizer, factor)
-
-
-def train_step(
-    model: AlphaTriangleNet,
-    optimizer: torch.optim.Optimizer,
-    scheduler: LambdaLR,
-    batch: Batch,
-    cfg: TrainConfig,
-    device: str | torch.device = "cpu",
-) -> TrainStepResult:
-    """Forward, losses, backward, gradient clipping, optimizer and scheduler step.
-
-    Policy loss: cross-entropy between the MCTS visit distribution and the softmax of the
-    logits restricted to legal actions. Value loss: squared error of the predicted future gain
-    against ``value_target / value_scale``. Each sample's loss is multiplied by its importance
-    weight (ones under uniform replay). Returns the metrics and the per-sample absolute value
-    errors as new priorities. Raises ``NonFiniteLossError``, with the model and optimizer
-    unchanged, when the loss or the gradient norm is not finite.
-    """
-    model.train()
-    dev = torch.device(device)
-    grid = torch.from_numpy(batch.grid).to(dev)
-    other = torch.from_numpy(batch.other).to(dev)
-    target_policy = torch.from_numpy(batch.policy).to(dev)
-    mask = torch.from_numpy(batch.valid_mask).to(dev)
-    target_value = torch.from_numpy(batch.value_target).to(dev) / model.cfg.value_scale
-    weights = torch.from_numpy(batch.weights).to(dev)
-
-    logits, value = model(grid, other)
-    log_probs = torch.log_softmax(logits.masked_fill(~mask, -torch.inf), dim=1)
-    # Illegal actions have probability 0 and target 0; zero their -inf log-probability so that
-    # 0 * -inf does not turn the sums into NaN.
-    log_probs = log_probs.masked_fill(~mask, 0.0)
-    policy_loss = -(target_policy * log_probs).sum(dim=1)
-    value_error = value - target_value
-    value_loss = value_error.square()
-    total = (weights * (policy_loss + cfg.value_loss_weight * value_loss)).mean()
-
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
-    if not bool(torch.isfinite(total) & torch.isfinite(grad_norm)):
-        # One such update would make every weight NaN; refuse it and leave the model as it was.
-        optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteLossError(
-            f"non-finite loss (loss/total={total.item():.4g}, policy="
-            f"{policy_loss.mean().item():.4g}, value={value_loss.mean().item():.4g}, gradient "
-            f"norm {grad_norm.item():.4g}); the step was not applied"
-        )
-    lr = optimizer.param_groups[0]["lr"]
-    optimizer.step()
-    scheduler.step()
-
-    with torch.no_grad():
-        entropy = -(log_probs.exp() * log_probs).sum(dim=1).mean()
-        values = torch.stack(
-            [
-                policy_loss.mean(),
-                value_loss.mean(),
-                total,
-                grad_norm,
-                entropy,
-                value.mean() * model.cfg.value_scale,
-                target_value.mean() * model.cfg.value_scale,
-            ]
-        ).tolist()
-        priorities = value_error.abs().float().cpu().numpy()
-    names = (
-        m.LOSS_POLICY,
-        m.LOSS_VALUE,
-        m.LOSS_TOTAL,
-        m.GRAD_NORM,
-        m.POLICY_ENTROPY,
-        m.VALUE_PRED_MEAN,
-        m.VALUE_TARGET_MEAN,
-    )
-    metrics = dict(zip(names, values, strict=True))
-    metrics[m.LEARNING_RATE] = float(lr)
-    return TrainStepResult(metrics=metrics, priorities=priorities)
 
 
 @dataclass
@@ -173,7 +51,7 @@ class Learner:
         self.cfg = cfg
         self.device = torch.device(device)
         torch.manual_seed(tc.seed)
-        self.model = AlphaTriangleNet(cfg.model).to(self.device)
+        self.model = build_model(cfg).to(self.device)
         self.optimizer = make_optimizer(self.model, tc)
         self.scheduler = make_scheduler(self.optimizer, tc)
         self.buffer = new_buffer(cfg)
@@ -192,11 +70,12 @@ class Learner:
             c.samples_trained + tc.batch_size <= tc.replay_ratio * c.samples_generated
         )
 
-    def step(self, batch: Batch) -> dict[str, float]:
-        """One gradient step on ``batch``; its metrics. ``NonFiniteLossError`` names the step."""
+    def step(self, batch: Any) -> dict[str, float]:
+        """One gradient step on ``batch`` (a sample of ``self.buffer``); its metrics.
+        ``NonFiniteLossError`` names the step."""
         try:
-            result = train_step(
-                self.model, self.optimizer, self.scheduler, batch, self.cfg.train, self.device
+            result = gradient_step(
+                self.model, self.optimizer, self.scheduler, batch, self.cfg, self.device
             )
         except NonFiniteLossError as err:
             raise NonFiniteLossError(f"step {self.counters.step + 1}: {err}") from None
@@ -277,22 +156,6 @@ def state_problem(state: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]
     ):
         return "its counters are not this trainer's"
     return weights_problem(state["model"], shapes)
-
-
-def new_buffer(cfg: AlphaTriangleConfig) -> ReplayBuffer:
-    """An empty replay buffer of the run's capacity, shapes and replay settings."""
-    spec = feature_spec()
-    tc = cfg.train
-    return ReplayBuffer(
-        capacity=tc.buffer_capacity,
-        grid_shape=spec.grid_shape,
-        other_dim=spec.other_dim,
-        action_dim=spec.action_dim,
-        prioritized=tc.prioritized_replay,
-        alpha=tc.per_alpha,
-        beta=tc.per_beta,
-        seed=tc.seed,
-    )
 
 
 def _on_cpu(value: Any) -> Any:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from alphatriangle.core.algorithm import searcher
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.learner import Learner
-from alphatriangle.core.search import NetworkEvaluator
-from alphatriangle.core.selfplay import TRAINING_SEED_FLOOR, play_episode
+from alphatriangle.core.selfplay import TRAINING_SEED_FLOOR, SelfPlayGames
 
 
 def train_locally(
@@ -25,13 +25,14 @@ def train_locally(
     ``train.max_steps``. ``report(learner, last_metrics)`` is called after every episode."""
     tc = cfg.train
     learner = Learner(cfg)
-    evaluator = NetworkEvaluator(learner.model)
+    games = searcher(learner.model, cfg, noise=True)
     deadline = time.perf_counter() + seconds
     metrics: dict[str, float] = {}
     while time.perf_counter() < deadline and learner.counters.step < tc.max_steps:
         learner.model.eval()
         seed = TRAINING_SEED_FLOOR + tc.seed * 1_000_003 + learner.counters.episodes
-        learner.add_episode(play_episode(evaluator, cfg.mcts, seed))
+        [episode] = SelfPlayGames(games, [seed], 1).play()
+        learner.add_episode(episode)
         while learner.can_train() and learner.counters.step < tc.max_steps:
             metrics = learner.step(learner.buffer.sample(tc.batch_size))
         if report is not None:

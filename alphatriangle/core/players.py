@@ -14,21 +14,20 @@ import random
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from trianglengin import EnvConfig, GameState
 
-from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig
+from alphatriangle.core.config import MCTSConfig
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.search import (
     Evaluator,
-    GameSearch,
     NetworkEvaluator,
-    SearchResult,
+    Searcher,
+    TreeSearcher,
     UniformEvaluator,
-    search_games,
 )
 
 
@@ -74,43 +73,49 @@ class GreedyPlayer:
         return best_action
 
 
-class MCTSPlayer:
-    """``trimcts`` search without root noise: PUCT plays the most visited move (ties: lowest
-    id), Gumbel its noiseless choice (``mcts_cfg.variant``).
+class SearchPlayer:
+    """An algorithm's search (``Searcher``) without root noise: plays the searcher's own choice
+    (Gumbel) or the most visited move (ties: lowest id).
 
-    Its searches are one ``GameSearch`` per game, seeded by the game seed; ``play_game`` calls
-    ``reset`` between games so that no tree crosses games. The game must be stepped with the
-    action ``choose`` returned. ``peek=True``: the search knows the future hands (only for
-    measuring what that is worth).
+    Its searches are one ``searcher.game`` per game, from the game seed's generator;
+    ``play_game`` calls ``reset`` between games so that nothing crosses games. The game must be
+    stepped with the action ``choose`` returned. ``play_games`` plays many games together.
     """
 
-    def __init__(self, evaluator: Evaluator, mcts_cfg: MCTSConfig, *, peek: bool = False) -> None:
-        self.evaluator = evaluator
-        self.mcts_cfg = mcts_cfg
-        self.peek = peek
+    def __init__(self, searcher: Searcher[Any]) -> None:
+        self.searcher = searcher
         self.reset(0)
 
     def reset(self, seed: int) -> None:
-        self._searches = self.game_search(seed)
+        self._game = self.game(seed)
 
-    def game_search(self, seed: int) -> GameSearch:
-        """The searches of this player's game with ``seed``."""
-        rng = np.random.default_rng(seed)
-        return GameSearch(self.evaluator, self.mcts_cfg, rng, noise=False, peek=self.peek)
+    def game(self, seed: int) -> Any:
+        """The searcher's object for the game with ``seed``."""
+        return self.searcher.game(np.random.default_rng(seed))
 
     def choose(self, state: GameState) -> int:
-        return self._play(self._searches, state, self._searches.run(state))
-
-    @staticmethod
-    def _play(searches: GameSearch, state: GameState, result: SearchResult) -> int:
-        """Gumbel's choice, or PUCT's most visited action (ties: lowest id); told to
-        ``searches``."""
-        visits = result.visits
-        action = result.action
-        if action is None:
-            action = min(visits, key=lambda a: (-visits[a], a))
-        searches.played(state, action)
+        [action] = self.choose_together([self._game], [state])
         return action
+
+    def choose_together(self, games: Sequence[Any], states: Sequence[GameState]) -> list[int]:
+        """The move of each game, their searches in one lockstep; each told to its game."""
+        actions = []
+        results = self.searcher.search(games, states)
+        for game, state, result in zip(games, states, results, strict=True):
+            visits, action = result.visits, result.action
+            if action is None:
+                action = min(visits, key=lambda a: (-visits[a], a))
+            self.searcher.played(game, state, action)
+            actions.append(action)
+        return actions
+
+
+class MCTSPlayer(SearchPlayer):
+    """AlphaZero's ``trimcts`` search (``TreeSearcher``) of ``mcts_cfg.variant``, without noise.
+    ``peek=True``: the search knows the future hands (only for measuring what that is worth)."""
+
+    def __init__(self, evaluator: Evaluator, mcts_cfg: MCTSConfig, *, peek: bool = False) -> None:
+        super().__init__(TreeSearcher(evaluator, mcts_cfg, noise=False, peek=peek))
 
 
 def uniform_mcts_player(simulations: int = 128, mcts_cfg: MCTSConfig | None = None) -> MCTSPlayer:
@@ -150,7 +155,7 @@ def play_game(player: Player, seed: int, env_cfg: EnvConfig | None = None) -> tu
 
 
 GAMES_AT_ONCE = 128
-"""Most games an ``MCTSPlayer`` plays together in ``play_games`` (each holds a search tree)."""
+"""Most games a ``SearchPlayer`` plays together in ``play_games`` (each holds a search tree)."""
 
 
 def play_games(
@@ -158,13 +163,13 @@ def play_games(
 ) -> list[GameResult]:
     """``play_game`` over ``seeds``, results in seed order.
 
-    An ``MCTSPlayer`` plays up to ``GAMES_AT_ONCE`` of the games together, their searches in
+    A ``SearchPlayer`` plays up to ``GAMES_AT_ONCE`` of the games together, their searches in
     lockstep (one network call for the pending leaves of all their trees); each game is the
     one ``play_game`` plays, as long as the evaluator's output for a state does not depend on
     the other states of its batch.
     """
     seeds = list(seeds)
-    if isinstance(player, MCTSPlayer):
+    if isinstance(player, SearchPlayer):
         return _play_together(player, seeds, env_cfg)
     results = []
     for seed in seeds:
@@ -174,21 +179,21 @@ def play_games(
 
 
 def _play_together(
-    player: MCTSPlayer, seeds: list[int], env_cfg: EnvConfig | None
+    player: SearchPlayer, seeds: list[int], env_cfg: EnvConfig | None
 ) -> list[GameResult]:
     states = [GameState(env_cfg, initial_seed=seed) for seed in seeds]
     moves = [0] * len(seeds)
     waiting = iter([i for i, state in enumerate(states) if not state.is_over()])
-    running: dict[int, GameSearch] = {}  # game index -> its searches, while it runs
+    running: dict[int, Any] = {}  # game index -> its search object, while it runs
     while True:
         for i in itertools.islice(waiting, GAMES_AT_ONCE - len(running)):
-            running[i] = player.game_search(seeds[i])
+            running[i] = player.game(seeds[i])
         if not running:
             break
         games = list(running)
-        results = search_games([running[i] for i in games], [states[i] for i in games])
-        for i, result in zip(games, results, strict=True):
-            states[i].step(player._play(running[i], states[i], result))
+        actions = player.choose_together([running[i] for i in games], [states[i] for i in games])
+        for i, action in zip(games, actions, strict=True):
+            states[i].step(action)
             moves[i] += 1
             if states[i].is_over():
                 del running[i]  # and its tree
@@ -238,21 +243,19 @@ def summarize(player: str, results: Sequence[GameResult]) -> Summary:
 
 
 def evaluate(
-    model: AlphaTriangleNet,
-    cfg: AlphaTriangleConfig,
+    agent: Player,
+    mcts_cfg: MCTSConfig,
     seeds: Sequence[int],
-    simulations: int,
     baseline_simulations: int,
     baselines: bool = True,
 ) -> dict[str, Summary]:
-    """Play ``seeds`` with the network (its own search, ``cfg.mcts.variant``, without noise)
-    and, when ``baselines``, with random, greedy one-step and uniform-prior MCTS players."""
-    players: dict[str, Player] = {
-        NETWORK: network_player(model, cfg.mcts.model_copy(update={"simulations": simulations}))
-    }
+    """Play ``seeds`` with the trained ``agent`` (``alphatriangle.core.algorithm.agent_player``:
+    the run's own search, without noise) and, when ``baselines``, with random, greedy one-step
+    and uniform-prior MCTS players (``mcts_cfg``'s settings, PUCT)."""
+    players: dict[str, Player] = {NETWORK: agent}
     if baselines:
         players[f"uniform-mcts-{baseline_simulations}"] = uniform_mcts_player(
-            baseline_simulations, cfg.mcts
+            baseline_simulations, mcts_cfg
         )
         players["greedy"] = GreedyPlayer()
         players["random"] = RandomPlayer()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -153,12 +153,15 @@ class SearchResult:
         action: the move Gumbel search chose (the last survivor of sequential halving); None
             for PUCT, whose move the caller picks from ``policy``.
         depth: mean depth of the search's simulations.
+        root_value: the search's value of the root (MuZero's latent search); None when the
+            search reports none (the ``trimcts`` searches).
     """
 
     visits: dict[int, int]
     policy: np.ndarray
     action: int | None
     depth: float
+    root_value: float | None = None
 
 
 def fair_root(state: GameState, seed: int) -> GameState:
@@ -233,6 +236,48 @@ class GameSearch:
         keep = self.mcts_cfg.tree_reuse and (self.peek or hand_size(state) > 1)
         self._tree, self._last_action = (self._searched, action) if keep else (None, -1)
         self._searched = None
+
+
+GameT = TypeVar("GameT")
+
+
+class Searcher(Protocol[GameT]):
+    """An algorithm's search as self-play and the players drive it: an object per game
+    (``game``, from the game's generator), the next search of many games at once (``search``,
+    on their real, non-terminal states), and the move each game played (``played``).
+    ``mcts_cfg`` gives the simulations and the temperature of moves chosen from visits."""
+
+    mcts_cfg: MCTSConfig
+
+    def game(self, rng: np.random.Generator) -> GameT: ...
+
+    def search(self, games: Sequence[GameT], states: Sequence[GameState]) -> list[SearchResult]: ...
+
+    def played(self, game: GameT, state: GameState, action: int) -> None: ...
+
+
+class TreeSearcher:
+    """AlphaZero's search on the real game (``trimcts``, PUCT or Gumbel as ``mcts_cfg.variant``
+    says): a ``GameSearch`` per game, all of them in one lockstep (``search_games``)."""
+
+    def __init__(
+        self, evaluator: Evaluator, mcts_cfg: MCTSConfig, *, noise: bool, peek: bool = False
+    ) -> None:
+        self.evaluator = evaluator
+        self.mcts_cfg = mcts_cfg
+        self.noise = noise
+        self.peek = peek
+
+    def game(self, rng: np.random.Generator) -> GameSearch:
+        return GameSearch(self.evaluator, self.mcts_cfg, rng, noise=self.noise, peek=self.peek)
+
+    def search(
+        self, games: Sequence[GameSearch], states: Sequence[GameState]
+    ) -> list[SearchResult]:
+        return search_games(games, states)
+
+    def played(self, game: GameSearch, state: GameState, action: int) -> None:
+        game.played(state, action)
 
 
 def search_games(games: Sequence[GameSearch], states: Sequence[GameState]) -> list[SearchResult]:

@@ -1,18 +1,19 @@
-"""Self-play with ``trimcts`` MCTS: ``SelfPlayGames`` advances many games together, their
-searches in lockstep (one network call for the pending leaves of all their trees);
-``play_episode`` is the one-game case."""
+"""Self-play: ``SelfPlayGames`` advances many games together, their searches in lockstep (one
+network call for the pending leaves of all their trees), with any algorithm's ``Searcher``;
+``play_episode`` is the one-game case of AlphaZero's."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from trianglengin import EnvConfig, GameState
 
 from alphatriangle.core.config import MCTSConfig
 from alphatriangle.core.features import extract_features, feature_spec, valid_mask_from_grid
-from alphatriangle.core.search import Evaluator, GameSearch, choose_action, search_games
+from alphatriangle.core.search import Evaluator, Searcher, TreeSearcher, choose_action
 
 TRAINING_SEED_FLOOR = 1 << 20
 """Training games use seeds at or above this, so low seeds stay held out for evaluation."""
@@ -37,6 +38,10 @@ class EpisodeRecord:
         search_depth: mean over moves of the search's average simulation depth.
         seed: the game seed.
         weight_version: version of the network weights that played it (-1: unknown/none).
+        actions: int64 ``[T]`` the moves played.
+        root_values: float32 ``[T]`` each search's value of its root, an estimate of the return
+            from that position (MuZero bootstraps its value targets from it; AlphaZero's search
+            reports none, and its records hold an empty array).
     """
 
     grid: np.ndarray
@@ -52,6 +57,8 @@ class EpisodeRecord:
     search_depth: float
     seed: int
     weight_version: int = -1
+    actions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    root_values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 @dataclass
@@ -61,43 +68,44 @@ class _Game:
     seed: int
     state: GameState
     rng: np.random.Generator
-    searches: GameSearch
+    searches: Any
+    """The searcher's object for this game."""
     grids: list[np.ndarray] = field(default_factory=list)
     others: list[np.ndarray] = field(default_factory=list)
     policies: list[np.ndarray] = field(default_factory=list)
     masks: list[np.ndarray] = field(default_factory=list)
+    actions: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     depths: list[float] = field(default_factory=list)
+    root_values: list[float] = field(default_factory=list)
     cleared: int = 0
 
 
 class SelfPlayGames:
     """Up to ``games`` self-play games at once, advanced one move each per ``step()``.
 
-    Every game is the one ``play_episode`` would play from its seed: its own generator
-    (``default_rng(seed)``, for move sampling and its search roots' seeds) and its own tree, kept
-    for the next move as ``GameSearch`` says. Only the network calls are shared: the searches of
-    all running games advance in lockstep, so each call evaluates up to
-    ``games * mcts_cfg.mcts_batch_size`` leaves. A game that ends is returned by that ``step()``
-    and the next seed of ``seeds`` starts in its slot; when the seeds run out the slots empty.
+    Every game is the one it would be alone: its own generator (``default_rng(seed)``, for move
+    sampling and whatever its searches draw) and its own search object (``searcher.game``).
+    Only the network calls are shared: the searches of all running games advance in lockstep.
+    A move is the searcher's choice (Gumbel) or drawn from the visit distribution at
+    ``mcts_cfg.temperature`` for the first ``temperature_moves`` moves, then the most visited.
+    A game that ends is returned by that ``step()`` and the next seed of ``seeds`` starts in its
+    slot; when the seeds run out the slots empty.
     """
 
     def __init__(
         self,
-        evaluator: Evaluator,
-        mcts_cfg: MCTSConfig,
+        searcher: Searcher[Any],
         seeds: Iterable[int],
         games: int,
         *,
-        noise: bool = True,
         temperature_moves: int | None = None,
         env_cfg: EnvConfig | None = None,
     ) -> None:
         if games < 1:
             raise ValueError(f"games must be at least 1, got {games}")
-        self.evaluator = evaluator
-        self.mcts_cfg = mcts_cfg
-        self.noise = noise
+        self.searcher = searcher
+        mcts_cfg = self.mcts_cfg = searcher.mcts_cfg
         self.env_cfg = env_cfg
         self.spec = feature_spec(env_cfg)
         self.moves_with_temperature = (
@@ -123,9 +131,7 @@ class SelfPlayGames:
                 break
             rng = np.random.default_rng(seed)
             state = GameState(self.env_cfg, initial_seed=seed)
-            game = _Game(
-                seed, state, rng, GameSearch(self.evaluator, self.mcts_cfg, rng, noise=self.noise)
-            )
+            game = _Game(seed, state, rng, self.searcher.game(rng))
             game.scores.append(state.game_score())
             if state.is_over():
                 ended.append(self._record(game))
@@ -139,7 +145,7 @@ class SelfPlayGames:
         if not self._running:
             return ended
         slots = len(self._running)
-        results = search_games(
+        results = self.searcher.search(
             [g.searches for g in self._running], [g.state for g in self._running]
         )
         still = []
@@ -150,15 +156,18 @@ class SelfPlayGames:
                 sampled = len(game.policies) < self.moves_with_temperature
                 temperature = self.mcts_cfg.temperature if sampled else None
                 action = choose_action(result.policy, temperature, game.rng)
-            game.searches.played(game.state, action)
+            self.searcher.played(game.searches, game.state, action)
             game.state.step(action)
             game.cleared += game.state.get_last_cleared_triangles()
             game.grids.append(grid)
             game.others.append(other)
             game.policies.append(result.policy)
+            game.actions.append(action)
             game.masks.append(valid_mask_from_grid(grid[None])[0])
             game.scores.append(game.state.game_score())
             game.depths.append(result.depth)
+            if result.root_value is not None:
+                game.root_values.append(result.root_value)
             if game.state.is_over():
                 ended.append(self._record(game))
             else:
@@ -166,6 +175,13 @@ class SelfPlayGames:
         self._running = still
         ended.extend(self._fill(slots))
         return ended
+
+    def play(self) -> list[EpisodeRecord]:
+        """Step until every seed's game has ended; the records in the order they ended."""
+        records = self.step()
+        while self.running:
+            records.extend(self.step())
+        return records
 
     def _record(self, game: _Game) -> EpisodeRecord:
         spec = self.spec
@@ -186,6 +202,8 @@ class SelfPlayGames:
             simulations=length * self.mcts_cfg.simulations,
             search_depth=float(np.mean(game.depths)) if game.depths else 0.0,
             seed=game.seed,
+            actions=np.asarray(game.actions, dtype=np.int64),
+            root_values=np.asarray(game.root_values, dtype=np.float32),
         )
 
 
@@ -199,20 +217,15 @@ def play_episodes(
     temperature_moves: int | None = None,
     env_cfg: EnvConfig | None = None,
 ) -> list[EpisodeRecord]:
-    """Every seed's episode, ``games`` at a time (``SelfPlayGames``), in the order they end."""
-    engine = SelfPlayGames(
-        evaluator,
-        mcts_cfg,
+    """Every seed's AlphaZero episode, ``games`` at a time (``SelfPlayGames`` with a
+    ``TreeSearcher``), in the order they end."""
+    return SelfPlayGames(
+        TreeSearcher(evaluator, mcts_cfg, noise=noise),
         seeds,
         games,
-        noise=noise,
         temperature_moves=temperature_moves,
         env_cfg=env_cfg,
-    )
-    records = engine.step()
-    while engine.running:
-        records.extend(engine.step())
-    return records
+    ).play()
 
 
 def play_episode(

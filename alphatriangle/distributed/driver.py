@@ -223,9 +223,12 @@ def _resume(
     for warning in ckpt.warnings if ckpt else []:
         on_start(f"warning: {warning}")
     if ckpt is None:
-        flat = {
-            f"{section}.{k}": v for section, d in cfg.model_dump().items() for k, v in d.items()
-        }
+        flat: dict[str, Any] = {}
+        for section, value in cfg.model_dump().items():
+            if isinstance(value, dict):
+                flat.update({f"{section}.{k}": v for k, v in value.items()})
+            else:
+                flat[section] = value
         stats.log_params(flat)
         stats.log_text(cfg.model_dump_json(indent=2), "config.json")
         on_start(f"new run {run.run_name!r} in {run.run_dir}")

@@ -6,9 +6,9 @@ import ray
 import torch
 
 from alphatriangle import metric_names as m
+from alphatriangle.core.algorithm import agent_player, build_model
 from alphatriangle.core.config import AlphaTriangleConfig
-from alphatriangle.core.network import AlphaTriangleNet
-from alphatriangle.core.players import NETWORK, Summary, network_player, play_games, summarize
+from alphatriangle.core.players import NETWORK, Summary, play_games, summarize
 from trieye.system import ProcessSampler
 
 
@@ -25,9 +25,10 @@ class EvalActor:
 
     def __init__(self, cfg: AlphaTriangleConfig) -> None:
         torch.set_num_threads(1)
-        self.model = AlphaTriangleNet(cfg.model).eval()
+        self.model = build_model(cfg).eval()
         sims = cfg.eval.simulations or cfg.mcts.simulations
-        self.player = network_player(self.model, cfg.mcts.model_copy(update={"simulations": sims}))
+        mcts = cfg.mcts.model_copy(update={"simulations": sims})
+        self.player = agent_player(self.model, cfg, mcts)
         self.seeds = list(range(cfg.eval.games))
         self.sampler = ProcessSampler(m.SYSTEM_EVAL, every_s=0.0)
 

@@ -41,13 +41,20 @@ def resolve_config(
 
     A new run takes ``config_file`` (or the defaults); an existing run keeps its saved config,
     and a ``config_file`` given on resume may change search and training settings but not the
-    network, whose checkpoints would not load. Flags override the file. Raises ``ConfigError``
-    for a config that cannot run here (e.g. a buffer larger than this machine's memory).
+    algorithm or the network, whose checkpoints would not load. Flags override the file. Raises
+    ``ConfigError`` for a config that cannot run here (e.g. a buffer larger than this machine's
+    memory).
     """
     cfg = AlphaTriangleConfig.from_file(config_file) if config_file else None
     if run.config_json.exists():
         saved = AlphaTriangleConfig.from_file(run.config_json)
-        if cfg is not None and cfg.model != saved.model:
+        if cfg is not None and cfg.algorithm != saved.algorithm:
+            raise ConfigError(
+                f"{config_file}: algorithm = {cfg.algorithm!r}, but run {run.run_name!r} was "
+                f"created as {saved.algorithm!r} ({run.config_json}) and its checkpoints and "
+                "buffer are that algorithm's; use a new --run-name"
+            )
+        if cfg is not None and _network(cfg) != _network(saved):
             raise ConfigError(
                 f"{config_file}: its model settings differ from those run {run.run_name!r} was "
                 f"created with ({run.config_json}), so its checkpoints cannot be loaded; "
@@ -130,6 +137,13 @@ def worker_count(
     return max(1, min(cpus, math.ceil(cpus / (1.0 + rho + epsilon) - 1e-9)))
 
 
+def _network(cfg: AlphaTriangleConfig) -> tuple[object, ...]:
+    """The settings that shape the network's weights."""
+    if cfg.algorithm == "muzero":
+        return (cfg.model, cfg.muzero.value_support, cfg.muzero.reward_support)
+    return (cfg.model,)
+
+
 def _check_memory(cfg: AlphaTriangleConfig) -> None:
     """Refuse a replay buffer that cannot fit in this machine's memory, before anything starts
     (numpy would fail with "array is too big", or the OS kill the trainer hours later)."""
@@ -137,6 +151,8 @@ def _check_memory(cfg: AlphaTriangleConfig) -> None:
     needed = buffer_bytes(
         tc.buffer_capacity, spec.grid_shape, spec.other_dim, spec.action_dim, tc.prioritized_replay
     )
+    if cfg.algorithm == "muzero":  # the move, reward and steps left of each position
+        needed += tc.buffer_capacity * (2 + 4 + 4)
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if needed > total:
         raise ConfigError(

@@ -1,5 +1,5 @@
-"""``SelfPlayWorker``: a Ray actor that plays self-play games, many at once, with its own CPU
-network copy."""
+"""``SelfPlayWorker``: a Ray actor that plays self-play games, many at once, with its own
+network copy (on the CPU, or on its share of a GPU), for either algorithm."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ import ray
 import torch
 
 from alphatriangle import metric_names as m
+from alphatriangle.core.algorithm import build_model, searcher
 from alphatriangle.core.config import AlphaTriangleConfig
-from alphatriangle.core.network import AlphaTriangleNet
-from alphatriangle.core.search import NetworkEvaluator
 from alphatriangle.core.selfplay import TRAINING_SEED_FLOOR, EpisodeRecord, SelfPlayGames
 from trieye import RunContext, connect
 from trieye.system import ProcessSampler
@@ -49,15 +48,15 @@ class SelfPlayWorker:
         self.cfg = cfg
         self.worker_id = worker_id
         self.device = inference_device(ray.get_gpu_ids())
-        self.model = AlphaTriangleNet(cfg.model).eval()
-        self.evaluator = NetworkEvaluator(self.model, device=self.device)
+        self.model = build_model(cfg).to(self.device).eval()
         self.weight_version = -1
         self.rng = np.random.default_rng([*seed_entropy, worker_id])
         self.stats = connect(run)
         self.system = ProcessSampler(m.SYSTEM_SELFPLAY)
         self.episodes = 0
         games = cfg.train.games_at_once(on_gpu=self.device != "cpu")
-        self.games = SelfPlayGames(self.evaluator, cfg.mcts, self._seeds(), games, noise=True)
+        search = searcher(self.model, cfg, noise=True, device=self.device)
+        self.games = SelfPlayGames(search, self._seeds(), games)
 
     def _seeds(self) -> Iterator[int]:
         while True:
@@ -65,7 +64,8 @@ class SelfPlayWorker:
 
     def set_weights(self, weights: dict[str, torch.Tensor], version: int) -> int:
         """Load published weights (the driver passes one ``ray.put`` reference to all workers)."""
-        self.evaluator.load_weights(weights)
+        self.model.load_state_dict(weights)
+        self.model.eval()
         self.weight_version = version
         return version
 

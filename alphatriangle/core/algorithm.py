@@ -1,0 +1,111 @@
+"""What differs between the learning algorithms (``AlphaTriangleConfig.algorithm``), in one
+place: the network, the replay buffer, the gradient step, and the search that plays with the
+network. Everything else (self-play, the learner loop, players, the pipeline) takes these.
+
+- ``alphazero``: ``AlphaTriangleNet`` searched by ``trimcts`` on the real game (PUCT or Gumbel);
+  positions with Monte Carlo value targets; policy and value losses.
+- ``muzero``: ``MuZeroNet`` searched in its latent space (``core.muzero.search``); whole games,
+  sampled with K unroll steps and n-step targets; the unrolled loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from alphatriangle.core.buffer import PositionBuffer, ReplayBuffer
+from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig
+from alphatriangle.core.features import feature_spec
+from alphatriangle.core.muzero.network import MuZeroNet
+from alphatriangle.core.muzero.replay import TrajectoryBuffer
+from alphatriangle.core.muzero.search import LatentSearcher, MuZeroEvaluator
+from alphatriangle.core.muzero.training import muzero_train_step
+from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.optimization import TrainStepResult
+from alphatriangle.core.players import SearchPlayer
+from alphatriangle.core.search import NetworkEvaluator, Searcher, TreeSearcher
+from alphatriangle.core.training import train_step
+
+
+def build_model(cfg: AlphaTriangleConfig) -> nn.Module:
+    """The run's network, freshly initialised (on the CPU)."""
+    if cfg.algorithm == "muzero":
+        return MuZeroNet(cfg.model, cfg.muzero)
+    return AlphaTriangleNet(cfg.model)
+
+
+def new_buffer(cfg: AlphaTriangleConfig) -> PositionBuffer[Any]:
+    """An empty replay buffer of the run's algorithm, capacity and replay settings."""
+    spec, tc = feature_spec(), cfg.train
+    if cfg.algorithm == "muzero":
+        mz = cfg.muzero
+        return TrajectoryBuffer(
+            tc.buffer_capacity,
+            spec.grid_shape,
+            spec.other_dim,
+            spec.action_dim,
+            unroll_steps=mz.unroll_steps,
+            td_steps=mz.td_steps,
+            discount=mz.discount,
+            prioritized=tc.prioritized_replay,
+            alpha=tc.per_alpha,
+            beta=tc.per_beta,
+            seed=tc.seed,
+        )
+    return ReplayBuffer(
+        tc.buffer_capacity,
+        spec.grid_shape,
+        spec.other_dim,
+        spec.action_dim,
+        prioritized=tc.prioritized_replay,
+        alpha=tc.per_alpha,
+        beta=tc.per_beta,
+        seed=tc.seed,
+    )
+
+
+def gradient_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LambdaLR,
+    batch: Any,
+    cfg: AlphaTriangleConfig,
+    device: torch.device,
+) -> TrainStepResult:
+    """One gradient step of the run's algorithm on a batch of its buffer."""
+    if cfg.algorithm == "muzero":
+        assert isinstance(model, MuZeroNet)
+        return muzero_train_step(model, optimizer, scheduler, batch, cfg, device)
+    assert isinstance(model, AlphaTriangleNet)
+    return train_step(model, optimizer, scheduler, batch, cfg.train, device)
+
+
+def searcher(
+    model: nn.Module,
+    cfg: AlphaTriangleConfig,
+    *,
+    noise: bool,
+    mcts: MCTSConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> Searcher[Any]:
+    """The search that plays with ``model`` (``mcts`` overrides ``cfg.mcts``, e.g. another
+    number of simulations); root noise only with ``noise`` (self-play)."""
+    mcts = mcts or cfg.mcts
+    if cfg.algorithm == "muzero":
+        assert isinstance(model, MuZeroNet)
+        return LatentSearcher(MuZeroEvaluator(model, device), cfg, noise=noise, mcts_cfg=mcts)
+    assert isinstance(model, AlphaTriangleNet)
+    return TreeSearcher(NetworkEvaluator(model, device), mcts, noise=noise)
+
+
+def agent_player(
+    model: nn.Module,
+    cfg: AlphaTriangleConfig,
+    mcts: MCTSConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> SearchPlayer:
+    """The trained agent as an evaluation player: the run's own search, without noise."""
+    return SearchPlayer(searcher(model, cfg, noise=False, mcts=mcts, device=device))

@@ -1,0 +1,153 @@
+"""MuZero's replay: whole game trajectories, sampled as a start position and K unroll steps.
+
+Positions are stored in game order in the ring of ``PositionBuffer`` (an episode's positions
+are written contiguously, so the successors of the position in slot ``i`` are in slots
+``i + 1, i + 2, ...`` modulo the capacity, and they are newer, so they are overwritten after
+it). Each slot also holds the move played there, its reward, its n-step value target and how
+many positions of its game follow it. A sample at slot ``i`` is the observation of ``i`` and,
+for ``k = 0..K``, the targets of position ``t + k``; past the end of the game ("absorbing
+states") the value and reward targets are 0, the policy target is masked out of the loss, and
+the actions are drawn uniformly at random.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from alphatriangle.core.buffer import PositionBuffer
+from alphatriangle.core.selfplay import EpisodeRecord
+
+
+def n_step_targets(
+    rewards: np.ndarray, root_values: np.ndarray, discount: float, td_steps: int
+) -> np.ndarray:
+    """Value targets float32 ``[T]`` of one game:
+    ``z_t = sum_{i < n, t + i < T} gamma^i rewards[t + i] + gamma^n root_values[t + n]``, the
+    bootstrap term only when ``t + n < T`` (the game's end is absorbing: no reward, value 0).
+    ``rewards[t]`` is the score the move at ``t`` gained; ``root_values[t]`` the search's value
+    of position ``t``. Accumulated in float64."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    values = np.asarray(root_values, dtype=np.float64)
+    if rewards.ndim != 1 or values.shape != rewards.shape:
+        raise ValueError(
+            f"rewards and root_values must both be [T], got {rewards.shape} and {values.shape}"
+        )
+    length = len(rewards)
+    powers = discount ** np.arange(td_steps, dtype=np.float64)
+    targets = np.zeros(length, dtype=np.float64)
+    for t in range(length):
+        window = rewards[t : t + td_steps]
+        targets[t] = float(powers[: len(window)] @ window)
+        if t + td_steps < length:
+            targets[t] += discount**td_steps * values[t + td_steps]
+    return targets.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class MuZeroBatch:
+    """``B`` samples of a start position and ``K`` unroll steps; ``A`` = actions.
+
+    Attributes:
+        grid: float32 ``[B, C, H, W]`` observation of the start position.
+        other: float32 ``[B, F]`` its extra features.
+        actions: int64 ``[B, K]`` the moves played from it (random past the end of the game).
+        target_policy: float32 ``[B, K + 1, A]`` search policies of positions ``t..t+K``.
+        policy_mask: bool ``[B, K + 1]`` positions inside the game (policy loss only there).
+        target_value: float32 ``[B, K + 1]`` n-step value targets (0 past the end).
+        target_reward: float32 ``[B, K]`` reward of the move at ``t + k`` (0 past the end).
+        weights: float32 ``[B]`` importance-sampling weights (ones under uniform replay).
+        indices: int64 ``[B]`` buffer slots, for ``update_priorities``.
+    """
+
+    grid: np.ndarray
+    other: np.ndarray
+    actions: np.ndarray
+    target_policy: np.ndarray
+    policy_mask: np.ndarray
+    target_value: np.ndarray
+    target_reward: np.ndarray
+    weights: np.ndarray
+    indices: np.ndarray
+
+
+class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
+    """Positions of whole games with the move, reward, n-step target and game-remaining count of
+    each; samples ``MuZeroBatch``es of ``unroll_steps``."""
+
+    ROW_FIELDS = (
+        "grid",
+        "other",
+        "policy",
+        "valid_mask",
+        "value_target",
+        "action",
+        "reward",
+        "steps_left",
+    )
+
+    def __init__(
+        self,
+        capacity: int,
+        grid_shape: tuple[int, ...],
+        other_dim: int,
+        action_dim: int,
+        *,
+        unroll_steps: int,
+        td_steps: int,
+        discount: float,
+        prioritized: bool = False,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            capacity, grid_shape, other_dim, action_dim, prioritized, alpha, beta, seed
+        )
+        self.unroll_steps, self.td_steps, self.discount = unroll_steps, td_steps, discount
+        self.action_dim = action_dim
+        self.action = np.zeros(capacity, dtype=np.int16)
+        self.reward = np.zeros(capacity, dtype=np.float32)
+        self.steps_left = np.zeros(capacity, dtype=np.int32)
+        """Positions of the same game after this one."""
+
+    def rows(self, record: EpisodeRecord) -> dict[str, np.ndarray]:
+        length = record.length
+        if record.actions.shape != (length,) or record.root_values.shape != (length,):
+            raise ValueError(
+                "a MuZero episode record needs actions and root_values of its length "
+                f"{length}, got {record.actions.shape} and {record.root_values.shape}"
+            )
+        return {
+            "grid": record.grid,
+            "other": record.other,
+            "policy": record.policy,
+            "valid_mask": record.valid_mask,
+            "value_target": n_step_targets(
+                record.rewards, record.root_values, self.discount, self.td_steps
+            ),
+            "action": record.actions,
+            "reward": record.rewards,
+            "steps_left": np.arange(length - 1, -1, -1, dtype=np.int32),
+        }
+
+    def batch(self, indices: np.ndarray, weights: np.ndarray) -> MuZeroBatch:
+        k = np.arange(self.unroll_steps + 1)
+        slots = (indices[:, None] + k[None, :]) % self.capacity  # [B, K + 1]
+        inside = k[None, :] <= self.steps_left[indices][:, None]  # [B, K + 1]
+        moves = inside[:, :-1]  # a move was played at t + k, k < K
+        random_actions = self.rng.integers(0, self.action_dim, size=moves.shape)
+        policy = self.policy[slots].astype(np.float32)
+        policy[~inside] = 0.0
+        return MuZeroBatch(
+            grid=self.grid[indices].astype(np.float32),
+            other=self.other[indices].astype(np.float32),
+            actions=np.where(moves, self.action[slots[:, :-1]], random_actions).astype(np.int64),
+            target_policy=policy,
+            policy_mask=inside,
+            target_value=np.where(inside, self.value_target[slots], 0.0).astype(np.float32),
+            target_reward=np.where(moves, self.reward[slots[:, :-1]], 0.0).astype(np.float32),
+            weights=weights,
+            indices=indices,
+        )

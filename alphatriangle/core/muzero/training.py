@@ -1,0 +1,90 @@
+"""MuZero's loss over K unrolled steps, and its gradient step (the shape of AlphaZero's
+``train_step``: forward, loss, backward, clip, update; no I/O)."""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from alphatriangle import metric_names as m
+from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.muzero.network import MuZeroNet
+from alphatriangle.core.muzero.replay import MuZeroBatch
+from alphatriangle.core.muzero.support import from_logits, to_support
+from alphatriangle.core.optimization import TrainStepResult, apply_gradients
+
+
+def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` in the forward pass; its gradient multiplied by ``scale`` in the backward pass."""
+    return x * scale + x.detach() * (1.0 - scale)
+
+
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``-sum(target * log_softmax(logits))`` over the last axis."""
+    return -(target * torch.log_softmax(logits, dim=-1)).sum(dim=-1)
+
+
+def unrolled_loss(
+    model: MuZeroNet, batch: MuZeroBatch, cfg: AlphaTriangleConfig, device: torch.device
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """The paper's loss of ``batch``: ``(total, parts, value errors [B])``.
+
+    Per sample, with ``K = unroll_steps``: step 0 is ``f(h(o_t))``, step ``k >= 1`` is ``f`` of
+    the state ``g`` reached after the moves ``a_t..a_{t+k-1}``. Each step's loss is
+    ``policy CE (inside the game only) + value_loss_weight * value CE`` and, for ``k >= 1``,
+    ``+ reward CE``, with categorical targets (two-hot over the supports); the steps ``k >= 1``
+    count ``1 / K`` each, and the gradient into the dynamics' input state is halved, so that
+    the total gradient into the dynamics stays about that of one step. ``total`` is the mean
+    over the batch weighted by the importance weights.
+    """
+    mz = cfg.muzero
+    grid = torch.from_numpy(batch.grid).to(device)
+    other = torch.from_numpy(batch.other).to(device)
+    actions = torch.from_numpy(batch.actions).to(device)
+    policy_t = torch.from_numpy(batch.target_policy).to(device)
+    mask = torch.from_numpy(batch.policy_mask).to(device).float()
+    value_t = to_support(torch.from_numpy(batch.target_value).to(device), mz.value_support)
+    reward_t = to_support(torch.from_numpy(batch.target_reward).to(device), mz.reward_support)
+    weights = torch.from_numpy(batch.weights).to(device)
+
+    state = model.represent(grid, other)
+    policy, value = model.predict(state)
+    policy_loss = _cross_entropy(policy, policy_t[:, 0]) * mask[:, 0]
+    value_loss = _cross_entropy(value, value_t[:, 0])
+    reward_loss = torch.zeros_like(value_loss)
+    value_error = (from_logits(value) - torch.from_numpy(batch.target_value[:, 0]).to(device)).abs()
+    steps = actions.shape[1]
+    for k in range(1, steps + 1):
+        reward, state = model.dynamics(scale_gradient(state, 0.5), actions[:, k - 1])
+        policy, value = model.predict(state)
+        policy_loss = policy_loss + _cross_entropy(policy, policy_t[:, k]) * mask[:, k] / steps
+        value_loss = value_loss + _cross_entropy(value, value_t[:, k]) / steps
+        reward_loss = reward_loss + _cross_entropy(reward, reward_t[:, k - 1]) / steps
+    per_sample = policy_loss + mz.value_loss_weight * value_loss + reward_loss
+    total = (weights * per_sample).mean()
+    parts = {
+        m.LOSS_POLICY: policy_loss.mean(),
+        m.LOSS_VALUE: value_loss.mean(),
+        m.LOSS_REWARD: reward_loss.mean(),
+    }
+    return total, parts, value_error.detach()
+
+
+def muzero_train_step(
+    model: MuZeroNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LambdaLR,
+    batch: MuZeroBatch,
+    cfg: AlphaTriangleConfig,
+    device: str | torch.device = "cpu",
+) -> TrainStepResult:
+    """One gradient step on ``unrolled_loss``; the metrics and the start positions' absolute
+    value errors as priorities. ``NonFiniteLossError`` (model unchanged) as AlphaZero's."""
+    model.train()
+    total, parts, errors = unrolled_loss(model, batch, cfg, torch.device(device))
+    grad_norm, lr = apply_gradients(model, optimizer, scheduler, total, parts, cfg.train)
+    metrics = {name: float(value.item()) for name, value in parts.items()}
+    metrics[m.LOSS_TOTAL] = float(total.item())
+    metrics[m.GRAD_NORM] = grad_norm
+    metrics[m.LEARNING_RATE] = lr
+    return TrainStepResult(metrics=metrics, priorities=errors.float().cpu().numpy())
