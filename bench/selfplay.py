@@ -20,16 +20,25 @@ import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from trianglengin import GameState
 
 from alphatriangle.core.buffer import ReplayBuffer
-from alphatriangle.core.config import CPU_GAMES_PER_WORKER, MCTSConfig, ModelConfig, TrainConfig
+from alphatriangle.core.config import (
+    CPU_GAMES_PER_WORKER,
+    AlphaTriangleConfig,
+    MCTSConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from alphatriangle.core.features import extract_batch, feature_spec
+from alphatriangle.core.muzero.network import MuZeroNet
+from alphatriangle.core.muzero.search import LatentSearcher, MuZeroEvaluator
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.optimization import make_optimizer, make_scheduler
-from alphatriangle.core.search import NetworkEvaluator, TreeSearcher, UniformEvaluator
+from alphatriangle.core.search import NetworkEvaluator, Searcher, TreeSearcher, UniformEvaluator
 from alphatriangle.core.selfplay import SelfPlayGames, play_episode
 from alphatriangle.core.training import train_step
 
@@ -64,13 +73,18 @@ def _copy_and_free_us(state: GameState, n: int = 100) -> float:
 
 
 def selfplay_rate(
-    evaluator: NetworkEvaluator | UniformEvaluator,
+    evaluator: NetworkEvaluator | UniformEvaluator | Searcher[Any],
     seconds: float,
     games: int = 1,
     mcts: MCTSConfig | None = None,
 ) -> Rate:
-    """Moves/s of ``games`` self-play games at once (K), counted move by move."""
-    searcher = TreeSearcher(evaluator, mcts or MCTSConfig(), noise=True)
+    """Moves/s of ``games`` self-play games at once (K), counted move by move; an evaluator is
+    searched by AlphaZero's ``TreeSearcher``."""
+    searcher = (
+        evaluator
+        if isinstance(evaluator, LatentSearcher)
+        else TreeSearcher(evaluator, mcts or MCTSConfig(), noise=True)  # type: ignore[arg-type]
+    )
     engine = SelfPlayGames(searcher, iter(range(10_000, 1_000_000)), games)
 
     def one_step() -> float:
@@ -129,6 +143,11 @@ def main() -> None:
     evals_in_play = Rate(evaluator.evaluations, network.wall_s, network.cpu_s)
     gumbel_cfg = MCTSConfig(variant="gumbel", simulations=16)
     gumbel = selfplay_rate(evaluator, args.seconds, k, gumbel_cfg)
+    muzero_cfg = AlphaTriangleConfig(algorithm="muzero")
+    muzero_net = MuZeroNet(muzero_cfg.model, muzero_cfg.muzero)
+    muzero = selfplay_rate(
+        LatentSearcher(MuZeroEvaluator(muzero_net), muzero_cfg, noise=True), args.seconds, k
+    )
 
     small, large = states_for(mcts.mcts_batch_size), states_for(k * mcts.mcts_batch_size)
     batched = measure(args.seconds / 2, lambda: len(evaluator.evaluate_arrays(small)[1]))
@@ -168,6 +187,7 @@ def main() -> None:
     print(network.row(f"default network: moves, K={k}"))
     print(evals_in_play.row(f"default network: NN evals in play, K={k}"))
     print(gumbel.row(f"Gumbel n=16, default network: moves, K={k}"))
+    print(muzero.row(f"MuZero latent search: moves, K={k}"))
     print(dicts.row(f"NN evals, evaluate_batch (dicts) of {len(small)}"))
     print(batched.row(f"NN evals, evaluate_arrays of {len(small)}"))
     print(batched_large.row(f"NN evals, evaluate_arrays of {len(large)}"))

@@ -121,8 +121,10 @@ class MCTSConfig(BaseModel):
 
 
 CPU_GAMES_PER_WORKER = 8
-"""Default games per CPU worker: batches of 64 leaves, where the forward pass per state is
-about half its cost at 8 (``bench/selfplay.py``)."""
+"""Default games per CPU worker: batches of 64 leaves. What that buys depends on the CPU
+(``bench/selfplay.py`` prints moves/s at 1 and at 8 games): on the 2026-11-24 development box
+the forward pass cost half as much per state at batch 64 as at 8; on the 2026-12-03 one it
+cost the same (self-play 1.01x), so there 8 games neither help nor cost."""
 GPU_GAMES_PER_WORKER = 64
 """Default games per worker with a GPU share: batches of 512 leaves, to fill the device."""
 
