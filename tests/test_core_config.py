@@ -96,6 +96,8 @@ def test_worker_count_fills_the_cpus_next_to_learner_and_eval_and_refuses_more_t
     assert worker_count(slow_learner, cpus=8) == 4
     # 8 simulations a move: a core plays 4500 / 8 moves/s, rho = 4 * 562.5 / 1400 = 1.607.
     assert [worker_count(tc, cpus=c, eval_cfg=ec, simulations=8) for c in (2, 16)] == [1, 6]
+    # A MuZero sample unrolls 5 steps: 6 times the learner's work, rho = 1.2.
+    assert [worker_count(tc, cpus=c, eval_cfg=ec, sample_cost=6) for c in (2, 16)] == [1, 7]
     assert worker_count(TrainConfig(num_workers=3), cpus=3) == 3
     with pytest.raises(UsageError, match=r"the Ray cluster has 3 CPUs .* use at most 3"):
         worker_count(TrainConfig(num_workers=4), cpus=3)

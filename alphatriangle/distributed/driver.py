@@ -84,7 +84,12 @@ def train(
         cpus = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
         gpu = torch.cuda.is_available()
         workers = worker_count(
-            cfg.train, cpus, gpu_learner=gpu, eval_cfg=cfg.eval, simulations=cfg.mcts.simulations
+            cfg.train,
+            cpus,
+            gpu_learner=gpu,
+            eval_cfg=cfg.eval,
+            simulations=cfg.mcts.simulations,
+            sample_cost=1 + cfg.muzero.unroll_steps if cfg.algorithm == "muzero" else 1,
         )
         atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
         start_actor(run, metric_config())

@@ -92,6 +92,7 @@ def worker_count(
     gpu_learner: bool = False,
     eval_cfg: EvalConfig | None = None,
     simulations: int = 64,
+    sample_cost: float = 1.0,
 ) -> int:
     """``num_workers``, or the number of self-play workers that keeps all ``cpus`` busy.
 
@@ -101,7 +102,9 @@ def worker_count(
       ``LEARNER_SAMPLES_PER_CORE_S`` on a CPU core, while a worker core plays
       ``SELFPLAY_SIMULATIONS_PER_CORE_S / simulations`` moves/s, so ``rho = replay_ratio *
       SELFPLAY_SIMULATIONS_PER_CORE_S / simulations / LEARNER_SAMPLES_PER_CORE_S`` core-moves
-      per move (about 0.2 at the defaults, 1.6 at 8 simulations); almost none on a GPU;
+      per move (about 0.2 at the defaults, 1.6 at 8 simulations), times ``sample_cost``, what
+      one training sample costs relative to AlphaZero's (MuZero's unrolls ``K`` steps, each
+      about one more network pass: ``1 + K``); almost none on a GPU;
     - the evaluation actor's: ``eval.games`` games of about ``EVAL_MOVES_PER_GAME`` moves every
       ``eval.every_steps`` steps, each step consuming ``batch_size / replay_ratio`` new moves, so
       ``epsilon = games * EVAL_MOVES_PER_GAME * replay_ratio / (every_steps * batch_size)``
@@ -125,7 +128,8 @@ def worker_count(
             )
         return tc.num_workers
     moves_per_core_s = SELFPLAY_SIMULATIONS_PER_CORE_S / simulations
-    rho = 0.0 if gpu_learner else tc.replay_ratio * moves_per_core_s / LEARNER_SAMPLES_PER_CORE_S
+    learner_core_s = sample_cost / LEARNER_SAMPLES_PER_CORE_S
+    rho = 0.0 if gpu_learner else tc.replay_ratio * moves_per_core_s * learner_core_s
     epsilon = 0.0
     if eval_cfg is not None and eval_cfg.every_steps > 0:
         epsilon = (
