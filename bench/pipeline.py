@@ -189,9 +189,11 @@ def _first_step(proc: subprocess.Popen[str], launched: float, lines: list[str]) 
     raise RuntimeError("the run ended before its first gradient step:\n" + "".join(lines))
 
 
-PREVIOUS_DEFAULTS = "[train]\nnum_workers = 1\ngames_per_worker = 1\n"
+PREVIOUS_DEFAULTS = (
+    '[mcts]\nvariant = "puct"\nsimulations = 64\n[train]\nnum_workers = 1\ngames_per_worker = 1\n'
+)
 """The self-play settings ``alphatriangle train`` defaulted to on 2 CPUs before the multi-game
-engine: one worker (CPUs minus one), one game at a time."""
+engine: one worker (CPUs minus one), one game at a time, 64-simulation PUCT."""
 
 
 def _rates(data: Path, name: str, seconds: float, *args: str) -> tuple[float, float]:

@@ -37,7 +37,9 @@ from alphatriangle.core.features import (
 )
 
 
-class _ResidualBlock(nn.Module):
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with a skip connection: ``relu(x + conv2(relu(conv1(x))))``."""
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
@@ -68,7 +70,7 @@ class AlphaTriangleNet(nn.Module):
         self.stem = nn.Conv2d(spec.num_planes, ch, 3, padding=1)
         self.extra = nn.Sequential(nn.Linear(spec.other_dim, cfg.extra_hidden), nn.ReLU())
         self.extra_to_trunk = nn.Linear(cfg.extra_hidden, ch)
-        self.blocks = nn.Sequential(*(_ResidualBlock(ch) for _ in range(cfg.num_blocks)))
+        self.blocks = nn.Sequential(*(ResidualBlock(ch) for _ in range(cfg.num_blocks)))
 
         self.policy_in = nn.Conv2d(ch, len(FOOTPRINT_OFFSETS) * hid, 1)
         self.slot_embed = nn.Linear(SLOT_FEATURES, hid)

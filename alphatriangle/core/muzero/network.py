@@ -29,16 +29,7 @@ from trianglengin import EnvConfig
 from alphatriangle.core.config import ModelConfig, MuZeroConfig
 from alphatriangle.core.features import feature_spec
 from alphatriangle.core.muzero.support import from_logits
-
-
-class _ResidualBlock(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x + self.conv2(F.relu(self.conv1(x))))
+from alphatriangle.core.network import ResidualBlock
 
 
 def scale_latent(s: torch.Tensor) -> torch.Tensor:
@@ -79,10 +70,10 @@ class MuZeroNet(nn.Module):
         self.stem = nn.Conv2d(spec.num_planes, ch, 3, padding=1)
         self.extra = nn.Sequential(nn.Linear(spec.other_dim, cfg.extra_hidden), nn.ReLU())
         self.extra_to_trunk = nn.Linear(cfg.extra_hidden, ch)
-        self.represent_blocks = nn.Sequential(*(_ResidualBlock(ch) for _ in range(cfg.num_blocks)))
+        self.represent_blocks = nn.Sequential(*(ResidualBlock(ch) for _ in range(cfg.num_blocks)))
 
         self.dynamics_in = nn.Conv2d(ch + spec.num_slots, ch, 3, padding=1)
-        self.dynamics_blocks = nn.Sequential(*(_ResidualBlock(ch) for _ in range(cfg.num_blocks)))
+        self.dynamics_blocks = nn.Sequential(*(ResidualBlock(ch) for _ in range(cfg.num_blocks)))
         self.reward_head = _pooled_head(ch, cfg.value_hidden, 2 * mz.reward_support + 1)
 
         self.policy_hidden = nn.Conv2d(ch, cfg.policy_hidden, (3, 5), padding=(1, 2))
