@@ -108,7 +108,7 @@ def selfplay_rows(data: dict[str, Any]) -> list[Row]:
             f"({measured['per_wall_s']:,.0f} per wall second)"
         )
 
-    how = "bench/selfplay.py: one process, torch.set_num_threads(1), default MCTS config"
+    how = "bench/selfplay.py: one process, torch.set_num_threads(1), PUCT with 64 simulations"
     k_rows = [
         k for k in rates if k.startswith("default network: moves, K=") and not k.endswith("K=1")
     ]
@@ -125,9 +125,9 @@ def selfplay_rows(data: dict[str, Any]) -> list[Row]:
             f"{how}; {net}, untrained; one network call for the leaves of all K trees",
         ),
         Row(
-            f"self-play moves/s per core, Gumbel search n=16, K={k}",
-            rate(f"Gumbel n=16, default network: moves, K={k}", "moves"),
-            f"{how}; {net}, untrained; mcts.variant = gumbel, 16 simulations, m = 16",
+            f"self-play moves/s per core, the default search (Gumbel, 32 simulations), K={k}",
+            rate("default search", "moves"),
+            f"bench/selfplay.py: one process, 1 thread; {net}, untrained; the default [mcts]",
         ),
         Row(
             "self-play moves/s per core, uniform-prior search",

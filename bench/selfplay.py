@@ -127,7 +127,9 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     spec = feature_spec()
-    mcts, train = MCTSConfig(), TrainConfig()
+    # The engine is compared on the search it was built for, 64-simulation PUCT; the default
+    # search (Gumbel, fewer simulations) gets its own row.
+    mcts, train = MCTSConfig(variant="puct", simulations=64), TrainConfig()
     model = AlphaTriangleNet(ModelConfig())
     params = sum(p.numel() for p in model.parameters())
 
@@ -135,14 +137,14 @@ def main() -> None:
     copy_us = min(_copy_and_free_us(state) for _ in range(5))
 
     k = CPU_GAMES_PER_WORKER
-    uniform = selfplay_rate(UniformEvaluator(), args.seconds, k)
+    uniform = selfplay_rate(UniformEvaluator(), args.seconds, k, mcts)
     evaluator = NetworkEvaluator(model)
-    network_one = selfplay_rate(evaluator, args.seconds, 1)
+    network_one = selfplay_rate(evaluator, args.seconds, 1, mcts)
     evaluator.evaluations = 0
-    network = selfplay_rate(evaluator, args.seconds, k)
+    network = selfplay_rate(evaluator, args.seconds, k, mcts)
     evals_in_play = Rate(evaluator.evaluations, network.wall_s, network.cpu_s)
-    gumbel_cfg = MCTSConfig(variant="gumbel", simulations=16)
-    gumbel = selfplay_rate(evaluator, args.seconds, k, gumbel_cfg)
+    default = MCTSConfig()
+    gumbel = selfplay_rate(evaluator, args.seconds, k, default)
     muzero_cfg = AlphaTriangleConfig(algorithm="muzero")
     muzero_net = MuZeroNet(muzero_cfg.model, muzero_cfg.muzero)
     muzero = selfplay_rate(
@@ -186,7 +188,7 @@ def main() -> None:
     print(network_one.row("default network: moves, K=1"))
     print(network.row(f"default network: moves, K={k}"))
     print(evals_in_play.row(f"default network: NN evals in play, K={k}"))
-    print(gumbel.row(f"Gumbel n=16, default network: moves, K={k}"))
+    print(gumbel.row(f"default search ({default.variant} {default.simulations}): moves, K={k}"))
     print(muzero.row(f"MuZero latent search: moves, K={k}"))
     print(dicts.row(f"NN evals, evaluate_batch (dicts) of {len(small)}"))
     print(batched.row(f"NN evals, evaluate_arrays of {len(small)}"))

@@ -19,9 +19,9 @@ from alphatriangle.errors import ConfigError, UsageError
 
 def test_defaults_are_valid_and_search_maps_fields() -> None:
     cfg = AlphaTriangleConfig()
-    assert cfg.mcts.simulations == 64
+    assert (cfg.mcts.variant, cfg.mcts.simulations) == ("gumbel", 32)
     search = search_configuration(cfg.mcts, noise=True)
-    assert search.max_simulations == 64
+    assert search.max_simulations == 32
     assert search.cpuct == cfg.mcts.cpuct
     assert search.dirichlet_epsilon == cfg.mcts.dirichlet_epsilon > 0
     assert search.mcts_batch_size == cfg.mcts.mcts_batch_size

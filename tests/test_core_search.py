@@ -20,7 +20,7 @@ from alphatriangle.core.players import (
 from alphatriangle.core.search import NetworkEvaluator, PolicyValue, UniformEvaluator, search
 from alphatriangle.core.selfplay import play_episode
 
-SMALL_SEARCH = MCTSConfig(simulations=8, mcts_batch_size=4, temperature_moves=3)
+SMALL_SEARCH = MCTSConfig(variant="puct", simulations=8, mcts_batch_size=4, temperature_moves=3)
 
 
 def net(seed: int = 0) -> AlphaTriangleNet:

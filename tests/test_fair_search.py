@@ -18,7 +18,7 @@ from alphatriangle.core.search import (
 )
 from alphatriangle.core.selfplay import play_episode
 
-SEARCH = MCTSConfig(simulations=64, mcts_batch_size=8)
+SEARCH = MCTSConfig(variant="puct", simulations=64, mcts_batch_size=8)
 
 
 class MobilityEvaluator(UniformEvaluator):

@@ -22,7 +22,7 @@ from alphatriangle.core.search import (
 )
 from alphatriangle.core.selfplay import SelfPlayGames, play_episode, play_episodes
 
-SEARCH = MCTSConfig(simulations=48, mcts_batch_size=8)
+SEARCH = MCTSConfig(variant="puct", simulations=48, mcts_batch_size=8)
 
 
 class MobilityEvaluator(UniformEvaluator):
@@ -186,7 +186,10 @@ def test_slots_refill_as_games_end_and_empty_when_the_seeds_run_out() -> None:
 
 @pytest.mark.parametrize(
     "player",
-    [uniform_mcts_player(24), MCTSPlayer(NetworkEvaluator(net()), MCTSConfig(simulations=16))],
+    [
+        uniform_mcts_player(24),
+        MCTSPlayer(NetworkEvaluator(net()), MCTSConfig(variant="puct", simulations=16)),
+    ],
 )
 def test_evaluation_of_many_seeds_together_equals_sequential_games(player: MCTSPlayer) -> None:
     seeds = [1000, 1001, 1002, 1001, 1003]
