@@ -130,6 +130,11 @@ def selfplay_rows(data: dict[str, Any]) -> list[Row]:
             f"bench/selfplay.py: one process, 1 thread; {net}, untrained; the default [mcts]",
         ),
         Row(
+            f"self-play moves/s per core, MuZero latent search (default settings), K={k}",
+            rate("MuZero latent search", "moves"),
+            "bench/selfplay.py: one process, 1 thread; default MuZero network, untrained",
+        ),
+        Row(
             "self-play moves/s per core, uniform-prior search",
             rate("uniform-prior search", "moves"),
             f"{how}; no network (search and game engine only)",
