@@ -16,7 +16,12 @@ from alphatriangle.core.config import AlphaTriangleConfig, ModelConfig, MuZeroCo
 from alphatriangle.core.learner import Learner
 from alphatriangle.core.muzero.network import MuZeroNet, scale_latent
 from alphatriangle.core.muzero.replay import TrajectoryBuffer, n_step_targets
-from alphatriangle.core.muzero.search import LatentSearchConfig, latent_search
+from alphatriangle.core.muzero.search import (
+    LatentSearchConfig,
+    LatentTree,
+    halving_schedule,
+    latent_search,
+)
 from alphatriangle.core.muzero.support import from_logits, squash, to_support, unsquash
 from alphatriangle.core.muzero.training import scale_gradient, unrolled_loss
 from alphatriangle.core.selfplay import EpisodeRecord, SelfPlayGames
@@ -241,6 +246,7 @@ def test_the_latent_search_backs_up_discounted_returns_by_hand() -> None:
         pb_c_base=19_652.0,
         dirichlet_alpha=0.3,
         dirichlet_epsilon=0.0,
+        variant="puct",
     )
     model = TableModel()
     [tree] = latent_search(model, ["root"], np.array([[True, True]]), cfg, [None])
@@ -273,11 +279,74 @@ def test_the_latent_search_backs_up_discounted_returns_by_hand() -> None:
 
 
 def test_illegal_root_moves_are_never_searched_but_inside_the_model_all_are() -> None:
-    cfg = LatentSearchConfig(3, 0.9, 1.25, 19_652.0, 0.3, 0.0)
+    for variant in ("puct", "gumbel"):
+        cfg = LatentSearchConfig(3, 0.9, 1.25, 19_652.0, 0.3, 0.0, variant=variant)
+        model = TableModel()
+        [tree] = latent_search(model, ["root"], np.array([[False, True]]), cfg, [None])
+        assert tree.visits[0].tolist() == [0, 3]
+        assert model.expanded[0] == (0, 1)
+        result = tree.result()
+        assert result.policy.tolist() == [0.0, 1.0]
+        assert result.action in (None, 1)
+
+
+def test_the_latent_gumbel_search_halves_backs_up_and_improves_the_policy_by_hand() -> None:
+    cfg = LatentSearchConfig(4, 0.9, 1.25, 19_652.0, 0.3, 0.0, "gumbel", 2, 50.0, 0.1)
     model = TableModel()
-    [tree] = latent_search(model, ["root"], np.array([[False, True]]), cfg, [None])
-    assert tree.visits[0].tolist() == [0, 3]
-    assert model.expanded[0] == (0, 1)
+    [tree] = latent_search(model, ["root"], np.array([[True, True]]), cfg, [None])
+    # m = 2, n = 4: one phase, 2 simulations for each action; the schedule 0 0 1 1.
+    assert tree.schedule == [0, 0, 1, 1]
+    # Sim 1: no Q known: sigma = 0, so g + logits, g = 0: a0 (prior 0.8 > 0.2).
+    #   0 -a0-> 1 (reward 1, value 2): G(0, a0) = 1 + 0.9 * 2 = 2.8.
+    # Sim 2: the only action with 0 visits: a1. 0 -a1-> 2 (reward 0, value 0): G = 0.
+    # Sim 3: both have 1 visit; q = [2.8, 0], sigma = (50 + 1) 0.1 [1, 0]: a0. At node 1
+    #   (prior [0.3, 0.7], nothing visited: sigma = 0) argmax pi' - 0 = a1:
+    #   1 -a1-> 4 (reward 0.5, value 4): G(1, a1) = 0.5 + 0.9 * 4 = 4.1,
+    #   G(0, a0) = 1 + 0.9 * 4.1 = 4.69.
+    # Sim 4: the only action with 1 visit: a1. At node 2 (prior [0.5, 0.5]) a tie: a0.
+    #   2 -a0-> 7 (reward 0, value 0): G(0, a1) = 0.
+    assert model.expanded == [(0, 0), (0, 1), (1, 1), (2, 0)]
+    assert tree.visits[0].tolist() == [2, 2]
+    assert tree.value_sum[0].tolist() == pytest.approx([2.8 + 4.69, 0.0])
+    result = tree.result()
+    # Root: q = [7.49 / 2, 0], sigma = (50 + 2) 0.1 [1, 0]; pi' = softmax(log 0.8 + 5.2, log 0.2).
+    a1 = 1.0 / (1.0 + math.exp(math.log(0.8) + 5.2 - math.log(0.2)))
+    np.testing.assert_allclose(result.policy, [1.0 - a1, a1], rtol=1e-6)
+    assert result.action == 0  # both most visited; a0 by g + logits + sigma
+    assert result.visits == {0: 2, 1: 2}
+    assert result.root_value == pytest.approx((1.0 + 2.8 + 0.0 + 4.69 + 0.0) / 5)
+    # Node 1: visited a1 (q 4.1); unvisited a0 takes the mixed value
+    #   (2 + 1 * (0.7 * 4.1) / 0.7) / (1 + 1) = 3.05, so Q = [3.05, 4.1] rescale to [0, 1].
+    logits, sigma = tree.completed_sigma(1)
+    np.testing.assert_allclose(sigma, [0.0, 5.1], atol=1e-9)
+    np.testing.assert_allclose(logits, np.log([0.3, 0.7]))
+
+
+def test_the_completed_q_of_unvisited_edges_is_the_mixed_value() -> None:
+    cfg = LatentSearchConfig(4, 0.9, 1.25, 19_652.0, 0.3, 0.0, "gumbel", 4, 50.0, 0.1)
+    logits = np.log(np.array([0.5, 0.3, 0.2]))
+    tree = LatentTree(cfg, np.zeros(1), logits, 2.0, np.array([True, True, True]))
+    tree.visits[0] = [2, 1, 0]
+    tree.value_sum[0] = [8.0, 1.0, 0.0]  # q = [4, 1, -]
+    # mixed = (v + sum N * sum_visited pi q / sum_visited pi) / (1 + sum N)
+    #       = (2 + 3 * (0.5 * 4 + 0.3 * 1) / 0.8) / 4 = 2.65625
+    mixed = (2.0 + 3 * (0.5 * 4 + 0.3 * 1) / 0.8) / 4
+    _, sigma = tree.completed_sigma(0)
+    scale = (50 + 2) * 0.1
+    np.testing.assert_allclose(sigma, scale * (np.array([4.0, 1.0, mixed]) - 1.0) / 3.0)
+    # The root's illegal moves take no part: logits -inf, and the rescaling ignores them.
+    tree.legal = np.array([True, True, False])
+    logits_legal, sigma_legal = tree.completed_sigma(0)
+    assert logits_legal[2] == -np.inf
+    np.testing.assert_allclose(sigma_legal[:2], [scale, 0.0])
+
+
+def test_the_halving_schedule() -> None:
+    assert halving_schedule(4, 16) == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    # m = 16, n = 32: 4 phases of 32 // 4 = 8 shares: 16 edges get 1 visit (at least one
+    # each), the best 8 one more, the best 4 two more; the simulations are spent.
+    assert halving_schedule(16, 32) == [0] * 16 + [1] * 8 + [2, 2, 2, 2, 3, 3, 3, 3]
+    assert halving_schedule(1, 3) == [0, 1, 2]
 
 
 def _muzero_cfg(**sections: object) -> AlphaTriangleConfig:

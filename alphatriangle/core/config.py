@@ -64,12 +64,13 @@ class MCTSConfig(BaseModel):
 
     variant: Literal["puct", "gumbel"] = Field(
         "gumbel",
-        description="AlphaZero's search. 'gumbel' (the default: 1.6x PUCT-64's held-out score at "
-        "the same budget, bench/search_comparison.py): Gumbel-top-k and sequential halving at "
+        description="The search of both algorithms. 'gumbel' (the default: 1.6x PUCT-64's "
+        "held-out score at the same budget, bench/search_comparison.py): Gumbel-top-k and sequential halving at "
         "the root, improved-policy targets softmax(logits + sigma(completed Q)), no Dirichlet "
         "noise, temperature or tree reuse (scripts/patches/trimcts-1.3.0-gumbel.patch); 'puct': "
         "PUCT selection, root Dirichlet noise, visit-count targets and temperature (use it with "
-        "about 64 simulations). MuZero's latent search is PUCT either way.",
+        "about 64 simulations). MuZero's latent search follows the same choice "
+        "(alphatriangle/core/muzero/search.py).",
     )
     simulations: int = Field(32, ge=1, le=100_000, description="Simulations per move.")
     cpuct: float = Field(
