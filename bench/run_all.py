@@ -135,6 +135,11 @@ def selfplay_rows(data: dict[str, Any]) -> list[Row]:
             "bench/selfplay.py: one process, 1 thread; default MuZero network, untrained",
         ),
         Row(
+            f"self-play moves/s per core, MuZero latent search with PUCT, K={k}",
+            rate("MuZero latent PUCT search", "moves"),
+            "bench/selfplay.py: the same network and settings, mcts.variant = 'puct'",
+        ),
+        Row(
             "self-play moves/s per core, uniform-prior search",
             rate("uniform-prior search", "moves"),
             f"{how}; no network (search and game engine only)",

@@ -150,6 +150,12 @@ def main() -> None:
     muzero = selfplay_rate(
         LatentSearcher(MuZeroEvaluator(muzero_net), muzero_cfg, noise=True), args.seconds, k
     )
+    muzero_puct_cfg = muzero_cfg.model_copy(
+        update={"mcts": muzero_cfg.mcts.model_copy(update={"variant": "puct"})}
+    )
+    muzero_puct = selfplay_rate(
+        LatentSearcher(MuZeroEvaluator(muzero_net), muzero_puct_cfg, noise=True), args.seconds, k
+    )
 
     small, large = states_for(mcts.mcts_batch_size), states_for(k * mcts.mcts_batch_size)
     batched = measure(args.seconds / 2, lambda: len(evaluator.evaluate_arrays(small)[1]))
@@ -190,6 +196,7 @@ def main() -> None:
     print(evals_in_play.row(f"default network: NN evals in play, K={k}"))
     print(gumbel.row(f"default search ({default.variant} {default.simulations}): moves, K={k}"))
     print(muzero.row(f"MuZero latent search: moves, K={k}"))
+    print(muzero_puct.row(f"MuZero latent PUCT search: moves, K={k}"))
     print(dicts.row(f"NN evals, evaluate_batch (dicts) of {len(small)}"))
     print(batched.row(f"NN evals, evaluate_arrays of {len(small)}"))
     print(batched_large.row(f"NN evals, evaluate_arrays of {len(large)}"))
