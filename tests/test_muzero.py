@@ -101,6 +101,13 @@ def test_trajectory_samples_unroll_inside_the_game_and_absorb_past_its_end() -> 
     np.testing.assert_array_equal(batch.policy_mask[2], [True, False, False])
     assert not batch.target_policy[2, 1:].any()
     np.testing.assert_array_equal(batch.grid[1], np.full((9, 8, 15), 0.5, np.float32))
+    # The consistency targets: observations of t+1..t+K, zeros past the end of the game (slot 3
+    # is the next game's first position).
+    assert batch.next_grid is not None
+    assert batch.next_other is not None
+    np.testing.assert_array_equal(batch.next_grid[:, :, 0, 0, 0], [[0.5, 1.0], [1.0, 0], [0, 0]])
+    assert batch.next_grid.shape == (3, 2, 9, 8, 15)
+    assert batch.next_other.shape == (3, 2, 45)
     # Snapshots keep the trajectory fields.
     again = TrajectoryBuffer(16, (9, 8, 15), 45, 360, unroll_steps=2, td_steps=1, discount=1.0)
     again.load_state_dict(buffer.state_dict())
@@ -183,6 +190,51 @@ def test_the_unrolled_loss_of_a_tiny_network_on_a_two_step_sample_by_hand() -> N
     assert parts["loss/reward"].item() == pytest.approx(
         (ce(r1, _two_hot(4.0, 2)) + ce(r2, _two_hot(0.0, 2))) / 2, rel=1e-9
     )
+
+
+def test_the_consistency_loss_pulls_unrolled_states_toward_encoded_next_ones_by_hand() -> None:
+    torch.manual_seed(2)
+    muzero = TINY_MUZERO.model_copy(update={"consistency_weight": 0.7})
+    model = MuZeroNet(TINY_MODEL, muzero).double()
+    cfg = AlphaTriangleConfig(model=TINY_MODEL, muzero=muzero)
+    rng = np.random.default_rng(1)
+    grid, other = rng.random((1, 9, 8, 15)), rng.random((1, 45))
+    next_grid, next_other = rng.random((1, 2, 9, 8, 15)), rng.random((1, 2, 45))
+    from alphatriangle.core.muzero.replay import MuZeroBatch
+
+    fields = {
+        "grid": grid,
+        "other": other,
+        "actions": np.array([[5, 200]]),
+        "target_policy": np.full((1, 3, 360), 1 / 360),
+        "policy_mask": np.array([[True, True, False]]),  # step 2 is past the end
+        "target_value": np.array([[7.0, 3.0, 0.0]]),
+        "target_reward": np.array([[4.0, 0.0]]),
+        "weights": np.ones(1),
+        "indices": np.zeros(1, np.int64),
+    }
+    with_targets = MuZeroBatch(**fields, next_grid=next_grid, next_other=next_other)
+    total, parts, _ = unrolled_loss(model, with_targets, cfg, torch.device("cpu"))
+    plain, _, _ = unrolled_loss(
+        model,
+        MuZeroBatch(**fields),
+        AlphaTriangleConfig(model=TINY_MODEL, muzero=TINY_MUZERO),
+        torch.device("cpu"),
+    )
+
+    with torch.no_grad():
+        s0 = model.represent(torch.from_numpy(grid), torch.from_numpy(other))
+        _, s1 = model.dynamics(s0, torch.tensor([5]))
+        target = model.represent(
+            torch.from_numpy(next_grid[:, 0]), torch.from_numpy(next_other[:, 0])
+        )
+    a, b = s1.numpy().ravel(), target.numpy().ravel()
+    step1 = 1.0 - float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    # Only step 1 is inside the game; each step counts 1 / K = 1 / 2.
+    assert parts["loss/consistency"].item() == pytest.approx(step1 / 2, rel=1e-9)
+    assert total.item() == pytest.approx(plain.item() + 0.7 * step1 / 2, rel=1e-9)
+    with pytest.raises(ValueError, match="next_grid"):
+        unrolled_loss(model, MuZeroBatch(**fields), cfg, torch.device("cpu"))
 
 
 def test_scale_gradient_halves_the_gradient_and_keeps_the_value() -> None:

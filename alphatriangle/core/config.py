@@ -256,6 +256,13 @@ class MuZeroConfig(BaseModel):
     value_loss_weight: float = Field(
         0.25, ge=0, description="Weight of the value loss (the paper's 0.25 for reanalysed data)."
     )
+    consistency_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the self-supervised consistency loss (EfficientZero, Ye et al. "
+        "2021): each unrolled state g(..g(h(o_t), a_t)..) is pulled toward h(o_{t+k}) of the "
+        "real next observation (target without gradient), 1 - cosine per step; 0 turns it off.",
+    )
     pb_c_init: float = Field(
         1.25, gt=0, description="c1 of the search's pUCT rule (on min-max normalised Q)."
     )

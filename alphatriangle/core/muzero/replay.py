@@ -59,6 +59,10 @@ class MuZeroBatch:
         target_reward: float32 ``[B, K]`` reward of the move at ``t + k`` (0 past the end).
         weights: float32 ``[B]`` importance-sampling weights (ones under uniform replay).
         indices: int64 ``[B]`` buffer slots, for ``update_priorities``.
+        next_grid: float32 ``[B, K, C, H, W]`` observations of positions ``t+1..t+K`` (zeros
+            past the end; ``policy_mask[:, 1:]`` says which are inside), for the consistency
+            loss; None when not drawn.
+        next_other: float32 ``[B, K, F]`` their extra features.
     """
 
     grid: np.ndarray
@@ -70,6 +74,8 @@ class MuZeroBatch:
     target_reward: np.ndarray
     weights: np.ndarray
     indices: np.ndarray
+    next_grid: np.ndarray | None = None
+    next_other: np.ndarray | None = None
 
 
 class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
@@ -140,6 +146,11 @@ class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
         random_actions = self.rng.integers(0, self.action_dim, size=moves.shape)
         policy = self.policy[slots].astype(np.float32)
         policy[~inside] = 0.0
+        later, later_inside = slots[:, 1:], inside[:, 1:]
+        next_grid = self.grid[later].astype(np.float32)
+        next_grid[~later_inside] = 0.0
+        next_other = self.other[later].astype(np.float32)
+        next_other[~later_inside] = 0.0
         return MuZeroBatch(
             grid=self.grid[indices].astype(np.float32),
             other=self.other[indices].astype(np.float32),
@@ -150,4 +161,6 @@ class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
             target_reward=np.where(moves, self.reward[slots[:, :-1]], 0.0).astype(np.float32),
             weights=weights,
             indices=indices,
+            next_grid=next_grid,
+            next_other=next_other,
         )

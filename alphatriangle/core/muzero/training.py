@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F  # noqa: N812 (the conventional alias)
 from torch.optim.lr_scheduler import LambdaLR
 
 from alphatriangle import metric_names as m
@@ -32,8 +33,9 @@ def unrolled_loss(
     Per sample, with ``K = unroll_steps``: step 0 is ``f(h(o_t))``, step ``k >= 1`` is ``f`` of
     the state ``g`` reached after the moves ``a_t..a_{t+k-1}``. Each step's loss is
     ``policy CE (inside the game only) + value_loss_weight * value CE`` and, for ``k >= 1``,
-    ``+ reward CE``, with categorical targets (two-hot over the supports); the steps ``k >= 1``
-    count ``1 / K`` each, and the gradient into the dynamics' input state is halved, so that
+    ``+ reward CE`` (and, with ``consistency_weight > 0``, that weight times ``1 - cosine``
+    between the unrolled state and ``h(o_{t+k})``, inside the game), with categorical targets
+    (two-hot over the supports); the steps ``k >= 1`` count ``1 / K`` each, and the gradient into the dynamics' input state is halved, so that
     the total gradient into the dynamics stays about that of one step. ``total`` is the mean
     over the batch weighted by the importance weights.
     """
@@ -54,20 +56,44 @@ def unrolled_loss(
     reward_loss = torch.zeros_like(value_loss)
     value_error = (from_logits(value) - torch.from_numpy(batch.target_value[:, 0]).to(device)).abs()
     steps = actions.shape[1]
+    targets = _encoded_next_states(model, batch, device) if mz.consistency_weight > 0 else None
+    consistency = torch.zeros_like(value_loss)
     for k in range(1, steps + 1):
         reward, state = model.dynamics(scale_gradient(state, 0.5), actions[:, k - 1])
         policy, value = model.predict(state)
         policy_loss = policy_loss + _cross_entropy(policy, policy_t[:, k]) * mask[:, k] / steps
         value_loss = value_loss + _cross_entropy(value, value_t[:, k]) / steps
         reward_loss = reward_loss + _cross_entropy(reward, reward_t[:, k - 1]) / steps
+        if targets is not None:
+            cosine = F.cosine_similarity(state.flatten(1), targets[:, k - 1], dim=1)
+            consistency = consistency + (1.0 - cosine) * mask[:, k] / steps
     per_sample = policy_loss + mz.value_loss_weight * value_loss + reward_loss
+    per_sample = per_sample + mz.consistency_weight * consistency
     total = (weights * per_sample).mean()
     parts = {
         m.LOSS_POLICY: policy_loss.mean(),
         m.LOSS_VALUE: value_loss.mean(),
         m.LOSS_REWARD: reward_loss.mean(),
     }
+    if targets is not None:
+        parts[m.LOSS_CONSISTENCY] = consistency.mean()
     return total, parts, value_error.detach()
+
+
+def _encoded_next_states(
+    model: MuZeroNet, batch: MuZeroBatch, device: torch.device
+) -> torch.Tensor:
+    """``h(o_{t+k})`` flattened, ``[B, K, D]``, without gradient: the consistency targets."""
+    if batch.next_grid is None or batch.next_other is None:
+        raise ValueError("the consistency loss needs batches with next_grid and next_other")
+    grid, other = batch.next_grid, batch.next_other
+    b, k = grid.shape[:2]
+    with torch.no_grad():
+        encoded = model.represent(
+            torch.from_numpy(grid.reshape(b * k, *grid.shape[2:])).to(device),
+            torch.from_numpy(other.reshape(b * k, -1)).to(device),
+        )
+    return encoded.flatten(1).view(b, k, -1)
 
 
 def muzero_train_step(
