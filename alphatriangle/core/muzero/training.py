@@ -35,8 +35,9 @@ def unrolled_loss(
     ``policy CE (inside the game only) + value_loss_weight * value CE`` and, for ``k >= 1``,
     ``+ reward CE`` (and, with ``consistency_weight > 0``, that weight times ``1 - cosine``
     between the unrolled state and ``h(o_{t+k})``, inside the game), with categorical targets
-    (two-hot over the supports); the steps ``k >= 1`` count ``1 / K`` each, and the gradient into the dynamics' input state is halved, so that
-    the total gradient into the dynamics stays about that of one step. ``total`` is the mean
+    (two-hot over the supports); the steps ``k >= 1`` count ``1 / K`` each, and the gradient
+    into the dynamics' input state is halved, so that the total gradient into the dynamics
+    stays about that of one step. ``total`` is the mean
     over the batch weighted by the importance weights.
     """
     mz = cfg.muzero
