@@ -36,11 +36,11 @@ from alphatriangle.core.players import (
     GameResult,
     MCTSPlayer,
     Player,
-    network_player,
     play_game,
     summarize,
     uniform_mcts_player,
 )
+from alphatriangle.core.search import NetworkEvaluator, TreeSearcher
 from alphatriangle.distributed.run import run_context
 
 _MODEL: AlphaTriangleNet | None = None
@@ -50,20 +50,22 @@ _CFG: AlphaTriangleConfig | None = None
 def _init(run_name: str, data_dir: Path | None, checkpoint: str) -> None:
     global _MODEL, _CFG
     torch.set_num_threads(1)
-    _MODEL, _CFG, _ = load_network(run_context(run_name, data_dir), checkpoint, warn=print)
+    model, _CFG, _ = load_network(run_context(run_name, data_dir), checkpoint, warn=print)
+    if not isinstance(model, AlphaTriangleNet):
+        raise SystemExit("bench/fair_play.py measures AlphaZero runs; this run is MuZero")
+    _MODEL = model
 
 
 def _player(kind: str, sims: int, peek: bool) -> Player:
     assert _MODEL is not None
     assert _CFG is not None
     if kind == "network":
-        player: MCTSPlayer = network_player(
-            _MODEL, _CFG.mcts.model_copy(update={"simulations": sims})
-        )
-    else:
-        player = uniform_mcts_player(sims, _CFG.mcts)
-    player.peek = peek
-    return player
+        cfg = _CFG.mcts.model_copy(update={"simulations": sims})
+        return MCTSPlayer(NetworkEvaluator(_MODEL), cfg, peek=peek)
+    # The uniform-prior baseline's search (PUCT, sims simulations), told the future or not.
+    uniform = uniform_mcts_player(sims, _CFG.mcts).searcher
+    assert isinstance(uniform, TreeSearcher)
+    return MCTSPlayer(uniform.evaluator, uniform.mcts_cfg, peek=peek)
 
 
 def _play(job: tuple[str, int, bool, int]) -> tuple[str, int, bool, int, float, int]:

@@ -24,6 +24,7 @@ import torch
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.learner import Learner
 from alphatriangle.core.local import train_locally
+from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.players import (
     GreedyPlayer,
     Player,
@@ -76,6 +77,7 @@ def main() -> None:
     cfg = AlphaTriangleConfig.from_file(args.config) if args.config else AlphaTriangleConfig()
     print(f"training {args.minutes:g} min from scratch with {cfg.model_dump_json()}", flush=True)
     model = train_locally(cfg, 60 * args.minutes, _Progress()).model
+    assert isinstance(model, AlphaTriangleNet), "bench/learning.py trains AlphaZero"
 
     seeds = range(args.first_seed, args.first_seed + args.games)
     print(f"\nevaluation on seeds {seeds.start}-{seeds.stop - 1}:")

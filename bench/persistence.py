@@ -34,7 +34,7 @@ import ray
 import torch
 
 import trieye
-from alphatriangle.core.buffer import ReplayBuffer
+from alphatriangle.core.buffer import PositionBuffer
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.features import feature_spec
 from alphatriangle.core.learner import Learner
@@ -77,7 +77,7 @@ def random_episode(rng: np.random.Generator, length: int, seed: int) -> EpisodeR
     )
 
 
-def fill(buffer: ReplayBuffer, positions: int) -> ReplayBuffer:
+def fill(buffer: PositionBuffer[Any], positions: int) -> PositionBuffer[Any]:
     rng = np.random.default_rng(0)
     seed = 0
     while len(buffer) < positions:
