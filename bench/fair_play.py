@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from alphatriangle.app.reports import load_network, parse_seeds
+from alphatriangle.app.runs import run_context
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.players import (
@@ -41,7 +42,6 @@ from alphatriangle.core.players import (
     uniform_mcts_player,
 )
 from alphatriangle.core.search import NetworkEvaluator, TreeSearcher
-from alphatriangle.distributed.run import run_context
 
 _MODEL: AlphaTriangleNet | None = None
 _CFG: AlphaTriangleConfig | None = None

@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
-from alphatriangle.distributed.run import run_context
+from alphatriangle.app.runs import run_context
 from tests.cli import ok, run_cli, seed_tracking_store, tiny_config, train_args
 from trieye import RunContext
 
