@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -126,9 +127,28 @@ class Background:
         return self.output()
 
 
+_STARTED: list[Background] = []
+
+
 def start_cli(workdir: Path, *args: str, env: Mapping[str, str] | None = None) -> Background:
-    """The CLI running in the background."""
-    return Background(workdir, args, env)
+    """The CLI running in the background (stopped after the test, see ``stop_started``)."""
+    proc = Background(workdir, args, env)
+    _STARTED.append(proc)
+    return proc
+
+
+def stop_started() -> None:
+    """Stop each CLI a test started and left running (it failed, or timed out waiting): SIGINT,
+    so that it shuts its Ray instance down, and SIGKILL if it is still there after a minute."""
+    while _STARTED:
+        proc = _STARTED.pop().proc
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from alphatriangle.app.cli import _age
 from alphatriangle.app.runs import app_context
 from alphatriangle.distributed.runlock import RunLock
 from alphatriangle.metric_names import EPISODE_SCORE, EVAL_SCORE_MEAN
@@ -104,3 +106,18 @@ def test_runs_is_readable_at_80_columns(workdir: Path) -> None:
         assert sum(bool(re.fullmatch(row, line.rstrip())) for line in lines) == 1, (row, listing)
     # Every cell is on its run's line, so the table has a header, a rule and one line a run.
     assert len([line for line in lines if line.strip()]) == 2 + 1 + len(rows), listing
+
+
+def test_an_age_reads_in_its_largest_whole_unit() -> None:
+    ages = [timedelta(seconds=s) for s in (-3, 0, 59, 60, 3599, 3600, 86_399, 86_400, 10**6)]
+    assert [_age(a) for a in ages] == [
+        "0s ago",  # a clock set back since the write
+        "0s ago",
+        "59s ago",
+        "1m ago",
+        "59m ago",
+        "1h ago",
+        "23h ago",
+        "1d ago",
+        "11d ago",
+    ]

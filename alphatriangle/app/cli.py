@@ -142,7 +142,7 @@ def train(
 @app.command()
 def runs(data_dir: DataDir = DEFAULT_DATA) -> None:
     """List runs with their status, last step, best scores and last update."""
-    from alphatriangle.app.runs import app_context, run_context
+    from alphatriangle.app.runs import app_context
     from trieye import InvalidRunName, RunRecordError, read_run
 
     app_ctx = app_context(data_dir)
@@ -162,9 +162,9 @@ def runs(data_dir: DataDir = DEFAULT_DATA) -> None:
     now = datetime.now(UTC)
     for name in found:
         try:
-            ctx = run_context(name, data_dir)
+            ctx = app_ctx.run(name)
             record = read_run(ctx)
-        except (UsageError, InvalidRunName, RunRecordError) as err:
+        except (InvalidRunName, RunRecordError) as err:
             table.add_row(name, f"unreadable: {err}", "-", "-", "-", "-")
             continue
         assert record is not None, "found by its run.json"
