@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alphatriangle.core.algorithm import check_buffer_fits, network_settings
@@ -10,6 +11,12 @@ from alphatriangle.errors import ConfigError, UsageError
 from trieye import AppContext, InvalidRunName, RunContext
 
 APP_NAME = "alphatriangle"
+
+
+def data_root() -> Path:
+    """The data root when none is given: ``$ALPHATRIANGLE_DATA`` or ``./.alphatriangle_data``,
+    as the CLI's ``--data-dir`` defaults (for scripts beside the CLI)."""
+    return Path(os.environ.get("ALPHATRIANGLE_DATA", ".alphatriangle_data"))
 
 
 def app_context(root: Path) -> AppContext:
