@@ -1,4 +1,5 @@
-"""Every metric name AlphaTriangle logs, in one place (namespaced literals, no imports).
+"""Every metric name AlphaTriangle logs, and the context keys of its events, in one place
+(namespaced literals, no imports).
 
 ``loss/*`` and ``train/*`` come from a gradient step, ``system/<role>/*`` from each process
 (``trieye.system``: CPU % and RSS of the learner, the self-play workers, the evaluation actor
@@ -28,7 +29,15 @@ SAMPLES_GENERATED = "progress/samples_generated"
 SAMPLES_TRAINED = "progress/samples_trained"
 
 EPISODE_END = "episode_end"
-"""The event a self-play worker sends per finished game; its facts travel as context."""
+"""The event a self-play worker sends per finished game; its facts travel as context, under
+the ``CTX_*`` keys below."""
+CTX_SCORE = "score"
+CTX_LENGTH = "length"
+CTX_TRIANGLES_CLEARED = "triangles_cleared"
+CTX_SIMULATIONS = "simulations"
+CTX_WEIGHT_VERSION = "weight_version"
+CTX_WORKER = "worker"
+"""The self-play worker that played the game (a tag: no metric is made of it)."""
 EPISODE_SCORE = "episode/score"
 EPISODE_SCORE_MAX = "episode/score_max"
 EPISODE_LENGTH = "episode/length"

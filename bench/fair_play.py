@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from alphatriangle.app.reports import load_network, parse_seeds
+from alphatriangle.app.runs import data_root, run_context
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.players import (
@@ -41,7 +42,6 @@ from alphatriangle.core.players import (
     uniform_mcts_player,
 )
 from alphatriangle.core.search import NetworkEvaluator, TreeSearcher
-from alphatriangle.distributed.run import run_context
 
 _MODEL: AlphaTriangleNet | None = None
 _CFG: AlphaTriangleConfig | None = None
@@ -50,7 +50,9 @@ _CFG: AlphaTriangleConfig | None = None
 def _init(run_name: str, data_dir: Path | None, checkpoint: str) -> None:
     global _MODEL, _CFG
     torch.set_num_threads(1)
-    model, _CFG, _ = load_network(run_context(run_name, data_dir), checkpoint, warn=print)
+    model, _CFG, _ = load_network(
+        run_context(run_name, data_dir or data_root()), checkpoint, warn=print
+    )
     if not isinstance(model, AlphaTriangleNet):
         raise SystemExit("bench/fair_play.py measures AlphaZero runs; this run is MuZero")
     _MODEL = model

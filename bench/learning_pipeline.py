@@ -50,8 +50,8 @@ from mlflow.tracking import MlflowClient
 from pipeline import kill_tree
 
 from alphatriangle.app.reports import parse_seeds
+from alphatriangle.app.runs import run_context
 from alphatriangle.core.config import AlphaTriangleConfig
-from alphatriangle.distributed.run import run_context
 from trieye import RunContext
 
 CLI = str(Path(sys.executable).parent / "alphatriangle")

@@ -34,13 +34,13 @@ import ray
 import torch
 
 import trieye
+from alphatriangle.app.runs import run_context
 from alphatriangle.core.buffer import PositionBuffer
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.features import feature_spec
 from alphatriangle.core.learner import Learner
 from alphatriangle.core.selfplay import EpisodeRecord
 from alphatriangle.distributed.metrics import metric_config
-from alphatriangle.distributed.run import run_context
 
 EPISODE_LENGTH = 100
 

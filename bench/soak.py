@@ -45,8 +45,9 @@ from mlflow.tracking import MlflowClient
 # Sibling module (bench/ is on sys.path when this file runs as a script).
 from pipeline import ACTOR_ROLES, DRIVER, kill_tree, role_pids, sample_memory
 
-from alphatriangle.core.features import feature_spec
-from alphatriangle.distributed.run import run_context
+from alphatriangle.app.runs import run_context
+from alphatriangle.core import algorithm
+from alphatriangle.core.config import AlphaTriangleConfig
 
 CLI = str(Path(sys.executable).parent / "alphatriangle")
 RUN_NAME = "soak"
@@ -55,15 +56,8 @@ PROGRESS = re.compile(r"step=(\d+)/\d+\s+episodes=\d+\s+buffer=(\d+)")
 
 
 def buffer_bytes_per_position() -> int:
-    """Resident bytes one stored position adds to the driver (ReplayBuffer's dtypes)."""
-    spec = feature_spec()
-    channels, rows, cols = spec.grid_shape
-    float16, mask, value = 2, 1, 4
-    return (
-        float16 * (channels * rows * cols + spec.other_dim + spec.action_dim)
-        + mask * spec.action_dim
-        + value
-    )
+    """Resident bytes one stored position adds to the driver (the default run's buffer)."""
+    return algorithm.buffer_bytes_per_position(AlphaTriangleConfig())
 
 
 @dataclass

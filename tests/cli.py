@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from alphatriangle.distributed.run import run_context
+from alphatriangle.app.runs import app_context, run_context
 
 CLI = str(Path(sys.executable).parent / "alphatriangle")
 
@@ -56,8 +57,9 @@ def train_args(*args: str) -> list[str]:
 
 
 def run_cli(
-    workdir: Path, *args: str, timeout: float = 300, env: Mapping[str, str] | None = None
+    workdir: Path, *args: str, timeout: float | None = None, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """The CLI run to its end (a hang fails on the test's timeout, which kills the CLI)."""
     return subprocess.run(
         [CLI, *args],
         cwd=workdir,
@@ -70,7 +72,10 @@ def run_cli(
 
 class Background:
     """The CLI running in the background; its output (stdout and stderr together) is read as
-    it comes, so a test can wait for a line instead of sleeping."""
+    it comes, so a test can wait for a line instead of sleeping.
+
+    Each line is also echoed to the test's own stdout: a test that waits for an event which
+    never comes fails on its pytest timeout, and pytest then shows what the CLI printed."""
 
     def __init__(self, workdir: Path, args: tuple[str, ...], env: Mapping[str, str] | None):
         self.proc = subprocess.Popen(
@@ -89,6 +94,7 @@ class Background:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self._lines.append(line)
+            sys.stdout.write(line)
 
     @property
     def pid(self) -> int:
@@ -107,25 +113,42 @@ class Background:
     def output(self) -> str:
         return "".join(self._lines)
 
-    def wait_output(self, pattern: str, seconds: float = 180) -> re.Match[str]:
+    def wait_output(self, pattern: str) -> re.Match[str]:
         """The first match of regex ``pattern`` in the output, waited for while it runs."""
-        deadline = time.monotonic() + seconds
         while not (match := re.search(pattern, self.output())):
             assert self.alive(), f"exited before printing {pattern!r}:\n{self.output()}"
-            assert time.monotonic() < deadline, f"no {pattern!r} in:\n{self.output()}"
             time.sleep(0.1)
         return match
 
-    def finish(self, timeout: float = 120) -> str:
-        """Wait for it to exit; all it printed."""
+    def finish(self, timeout: float | None = None) -> str:
+        """Wait for it to exit (at most ``timeout`` s when given); all it printed."""
         self.proc.wait(timeout=timeout)
         self._reader.join(timeout=10)
         return self.output()
 
 
+_STARTED: list[Background] = []
+
+
 def start_cli(workdir: Path, *args: str, env: Mapping[str, str] | None = None) -> Background:
-    """The CLI running in the background."""
-    return Background(workdir, args, env)
+    """The CLI running in the background (stopped after the test, see ``stop_started``)."""
+    proc = Background(workdir, args, env)
+    _STARTED.append(proc)
+    return proc
+
+
+def stop_started() -> None:
+    """Stop each CLI a test started and left running (it failed, or timed out waiting): SIGINT,
+    so that it shuts its Ray instance down, and SIGKILL if it is still there after a minute."""
+    while _STARTED:
+        proc = _STARTED.pop().proc
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -133,12 +156,10 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def wait_for(predicate: Callable[[], object], proc: Background, seconds: float = 180) -> None:
+def wait_for(predicate: Callable[[], object], proc: Background) -> None:
     """Poll ``predicate`` while ``proc`` lives; fail with its output if it dies first."""
-    deadline = time.monotonic() + seconds
     while not predicate():
         assert proc.alive(), proc.finish()
-        assert time.monotonic() < deadline, f"timed out; output so far:\n{proc.output()}"
         time.sleep(0.1)
 
 
@@ -171,6 +192,6 @@ def assert_mlflow_clean(workdir: Path, name: str, root: Path | None = None) -> N
 def seed_tracking_store(workdir: Path, store: Path) -> None:
     """Put a copy of the empty MLflow store ``store`` where the app's runs in ``workdir`` keep
     theirs, as in a data root that already holds runs: creating one takes MLflow seconds."""
-    target = run_context("any", workdir / "data").mlflow_db
+    target = app_context(workdir / "data").mlflow_db
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(store, target)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
-from alphatriangle.distributed.run import run_context
-from tests.cli import ok, run_cli, seed_tracking_store, tiny_config, train_args
+from alphatriangle.app.runs import run_context
+from tests.cli import ok, run_cli, seed_tracking_store, stop_started, tiny_config, train_args
 from trieye import RunContext
 
 TINY = tiny_config(train={"checkpoint_every_steps": 2, "buffer_save_every_steps": 2})
@@ -19,6 +20,13 @@ TINY = tiny_config(train={"checkpoint_every_steps": 2, "buffer_save_every_steps"
 
 TRAINED = "trained"
 """The name of the run in ``trained_run``."""
+
+
+@pytest.fixture(autouse=True)
+def _no_cli_left_running() -> Iterator[None]:
+    """A failed test's background CLI does not train on through the tests after it."""
+    yield
+    stop_started()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from alphatriangle.distributed.run import run_context
+from alphatriangle.app.runs import run_context
 from tests.cli import (
     assert_mlflow_clean,
     manifest_steps,

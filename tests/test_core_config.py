@@ -13,7 +13,7 @@ from alphatriangle.core.config import (
     TrainConfig,
 )
 from alphatriangle.core.search import search_configuration
-from alphatriangle.distributed.run import worker_count
+from alphatriangle.distributed.workers import worker_count
 from alphatriangle.errors import ConfigError, UsageError
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from alphatriangle.distributed.run import APP_NAME
-from trieye import RunContext
+from alphatriangle.app.runs import app_context
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -76,15 +75,15 @@ def test_compose_services_share_the_data_volume_and_point_at_the_run_data() -> N
         assert service.get("image") == "alphatriangle:latest", name
     assert services["train"]["command"][0] == "train"
 
-    ctx = RunContext(root_dir=Path(_env()["ALPHATRIANGLE_DATA"]), app_name=APP_NAME, run_name="x")
+    app = app_context(Path(_env()["ALPHATRIANGLE_DATA"]))
     ml = services["mlflow"]
     ml_args = ml["command"]
     assert ml["entrypoint"] == ["/app/.venv/bin/mlflow"]
-    assert ml_args[ml_args.index("--backend-store-uri") + 1] == ctx.mlflow_tracking_uri
+    assert ml_args[ml_args.index("--backend-store-uri") + 1] == app.mlflow_tracking_uri
     tb = services["tensorboard"]
     tb_args = tb["command"]
     assert tb["entrypoint"] == ["/app/.venv/bin/tensorboard"]
-    assert tb_args[tb_args.index("--logdir") + 1] == str(ctx.tensorboard_root)
+    assert tb_args[tb_args.index("--logdir") + 1] == str(app.runs_dir)
 
     for service, args in ((ml, ml_args), (tb, tb_args)):
         port = args[args.index("--port") + 1]

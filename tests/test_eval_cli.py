@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from alphatriangle.distributed.run import run_context
+from alphatriangle.app.runs import run_context
 from tests.cli import manifest_steps, ok, run_cli, seed_tracking_store, tiny_config, train_args
 from tests.files import code_running_pickle, forge_checkpoint
 

@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 from alphatriangle.app.reports import load_network
+from alphatriangle.app.runs import run_context
 from alphatriangle.core.players import network_player, play_game, play_games
-from alphatriangle.distributed.run import run_context
 from tests.cli import assert_mlflow_clean, ok, run_cli, tiny_config, train_args
 
 GUMBEL = {"variant": "gumbel", "simulations": 8, "considered_actions": 4}

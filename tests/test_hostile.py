@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from alphatriangle.distributed.run import run_context
+from alphatriangle.app.runs import run_context
 from tests.cli import (
     assert_mlflow_clean,
     manifest_steps,

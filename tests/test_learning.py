@@ -17,6 +17,7 @@ HELD_OUT = range(1000, 1040)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # five minutes of training, then 160 evaluation games
 def test_five_minutes_of_training_beat_uniform_prior_search_with_twice_the_simulations() -> None:
     torch.set_num_threads(1)
     cfg = AlphaTriangleConfig()

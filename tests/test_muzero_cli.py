@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from alphatriangle.app.reports import load_network
+from alphatriangle.app.runs import resolve_config, run_context
 from alphatriangle.core.algorithm import agent_player
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.players import play_game, play_games
-from alphatriangle.distributed.run import resolve_config, run_context
 from alphatriangle.errors import ConfigError
 from tests.cli import assert_mlflow_clean, metric_steps, ok, run_cli, tiny_config, train_args
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import ray
 
+from alphatriangle.app.runs import run_context
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.selfplay import TRAINING_SEED_FLOOR, EpisodeRecord
 from alphatriangle.distributed.metrics import metric_config
 from alphatriangle.distributed.pool import WorkerPool
-from alphatriangle.distributed.run import run_context
 from alphatriangle.distributed.selfplay_actor import SelfPlayWorker, inference_device
 from trieye import start_actor
 

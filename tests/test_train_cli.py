@@ -22,7 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from alphatriangle.distributed.run import run_context
+from alphatriangle.app.runs import run_context
 from tests.cli import (
     manifest_steps,
     metric_steps,

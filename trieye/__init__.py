@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 # RunContext (a CLI checking a run name) does not pay for importing Ray, torch and MLflow.
 _EXPORTS = {
     "Aggregation": "config",
+    "AppContext": "context",
     "CheckpointError": "persistence",
     "CheckpointStore": "persistence",
     "InvalidRunName": "context",
@@ -41,6 +42,7 @@ _EXPORTS = {
 
 __all__ = [
     "Aggregation",
+    "AppContext",
     "CheckpointError",
     "CheckpointStore",
     "InvalidRunName",
@@ -81,7 +83,7 @@ if TYPE_CHECKING:
         start_actor,
     )
     from trieye.config import Aggregation, MetricSpec, Target, TrieyeConfig
-    from trieye.context import InvalidRunName, RunContext
+    from trieye.context import AppContext, InvalidRunName, RunContext
     from trieye.events import RawMetricEvent
     from trieye.persistence import (
         CheckpointError,

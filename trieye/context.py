@@ -1,4 +1,5 @@
-"""RunContext: the one place that turns (root dir, app name, run name) into paths and names."""
+"""AppContext and RunContext: the one place that turns (root dir, app name[, run name]) into
+paths and names."""
 
 from __future__ import annotations
 
@@ -29,6 +30,56 @@ def validate_name(name: str, what: str = "run name") -> str:
 
 
 @dataclass(frozen=True)
+class AppContext:
+    """The paths and names an app's runs share (the MLflow store, the folder of all runs): what
+    a command about every run needs, without naming one.
+
+    `root_dir` is resolved to an absolute path at construction, like `RunContext`'s.
+    """
+
+    root_dir: Path
+    app_name: str
+
+    def __post_init__(self) -> None:
+        validate_name(self.app_name, "app name")
+        object.__setattr__(self, "root_dir", Path(self.root_dir).expanduser().resolve())
+
+    @property
+    def app_dir(self) -> Path:
+        return self.root_dir / self.app_name
+
+    @property
+    def runs_dir(self) -> Path:
+        """Every run's directory side by side: what `tensorboard --logdir` gets."""
+        return self.app_dir / "runs"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.app_dir / "mlflow.db"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        # Four slashes for an absolute path: "sqlite:///" + "/abs/path/mlflow.db".
+        return f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.app_dir / "mlartifacts"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.app_name
+
+    @property
+    def namespace(self) -> str:
+        return f"trieye.{self.app_name}"
+
+    def run(self, run_name: str) -> RunContext:
+        """The context of run `run_name` of this app (InvalidRunName for an unsafe name)."""
+        return RunContext(root_dir=self.root_dir, app_name=self.app_name, run_name=run_name)
+
+
+@dataclass(frozen=True)
 class RunContext:
     """Identity of one run. Every path and Ray name of the run is derived here and nowhere else.
 
@@ -46,13 +97,18 @@ class RunContext:
         object.__setattr__(self, "root_dir", Path(self.root_dir).expanduser().resolve())
 
     @property
+    def app(self) -> AppContext:
+        """What this run shares with the app's other runs."""
+        return AppContext(root_dir=self.root_dir, app_name=self.app_name)
+
+    @property
     def app_dir(self) -> Path:
-        return self.root_dir / self.app_name
+        return self.app.app_dir
 
     @property
     def tensorboard_root(self) -> Path:
         """What `tensorboard --logdir` gets: every run of the app side by side."""
-        return self.app_dir / "runs"
+        return self.app.runs_dir
 
     @property
     def run_dir(self) -> Path:
@@ -89,24 +145,23 @@ class RunContext:
 
     @property
     def mlflow_db(self) -> Path:
-        return self.app_dir / "mlflow.db"
+        return self.app.mlflow_db
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        # Four slashes for an absolute path: "sqlite:///" + "/abs/path/mlflow.db".
-        return f"sqlite:///{self.mlflow_db}"
+        return self.app.mlflow_tracking_uri
 
     @property
     def artifact_root(self) -> Path:
-        return self.app_dir / "mlartifacts"
+        return self.app.artifact_root
 
     @property
     def experiment_name(self) -> str:
-        return self.app_name
+        return self.app.experiment_name
 
     @property
     def namespace(self) -> str:
-        return f"trieye.{self.app_name}"
+        return self.app.namespace
 
     @property
     def actor_name(self) -> str:

@@ -1,4 +1,4 @@
-"""The ``alphatriangle`` command line."""
+"""The alphatriangle command line."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException
@@ -23,7 +25,7 @@ from typer.exceptions import TyperException
 from alphatriangle.errors import RunStoppedError, UsageError
 from alphatriangle.metric_names import EPISODE_SCORE, EVAL_SCORE_MEAN
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True)
 console = Console()
 
 DataDir = Annotated[
@@ -72,7 +74,7 @@ def main() -> None:
 
 @app.callback()
 def _app() -> None:
-    """AlphaZero-style self-play training for the trianglengin puzzle."""
+    """AlphaZero- and MuZero-style self-play training for the trianglengin puzzle."""
 
 
 @app.command()
@@ -101,7 +103,8 @@ def train(
     with _one_line_errors():
         if address:
             _use_cluster_token()
-        from alphatriangle.distributed.run import resolve_config, run_context, worker_count
+        from alphatriangle.app.runs import resolve_config, run_context
+        from alphatriangle.distributed.workers import worker_count
 
         name = datetime.now().strftime("run-%Y%m%d-%H%M%S") if run_name is None else run_name
         run = run_context(name, data_dir)
@@ -138,26 +141,30 @@ def train(
 
 @app.command()
 def runs(data_dir: DataDir = DEFAULT_DATA) -> None:
-    """List runs with their status, last step and best score."""
-    from alphatriangle.distributed.run import run_context
+    """List runs with their status, last step, best scores and last update."""
+    from alphatriangle.app.runs import app_context
     from trieye import InvalidRunName, RunRecordError, read_run
 
-    root = run_context("x", data_dir).tensorboard_root
+    app_ctx = app_context(data_dir)
+    root = app_ctx.runs_dir
     found = sorted(p.parent.name for p in root.glob("*/run.json")) if root.is_dir() else []
     if not found:
-        console.print(f"no runs under {root}", highlight=False)
+        console.print(f"no runs under {root}", highlight=False, soft_wrap=True)
         return
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=run_context("x", data_dir).mlflow_tracking_uri)
-    table = Table(
-        "run", "status", "last step", "best eval score", "best self-play score", "updated"
-    )
+    client = MlflowClient(tracking_uri=app_ctx.mlflow_tracking_uri)
+    # Narrow enough for 80 columns with a default run name and a live trainer's pid: headers
+    # on two lines, no outer border, the update as an age.
+    table = Table(box=box.MINIMAL, show_edge=False, pad_edge=False)
+    for header in ("run", "status", "last\nstep", "best\neval", "best\nself-play", "updated"):
+        table.add_column(header)
+    now = datetime.now(UTC)
     for name in found:
         try:
-            ctx = run_context(name, data_dir)
+            ctx = app_ctx.run(name)
             record = read_run(ctx)
-        except (UsageError, InvalidRunName, RunRecordError) as err:
+        except (InvalidRunName, RunRecordError) as err:
             table.add_row(name, f"unreadable: {err}", "-", "-", "-", "-")
             continue
         assert record is not None, "found by its run.json"
@@ -174,9 +181,18 @@ def runs(data_dir: DataDir = DEFAULT_DATA) -> None:
             _run_status(ctx.run_dir, record.status),
             "-" if last is None else str(last),
             *("-" if v is None else f"{v:.2f}" for v in best.values()),
-            record.updated_at,
+            _age(now - datetime.fromisoformat(record.updated_at)),
         )
     console.print(table)
+
+
+def _age(elapsed: timedelta) -> str:
+    """``elapsed`` in its largest whole unit: ``42s ago``, ``5m ago``, ``3h ago``, ``12d ago``."""
+    seconds = max(0, int(elapsed.total_seconds()))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
 
 
 def _run_status(run_dir: Path, recorded: str) -> str:
@@ -196,12 +212,10 @@ def ml(
     data_dir: DataDir = DEFAULT_DATA,
 ) -> None:
     """Open the MLflow UI on this app's runs."""
-    from alphatriangle.distributed.run import run_context
+    from alphatriangle.app.runs import app_context
 
-    run = run_context("x", data_dir)
-    _exec(
-        [_tool("mlflow"), "ui", "--backend-store-uri", run.mlflow_tracking_uri, "--port", str(port)]
-    )
+    uri = app_context(data_dir).mlflow_tracking_uri
+    _exec([_tool("mlflow"), "ui", "--backend-store-uri", uri, "--port", str(port)])
 
 
 @app.command()
@@ -210,10 +224,10 @@ def tb(
     data_dir: DataDir = DEFAULT_DATA,
 ) -> None:
     """Open TensorBoard on this app's runs."""
-    from alphatriangle.distributed.run import run_context
+    from alphatriangle.app.runs import app_context
 
-    run = run_context("x", data_dir)
-    _exec([_tool("tensorboard"), "--logdir", str(run.tensorboard_root), "--port", str(port)])
+    logdir = app_context(data_dir).runs_dir
+    _exec([_tool("tensorboard"), "--logdir", str(logdir), "--port", str(port)])
 
 
 @app.command("eval")
@@ -238,9 +252,9 @@ def eval_(
         import torch
 
         from alphatriangle.app import reports
+        from alphatriangle.app.runs import run_context
         from alphatriangle.core.algorithm import agent_player
         from alphatriangle.core.players import evaluate
-        from alphatriangle.distributed.run import run_context
         from alphatriangle.distributed.runlock import RunLock, RunLockedError
 
         torch.set_num_threads(1)
@@ -306,8 +320,8 @@ def play(
         from trianglengin import GameState
 
         from alphatriangle.app import render, reports
+        from alphatriangle.app.runs import run_context
         from alphatriangle.core.algorithm import agent_player
-        from alphatriangle.distributed.run import run_context
 
         if out is not None and out.suffix.lower() not in (".gif", ".png", ".txt"):
             raise UsageError(f"--out {out}: use a .gif, .png or .txt file name")
@@ -356,13 +370,14 @@ def doctor(
     sims: Annotated[int, typer.Option(min=1, help="MCTS simulations per move.")] = 32,
 ) -> None:
     """Check the engine and MCTS work: play one game with a uniform-prior search."""
-    import trianglengin
-    import trimcts
     from trianglengin import GameState
 
     from alphatriangle.core.players import uniform_mcts_player
 
-    console.print(f"trianglengin {trianglengin.__version__}, trimcts from {trimcts.__file__}")
+    # The installed distributions' versions: the modules' own __version__ says "dev" when
+    # built from source, as scripts/install.py builds both.
+    for engine in ("trianglengin", "trimcts"):
+        console.print(f"{engine} {version(engine)}", highlight=False, soft_wrap=True)
     state = GameState(initial_seed=seed)
     player = uniform_mcts_player(sims)
     player.reset(seed)
@@ -372,14 +387,16 @@ def doctor(
         try:
             action = player.choose(state)
         except RuntimeError as error:  # trimcts reports a broken build by returning no visits
-            console.print(f"[red]error:[/red] {error}; run `make install FORCE=1`.")
+            console.print(f"[red]error:[/red] {error}; run `make install FORCE=1`.", soft_wrap=True)
             raise typer.Exit(code=1) from error
         state.step(action)
         moves += 1
     elapsed = time.perf_counter() - start
     console.print(
         f"one game, seed {seed}, {sims} simulations/move: score {state.game_score():.2f}, "
-        f"{moves} moves, {moves / elapsed:.0f} moves/s"
+        f"{moves} moves, {moves / elapsed:.0f} moves/s",
+        highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -1,6 +1,7 @@
 """What differs between the learning algorithms (``AlphaTriangleConfig.algorithm``), in one
-place: the network, the replay buffer, the gradient step, and the search that plays with the
-network. Everything else (self-play, the learner loop, players, the pipeline) takes these.
+place: the network (and the settings that shape its weights), the replay buffer (and the memory
+it needs), the gradient step (and its cost), and the search that plays with the network.
+Everything else (self-play, the learner loop, players, the pipeline) takes these.
 
 - ``alphazero``: ``AlphaTriangleNet`` searched by ``trimcts`` on the real game (PUCT or Gumbel);
   positions with Monte Carlo value targets; policy and value losses.
@@ -10,6 +11,7 @@ network. Everything else (self-play, the learner loop, players, the pipeline) ta
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -28,6 +30,7 @@ from alphatriangle.core.optimization import TrainStepResult
 from alphatriangle.core.players import SearchPlayer
 from alphatriangle.core.search import NetworkEvaluator, Searcher, TreeSearcher
 from alphatriangle.core.training import train_step
+from alphatriangle.errors import ConfigError
 
 
 def build_model(cfg: AlphaTriangleConfig) -> nn.Module:
@@ -37,13 +40,44 @@ def build_model(cfg: AlphaTriangleConfig) -> nn.Module:
     return AlphaTriangleNet(cfg.model)
 
 
+def network_settings(cfg: AlphaTriangleConfig) -> tuple[object, ...]:
+    """The settings that shape the network's weights: a checkpoint loads only into a network
+    built with equal ones."""
+    if cfg.algorithm == "muzero":
+        return (cfg.model, cfg.muzero.value_support, cfg.muzero.reward_support)
+    return (cfg.model,)
+
+
 def new_buffer(cfg: AlphaTriangleConfig) -> PositionBuffer[Any]:
     """An empty replay buffer of the run's algorithm, capacity and replay settings."""
+    return _buffer(cfg, cfg.train.buffer_capacity)
+
+
+def buffer_bytes_per_position(cfg: AlphaTriangleConfig) -> int:
+    """Bytes one position takes in the run's replay buffer, read off a one-slot buffer of the
+    same kind, so that it follows whatever arrays the buffer allocates."""
+    return _buffer(cfg, 1).bytes_per_position
+
+
+def check_buffer_fits(cfg: AlphaTriangleConfig) -> None:
+    """Refuse a replay buffer that cannot fit in this machine's memory, before anything starts
+    (numpy would fail with "array is too big", or the OS kill the trainer hours later)."""
+    needed = cfg.train.buffer_capacity * buffer_bytes_per_position(cfg)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > total:
+        raise ConfigError(
+            f"train.buffer_capacity = {cfg.train.buffer_capacity}: the replay buffer would "
+            f"need {needed / 2**30:.1f} GiB, more than this machine's {total / 2**30:.1f} GiB "
+            "of memory; lower it"
+        )
+
+
+def _buffer(cfg: AlphaTriangleConfig, capacity: int) -> PositionBuffer[Any]:
     spec, tc = feature_spec(), cfg.train
     if cfg.algorithm == "muzero":
         mz = cfg.muzero
         return TrajectoryBuffer(
-            tc.buffer_capacity,
+            capacity,
             spec.grid_shape,
             spec.other_dim,
             spec.action_dim,
@@ -56,7 +90,7 @@ def new_buffer(cfg: AlphaTriangleConfig) -> PositionBuffer[Any]:
             seed=tc.seed,
         )
     return ReplayBuffer(
-        tc.buffer_capacity,
+        capacity,
         spec.grid_shape,
         spec.other_dim,
         spec.action_dim,
@@ -81,6 +115,14 @@ def gradient_step(
         return muzero_train_step(model, optimizer, scheduler, batch, cfg, device)
     assert isinstance(model, AlphaTriangleNet)
     return train_step(model, optimizer, scheduler, batch, cfg.train, device)
+
+
+def learner_sample_cost(cfg: AlphaTriangleConfig) -> float:
+    """Network passes one training sample costs the learner: one for AlphaZero; MuZero's
+    unrolls ``K`` steps, each about one more pass, so ``1 + K``."""
+    if cfg.algorithm == "muzero":
+        return 1.0 + cfg.muzero.unroll_steps
+    return 1.0
 
 
 def searcher(

@@ -3,7 +3,6 @@ replay) and the value targets it stores."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -31,15 +30,6 @@ def value_targets(rewards: np.ndarray) -> np.ndarray:
     if rewards.ndim != 1:
         raise ValueError(f"rewards must be 1-D [T], got shape {rewards.shape}")
     return np.cumsum(rewards[::-1])[::-1].astype(np.float32)
-
-
-def buffer_bytes(
-    capacity: int, grid_shape: tuple[int, ...], other_dim: int, action_dim: int, prioritized: bool
-) -> int:
-    """Bytes a ``ReplayBuffer`` of these sizes allocates (its arrays and, when prioritized, its
-    sum tree of float64 with two nodes a leaf)."""
-    per_position = 2 * (math.prod(grid_shape) + other_dim + action_dim) + action_dim + 4
-    return capacity * (per_position + (32 if prioritized else 0))
 
 
 PRIORITY_EPS = 1e-3
@@ -172,6 +162,17 @@ class PositionBuffer(Generic[BatchT]):
 
     ROW_FIELDS: tuple[str, ...] = ("grid", "other", "policy", "valid_mask", "value_target")
     """The per-position arrays (attributes of these names, first axis the slot)."""
+
+    SUM_TREE_BYTES_PER_POSITION = 32
+    """At most what ``SumTree`` allocates per leaf: float64 nodes, up to four a leaf (twice the
+    capacity rounded up to a power of two)."""
+
+    @property
+    def bytes_per_position(self) -> int:
+        """Bytes one slot of this buffer takes: its row of every ``ROW_FIELDS`` array and, when
+        prioritized, its share of the sum tree."""
+        rows = sum(getattr(self, name)[0].nbytes for name in self.ROW_FIELDS)
+        return int(rows) + (self.SUM_TREE_BYTES_PER_POSITION if self.prioritized else 0)
 
     def __len__(self) -> int:
         return self.size

@@ -177,7 +177,7 @@ class TrainConfig(BaseModel):
         None,
         ge=1,
         description="Self-play workers; None: as many as keep every CPU busy next to the "
-        "learner and the evaluation actor (see distributed.run.worker_count).",
+        "learner and the evaluation actor (see distributed.workers.worker_count).",
     )
     games_per_worker: int | None = Field(
         None,

@@ -18,6 +18,7 @@ import ray
 import torch
 
 from alphatriangle import metric_names as m
+from alphatriangle.core.algorithm import learner_sample_cost
 from alphatriangle.core.buffer import snapshot_problem
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.learner import Learner, state_problem, weight_shapes
@@ -25,8 +26,8 @@ from alphatriangle.distributed.meter import Meter, Snapshot
 from alphatriangle.distributed.metrics import metric_config
 from alphatriangle.distributed.periodic_eval import PeriodicEval
 from alphatriangle.distributed.pool import WorkerPool
-from alphatriangle.distributed.run import worker_count
 from alphatriangle.distributed.runlock import RunLock
+from alphatriangle.distributed.workers import worker_count
 from alphatriangle.errors import (
     FinalSaveError,
     NonFiniteLossError,
@@ -89,7 +90,7 @@ def train(
             gpu_learner=gpu,
             eval_cfg=cfg.eval,
             simulations=cfg.mcts.simulations,
-            sample_cost=1 + cfg.muzero.unroll_steps if cfg.algorithm == "muzero" else 1,
+            sample_cost=learner_sample_cost(cfg),
         )
         atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
         start_actor(run, metric_config())

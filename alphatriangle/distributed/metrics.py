@@ -14,13 +14,13 @@ def metric_config() -> TrieyeConfig:
     """Metrics of a training run; anything not listed here is logged as its mean."""
     return TrieyeConfig(
         metrics=[
-            _episode(m.EPISODE_SCORE, "score"),
-            _episode(m.EPISODE_SCORE_MAX, "score", "max"),
-            _episode(m.EPISODE_LENGTH, "length"),
-            _episode(m.EPISODE_TRIANGLES_CLEARED, "triangles_cleared"),
-            _episode(m.EPISODE_SIMULATIONS, "simulations"),
-            _episode(m.EPISODE_WEIGHT_VERSION, "weight_version", "min"),
-            _episode(m.EPISODE_COUNT, "score", "count"),
+            _episode(m.EPISODE_SCORE, m.CTX_SCORE),
+            _episode(m.EPISODE_SCORE_MAX, m.CTX_SCORE, "max"),
+            _episode(m.EPISODE_LENGTH, m.CTX_LENGTH),
+            _episode(m.EPISODE_TRIANGLES_CLEARED, m.CTX_TRIANGLES_CLEARED),
+            _episode(m.EPISODE_SIMULATIONS, m.CTX_SIMULATIONS),
+            _episode(m.EPISODE_WEIGHT_VERSION, m.CTX_WEIGHT_VERSION, "min"),
+            _episode(m.EPISODE_COUNT, m.CTX_SCORE, "count"),
             MetricSpec(name=m.SPEED_EPISODES, source=m.EPISODE_END, aggregation="rate"),
             MetricSpec(name=m.SPEED_MOVES, source=m.SELFPLAY_MOVES, aggregation="rate"),
             MetricSpec(name=m.SPEED_SAMPLES_TRAINED, source=m.LEARNER_SAMPLES, aggregation="rate"),

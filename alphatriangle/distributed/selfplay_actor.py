@@ -85,22 +85,22 @@ class SelfPlayWorker:
             records.append(dataclasses.replace(record, weight_version=self.weight_version))
             self.episodes += 1
             self.stats.log_event(
-                "episode_end",
+                m.EPISODE_END,
                 step,
                 {
-                    "score": record.score,
-                    "length": record.length,
-                    "triangles_cleared": record.triangles_cleared,
-                    "simulations": record.simulations,
-                    "weight_version": self.weight_version,
-                    "worker": self.worker_id,
+                    m.CTX_SCORE: record.score,
+                    m.CTX_LENGTH: record.length,
+                    m.CTX_TRIANGLES_CLEARED: record.triangles_cleared,
+                    m.CTX_SIMULATIONS: record.simulations,
+                    m.CTX_WEIGHT_VERSION: self.weight_version,
+                    m.CTX_WORKER: self.worker_id,
                 },
             )
-            self.stats.log("selfplay/moves", record.length, step)
+            self.stats.log(m.SELFPLAY_MOVES, record.length, step)
         self.stats.log_dict(self.system.sample(), step)
-        self.stats.log("worker/moves_per_s", moves / elapsed, step)
+        self.stats.log(m.WORKER_MOVES_PER_S, moves / elapsed, step)
         self.stats.log(
-            "worker/simulations_per_s", moves * self.cfg.mcts.simulations / elapsed, step
+            m.WORKER_SIMULATIONS_PER_S, moves * self.cfg.mcts.simulations / elapsed, step
         )
         # One small RPC per finished batch of games, so that killing a worker loses only the
         # games it was playing.

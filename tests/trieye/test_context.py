@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from trieye import InvalidRunName, RunContext
+from trieye import AppContext, InvalidRunName, RunContext
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,26 @@ def test_context_is_frozen(tmp_path: Path) -> None:
     ctx = RunContext(root_dir=tmp_path, app_name="app", run_name="r")
     with pytest.raises(AttributeError):
         ctx.run_name = "other"  # type: ignore[misc]
+
+
+def test_the_app_context_holds_what_every_run_of_the_app_shares(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = AppContext(root_dir=Path("data"), app_name="myapp")
+    root = tmp_path.resolve() / "data"
+    assert app.root_dir == root
+    assert app.runs_dir == root / "myapp" / "runs"
+    assert app.mlflow_db == root / "myapp" / "mlflow.db"
+    assert app.mlflow_tracking_uri == f"sqlite:///{root}/myapp/mlflow.db"
+    assert app.artifact_root == root / "myapp" / "mlartifacts"
+    assert (app.experiment_name, app.namespace) == ("myapp", "trieye.myapp")
+    run = app.run("r1")
+    assert run == RunContext(root_dir=root, app_name="myapp", run_name="r1")
+    assert run.app == app
+    assert run.tensorboard_root == app.runs_dir
+    assert run.run_dir == app.runs_dir / "r1"
+    with pytest.raises(InvalidRunName, match="invalid app name"):
+        AppContext(root_dir=tmp_path, app_name="a/b")
+    with pytest.raises(InvalidRunName, match="invalid run name"):
+        app.run("../x")
