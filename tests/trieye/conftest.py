@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import ray
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 
 def start_ray() -> None:
@@ -43,3 +44,11 @@ def tensorboard_scalars(log_dir: Path, tag: str) -> list[tuple[int, float]]:
     accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
     return [(event.step, event.value) for event in accumulator.Scalars(tag)]
+
+
+def event_file_points(log_dir: Path) -> list[int]:
+    """Per TensorBoard event file in ``log_dir`` (oldest first), how many scalar points it holds."""
+    return [
+        sum(len(event.summary.value) for event in EventFileLoader(str(path)).Load())
+        for path in sorted(log_dir.glob("events.out.tfevents.*"))
+    ]
