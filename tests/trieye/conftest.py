@@ -1,5 +1,6 @@
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,13 @@ def event_file_points(log_dir: Path) -> list[int]:
         sum(len(event.summary.value) for event in EventFileLoader(str(path)).Load())
         for path in sorted(log_dir.glob("events.out.tfevents.*"))
     ]
+
+
+def wait_until(condition: Callable[[], object], what: str, seconds: float = 120) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` once ``seconds`` have passed.
+    The deadline only keeps a hang from passing unnoticed: generous, never a measurement."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {seconds:.0f} s")
+        time.sleep(0.05)
