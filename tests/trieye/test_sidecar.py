@@ -330,6 +330,26 @@ def test_a_failed_save_raises_from_its_ref_and_is_listed_once(root: Path) -> Non
     client.shutdown_actor()
 
 
+def test_a_failed_save_names_the_save_after_it_and_is_reported_once(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = RunContext(root_dir=root, app_name="app", run_name="nextsave")
+    trieye.start_actor(ctx, TrieyeConfig())
+    client = trieye.connect(ctx)
+    ctx.checkpoint_dir.parent.mkdir(parents=True)
+    ctx.checkpoint_dir.write_text("a file where the checkpoint directory should be")
+    first = client.save_checkpoint(1, {"x": 1})
+    client.save_checkpoint(2, {"x": 2})
+    with pytest.raises(ray.exceptions.RayTaskError, match="checkpoints"):
+        client.saved_path(first)  # seen by the caller here: not listed again
+    last = client.save_checkpoint(3, {"x": 3})
+    ray.wait([last])  # saves run in order: every one before it has finished too
+    failures = client.failed_saves()
+    assert [(f.step, f.next_step) for f in failures] == [(2, 3), (3, None)]
+    client.shutdown_actor()
+    assert "checkpoint save of step" not in caplog.text
+
+
 def test_a_client_waits_for_its_oldest_save_rather_than_pile_saves_up(root: Path) -> None:
     ctx = RunContext(root_dir=root, app_name="app", run_name="pending")
     trieye.start_actor(ctx, TrieyeConfig(client_max_pending_saves=1))
