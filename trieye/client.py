@@ -261,6 +261,8 @@ class TrieyeClient:
         check_state(state)
         if buffer is not None:
             check_buffer(buffer)
+        if self._dead:
+            raise SidecarDiedError(self._death_message())
         if self._saves:
             self._saves[-1].next_step = step
         # Back-pressure: every pending save pins its payload in the object store.
