@@ -7,12 +7,15 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from alphatriangle.app.runs import run_context
 from tests.cli import (
@@ -83,6 +86,11 @@ def test_a_non_finite_loss_stops_the_run_with_one_line_and_saves_no_bad_checkpoi
     assert manifest_steps(ctx.checkpoint_dir)[-1] == 4
 
 
+def tensorboard_points(path: Path) -> int:
+    """The scalar points in one TensorBoard event file."""
+    return sum(len(event.summary.value) for event in EventFileLoader(str(path)).Load())
+
+
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
     with small_disk(tmp_path / "disk", "48m") as mounted:
@@ -107,12 +115,64 @@ def test_a_full_disk_costs_saves_not_the_run(workdir: Path, disk: Path) -> None:
     out = proc.finish()
     assert proc.returncode == 0, out
     assert "Traceback" not in out
+    # Each refused save names the save queued right after it, the one that tried again.
+    retries = re.findall(
+        r"checkpoint save failed for step (\d+) .*the next save, at step (\d+), tries again", out
+    )
+    assert len(retries) >= 2, out
+    every = json.loads(ctx.config_json.read_text())["train"]["checkpoint_every_steps"]
+    assert [int(retry) - int(failed) for failed, retry in retries] == [every] * len(retries)
     newest = manifest_steps(ctx.checkpoint_dir)[-1]
     resumed = run_cli(
         workdir, *train_args("--run-name", "full", "--max-steps", str(newest + 4)), env=env
     )
     assert f"resumed 'full' at step {newest} from" in ok(resumed)
     assert_mlflow_clean(workdir, "full", root=env_root)
+    # A TensorBoard write the disk refused leaves no event file behind: each holds points.
+    files = sorted(ctx.tensorboard_dir.glob("events.out.tfevents.*"))
+    assert len(files) >= 2, files  # one per session at least
+    assert [path for path in files if not tensorboard_points(path)] == []
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr to make a dir read-only")
+def test_a_run_whose_every_save_failed_ends_failed_in_one_line_and_is_not_started_over(
+    workdir: Path,
+) -> None:
+    ctx = run_context("nosave", workdir / "data")
+    ctx.checkpoint_dir.mkdir(parents=True)
+    # Root ignores permission bits; the immutable flag makes the directory really read-only.
+    subprocess.run(["chattr", "+i", str(ctx.checkpoint_dir)], check=True)
+    try:
+        proc = start_cli(workdir, *train_args("--run-name", "nosave"))
+        proc.wait_output("checkpoint save failed")
+        proc.send_signal(signal.SIGINT)
+        out = proc.finish()
+    finally:
+        subprocess.run(["chattr", "-i", str(ctx.checkpoint_dir)], check=True)
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out
+    lines = out.strip().splitlines()
+    # The one line saying so ends the output: nothing from the sidecar's client follows it.
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], out
+    assert lines[-1].startswith("error: the final checkpoint (step "), out
+    assert manifest_steps(ctx.checkpoint_dir) == []
+    # Recorded as failed, not left RUNNING (which `runs` would show as DIED).
+    record = json.loads(ctx.run_json.read_text())
+    mlflow = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+    assert (record["status"], mlflow.get_run(record["mlflow_run_id"]).info.status) == (
+        "FAILED",
+        "FAILED",
+    )
+    assert re.search(r"nosave +│ FAILED", run_cli(workdir, "runs").stdout)
+
+    again = run_cli(workdir, *train_args("--run-name", "nosave", "--max-steps", "4"))
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert again.stdout.splitlines() == [
+        "error: run 'nosave' has no checkpoint to resume from (every save failed, or it "
+        f"stopped before its first), although {ctx.run_dir} and its MLflow run exist; use a "
+        "new --run-name"
+    ]
+    assert json.loads(ctx.run_json.read_text()) == record  # its record is left as it was
 
 
 INJECT = """

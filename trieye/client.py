@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,6 +34,16 @@ class SaveFailure(NamedTuple):
     step: int
     error: BaseException
     """What the actor raised, e.g. OSError(ENOSPC) for a full disk."""
+    next_step: int | None = None
+    """The step of the save handed to the actor right after this one, which tried again to
+    save what this one could not; None when there was none yet."""
+
+
+@dataclass
+class _PendingSave:
+    ref: ray.ObjectRef[Path]
+    step: int
+    next_step: int | None = None
 
 
 class SidecarNotFoundError(LookupError):
@@ -121,7 +132,7 @@ class TrieyeClient:
         """Every batch before this event number has returned from the actor."""
         self._inflight: deque[tuple[ray.ObjectRef[None], int]] = deque()
         """Batches not known to have returned, each with the number one past its last event."""
-        self._saves: list[tuple[ray.ObjectRef[Path], int]] = []
+        self._saves: list[_PendingSave] = []
         """Saves handed to the actor and not yet seen to finish, each with its step."""
         self._failed: list[SaveFailure] = []
         self._known_names: set[str] = set()
@@ -250,6 +261,10 @@ class TrieyeClient:
         check_state(state)
         if buffer is not None:
             check_buffer(buffer)
+        if self._dead:
+            raise SidecarDiedError(self._death_message())
+        if self._saves:
+            self._saves[-1].next_step = step
         # Back-pressure: every pending save pins its payload in the object store.
         self._settle_saves(wait_for=len(self._saves) - self._max_pending_saves + 1)
         self._ship()
@@ -258,7 +273,7 @@ class TrieyeClient:
         ref: ray.ObjectRef[Path] = self._actor.save_checkpoint.remote(
             step, state_ref, buffer_ref, is_best, [batch for batch, _ in self._inflight]
         )
-        self._saves.append((ref, step))
+        self._saves.append(_PendingSave(ref, step))
         return ref
 
     def failed_saves(self) -> list[SaveFailure]:
@@ -269,24 +284,28 @@ class TrieyeClient:
         return failed
 
     def saved_path(self, save: ray.ObjectRef[Path]) -> Path:
-        """Wait for a save returned by `save_checkpoint`; its checkpoint's path."""
-        path: Path = self._get(save)
+        """Wait for a save returned by `save_checkpoint`; its checkpoint's path. A failed save
+        raises here, and then neither `failed_saves()` nor `close()` reports it again."""
+        try:
+            path: Path = self._get(save)
+        finally:
+            self._saves = [pending for pending in self._saves if pending.ref != save]
         return path
 
     def _settle_saves(self, wait_for: int) -> None:
         """Wait until the oldest `wait_for` pending saves have finished (none when <= 0), and
         move every finished one out of the pending list, keeping the failures."""
         if wait_for > 0:
-            ray.wait([ref for ref, _ in self._saves[:wait_for]], num_returns=wait_for)
+            ray.wait([save.ref for save in self._saves[:wait_for]], num_returns=wait_for)
         pending = []
-        for ref, step in self._saves:
-            if not ray.wait([ref], timeout=0)[0]:
-                pending.append((ref, step))
+        for save in self._saves:
+            if not ray.wait([save.ref], timeout=0)[0]:
+                pending.append(save)
                 continue
             try:
-                self._get(ref)
+                self._get(save.ref)
             except ray.exceptions.RayTaskError as err:
-                self._failed.append(SaveFailure(step, err.cause or err))
+                self._failed.append(SaveFailure(save.step, err.cause or err, save.next_step))
         self._saves = pending
 
     def load_latest(

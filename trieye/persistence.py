@@ -140,10 +140,30 @@ def _verify_file(path: Path, manifest: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _name_step(path: Path, prefix: str) -> int | None:
+    """The step in a manifest's name, ``<prefix>_<step>.json``, or None for any other name."""
+    digits = path.name[len(prefix) + 1 : -len(".json")]
+    return int(digits) if digits.isascii() and digits.isdigit() else None
+
+
+def _own_file(manifest: Mapping[str, Any]) -> str:
+    """The data file this store writes beside the manifest: ``ckpt_<step>.json`` has
+    ``ckpt_<step>.pt``."""
+    manifest_path: Path = manifest["manifest_path"]
+    prefix = manifest_path.name.split("_", 1)[0]
+    return manifest_path.stem + _SUFFIX[prefix]
+
+
 def _read_manifests(directory: Path, prefix: str, warnings: list[str]) -> list[dict[str, Any]]:
-    """Parsed manifests, newest step first; unreadable or malformed ones become warnings."""
+    """Parsed manifests, newest first by the step in their file names (``name_step``), which
+    this store chose, not by the step they say, which anyone can write; unreadable or
+    malformed ones become warnings."""
     manifests = []
     for path in directory.glob(f"{prefix}_*.json"):
+        step = _name_step(path, prefix)
+        if step is None:
+            warnings.append(f"manifest {path} is not named {prefix}_<step>.json; skipping it")
+            continue
         try:
             manifest = json.loads(path.read_text())
             wrong = [k for k, kind in _REQUIRED.items() if not isinstance(manifest.get(k), kind)]
@@ -154,8 +174,22 @@ def _read_manifests(directory: Path, prefix: str, warnings: list[str]) -> list[d
             warnings.append(f"manifest {path} lacks valid {wrong or 'fields'}; skipping it")
             continue
         manifest["manifest_path"] = path
+        manifest["name_step"] = step
         manifests.append(manifest)
-    return sorted(manifests, key=lambda m: m["step"], reverse=True)
+    return sorted(manifests, key=lambda m: m["name_step"], reverse=True)
+
+
+def _is_own(manifest: Mapping[str, Any], directory: Path) -> bool:
+    """Whether ``manifest`` is one this store wrote and its data file is there: it names the
+    file beside it (see `_own_file`) and the step in its own name. Only such manifests hold
+    one of the "last K" places when pruning: a crafted or copied one never does."""
+    own = _own_file(manifest)
+    return (
+        manifest["step"] == manifest["name_step"]
+        and manifest["file"] == own
+        and (path := _member(directory, own)) is not None
+        and path.is_file()
+    )
 
 
 def _load_state(path: Path) -> Any:
@@ -184,6 +218,12 @@ def _first_usable(
             warnings.append(
                 f"{what} manifest {manifest['manifest_path']} names {manifest['file']!r}, "
                 f"which is not a file in {directory}; skipping it"
+            )
+            continue
+        if manifest["step"] != manifest["name_step"]:
+            warnings.append(
+                f"{what} manifest {manifest['manifest_path']} says step {manifest['step']}, "
+                f"but its name says step {manifest['name_step']}; skipping it"
             )
             continue
         problem = _verify_file(path, manifest)
@@ -287,7 +327,7 @@ class CheckpointStore:
             self._save_buffer(step, buffer)
         path = self.checkpoint_dir / f"ckpt_{step:012d}.pt"
         is_best = is_best or any(
-            m["step"] == step and m.get("is_best") is True
+            m["manifest_path"] == path.with_suffix(".json") and m.get("is_best") is True
             for m in _read_manifests(self.checkpoint_dir, "ckpt", [])
         )
         with atomic_open(path) as handle:
@@ -328,37 +368,41 @@ class CheckpointStore:
 
     def _prune(self) -> None:
         """Keep the newest `keep_last` checkpoints, the newest one saved as best, and the
-        newest `keep_last_buffers` buffer snapshots. Manifests go first, so an interrupted
-        prune leaves an orphan data file (ignored), never a manifest without its file."""
+        newest `keep_last_buffers` buffer snapshots, newest by the step in their names and
+        counting only the store's own (see `_is_own`): any other manifest is pruned, so none
+        can hold a place for good. Manifests go first, so an interrupted prune leaves an
+        orphan data file (ignored), never a manifest without its file."""
         checkpoints = _read_manifests(self.checkpoint_dir, "ckpt", [])
-        keep = {m["step"] for m in checkpoints[: self.keep_last]}
-        best = next((m["step"] for m in checkpoints if m.get("is_best")), None)
-        if best is not None:
-            keep.add(best)
         buffers = _read_manifests(self.buffer_dir, "buffer", [])
+        own = [m for m in checkpoints if _is_own(m, self.checkpoint_dir)]
+        keep = {m["manifest_path"] for m in own[: self.keep_last]}
+        best = next((m for m in own if m.get("is_best")), None)
+        if best is not None:
+            keep.add(best["manifest_path"])
+        own_buffers = [m for m in buffers if _is_own(m, self.buffer_dir)]
+        keep.update(m["manifest_path"] for m in own_buffers[: self.keep_last_buffers])
         for manifest in checkpoints:
-            if manifest["step"] not in keep:
+            if manifest["manifest_path"] not in keep:
                 self._delete(manifest, self.checkpoint_dir)
-        for manifest in buffers[self.keep_last_buffers :]:
-            self._delete(manifest, self.buffer_dir)
+        for manifest in buffers:
+            if manifest["manifest_path"] not in keep:
+                self._delete(manifest, self.buffer_dir)
 
     @staticmethod
     def _delete(manifest: Mapping[str, Any], directory: Path) -> None:
         """Remove a manifest and its data file, but the data file only when it has exactly the
-        name this store gives the manifest's step: a manifest that names anything else (a
+        name this store gives it (see `_own_file`): a manifest that names anything else (a
         crafted or copied one) never makes us delete a file we did not write."""
         manifest_path: Path = manifest["manifest_path"]
-        prefix = manifest_path.name.split("_", 1)[0]
-        own = f"{prefix}_{manifest['step']:012d}{_SUFFIX[prefix]}"
+        own = _own_file(manifest)
         manifest_path.unlink(missing_ok=True)
         if manifest["file"] == own and (path := _member(directory, own)) is not None:
             path.unlink(missing_ok=True)
         else:
             logger.warning(
-                "pruned %s without deleting %r: not the file this store writes for step %d",
+                "pruned %s without deleting %r: not the file this store writes beside it",
                 manifest_path,
                 manifest["file"],
-                manifest["step"],
             )
 
     def load_latest(
@@ -383,7 +427,7 @@ class CheckpointStore:
         buffers = [
             m
             for m in _read_manifests(self.buffer_dir, "buffer", warnings)
-            if m["step"] <= manifest["step"]
+            if m["name_step"] <= manifest["step"]
         ]
         snapshot = _first_usable(
             self.buffer_dir, buffers, "buffer snapshot", _load_arrays, validate_buffer, warnings

@@ -6,9 +6,11 @@ and every process that merely logs events (Ray workers) imports `trieye` without
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -102,22 +104,59 @@ class TensorBoardSink:
 
     `purge_step` is the first step a resumed run writes again: TensorBoard then hides the
     points at or after it left by the previous session, so the curves do not overlap.
+
+    The event file is opened at the first write. After a write the disk refused, the writer is
+    dead (its thread stops at an I/O error): the sink drops it, deletes its event file if that
+    never took a point (so an outage leaves no empty files behind), and the next write opens a
+    new one. The purge goes into each new file until one holding it has reached the disk: a
+    later file that purged again would hide this session's own earlier points.
     """
 
     def __init__(self, log_dir: Path, purge_step: int | None = None) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
         self.log_dir = log_dir
         self.purge_step = purge_step
-        self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        self._writer: Any = None
+        self._suffix = ""
+        """Ends the name of the current writer's event file, which names no other file."""
+        self._flushed = False
+        """Whether a write through the current writer reached the disk."""
 
     def write(self, metrics: Mapping[str, float], step: int) -> None:
-        for key, value in metrics.items():
-            self._writer.add_scalar(key, value, global_step=step)
-        self._writer.flush()
+        try:
+            if self._writer is None:
+                self._open()
+            for key, value in metrics.items():
+                self._writer.add_scalar(key, value, global_step=step)
+            self._writer.flush()
+        except BaseException:
+            self._drop()
+            raise
+        self._flushed = True
+        self.purge_step = None
+
+    def _open(self) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._suffix = f".{uuid.uuid4().hex[:12]}"
+        self._flushed = False
+        self._writer = SummaryWriter(
+            log_dir=str(self.log_dir), purge_step=self.purge_step, filename_suffix=self._suffix
+        )
+
+    def _drop(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            # Its thread died of the error being raised, which closing it would raise again.
+            with contextlib.suppress(Exception):
+                writer.close()
+        if not self._flushed and self._suffix:
+            for path in self.log_dir.glob(f"*{self._suffix}"):
+                path.unlink(missing_ok=True)
 
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 class ConsoleSink:

@@ -228,6 +228,14 @@ def _resume(
         ) from None
     for warning in ckpt.warnings if ckpt else []:
         on_start(f"warning: {warning}")
+    if ckpt is None and run.exists():
+        # Starting over would write a second timeline into the run's MLflow run, whose
+        # history is append-only: refused, like a run whose checkpoints are all unusable.
+        raise UsageError(
+            f"run {run.run_name!r} has no checkpoint to resume from (every save failed, or it "
+            f"stopped before its first), although {run.run_dir} and its MLflow run exist; "
+            "use a new --run-name"
+        )
     if ckpt is None:
         flat: dict[str, Any] = {}
         for section, value in cfg.model_dump().items():
@@ -273,11 +281,14 @@ def _queue_save(
     for failure in stats.failed_saves():
         if not is_storage_error(failure.error):
             raise failure.error
+        # The failure shows only when a later save is queued, perhaps several saves later.
+        retry = step if failure.next_step is None else failure.next_step
         log.error(
-            "checkpoint save failed for step %d (%s); training goes on, saving again at step %d",
+            "checkpoint save failed for step %d (%s); training goes on and the next save, at "
+            "step %d, tries again",
             failure.step,
             failure.error,
-            step,
+            retry,
         )
     return stats.save_checkpoint(step, state, buffer=buffer, is_best=is_best)
 
@@ -285,29 +296,35 @@ def _queue_save(
 def _final_save(
     stats: TrieyeClient, learner: Learner, status: str, checkpoint_dir: Path
 ) -> Path | None:
-    """Save the learner with its buffer, record ``status``, wait for the save and shut the
+    """Save the learner with its buffer, wait for the save, record ``status`` and shut the
     sidecar down.
 
-    A failure raises ``FinalSaveError``, unless the run is already failing (``status``
-    FAILED): then it is logged, so that it does not hide the error that stopped training.
+    A failed save records the run as FAILED where the sidecar still can (so ``runs`` never
+    shows it as running) and raises ``FinalSaveError``, unless the run is already failing
+    (``status`` FAILED): then it is logged, so that it does not hide the error that stopped
+    training.
     """
     step = learner.counters.step
     try:
-        final = _save(stats, learner, with_buffer=True)
-        stats.set_status(status)
-        path = stats.saved_path(final)
-        stats.shutdown_actor()
-        return path
+        path = stats.saved_path(_save(stats, learner, with_buffer=True))
     except (ray.exceptions.RayError, SidecarDiedError, OSError, NonFiniteLossError) as err:
         cause = err.cause if isinstance(err, ray.exceptions.RayTaskError) else err
         message = (
             f"the final checkpoint (step {step}) could not be written: {cause}; a "
             f"restart resumes from the newest good checkpoint in {checkpoint_dir}"
         )
+        if not isinstance(err, SidecarDiedError | ray.exceptions.RayActorError):
+            # This one line covers the saves that failed before it, too.
+            stats.failed_saves()
+            stats.set_status("FAILED")
+            stats.shutdown_actor()
         if status != "FAILED":
             raise FinalSaveError(message) from err
         log.error(message)
         return None
+    stats.set_status(status)
+    stats.shutdown_actor()
+    return path
 
 
 @contextmanager

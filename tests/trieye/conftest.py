@@ -1,10 +1,12 @@
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import ray
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 
 def start_ray() -> None:
@@ -43,3 +45,21 @@ def tensorboard_scalars(log_dir: Path, tag: str) -> list[tuple[int, float]]:
     accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
     return [(event.step, event.value) for event in accumulator.Scalars(tag)]
+
+
+def event_file_points(log_dir: Path) -> list[int]:
+    """Per TensorBoard event file in ``log_dir`` (oldest first), how many scalar points it holds."""
+    return [
+        sum(len(event.summary.value) for event in EventFileLoader(str(path)).Load())
+        for path in sorted(log_dir.glob("events.out.tfevents.*"))
+    ]
+
+
+def wait_until(condition: Callable[[], object], what: str, seconds: float = 120) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` once ``seconds`` have passed.
+    The deadline only keeps a hang from passing unnoticed: generous, never a measurement."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {seconds:.0f} s")
+        time.sleep(0.05)

@@ -4,7 +4,6 @@ run.json, and exactly the events that died with the old process are counted and 
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -36,7 +35,6 @@ def log_steps(client: trieye.TrieyeClient, steps: range) -> None:
 
 
 def test_a_killed_actor_restarts_and_counts_exactly_the_lost_events(tmp_path: Path) -> None:
-    started = time.monotonic()
     ctx = RunContext(root_dir=tmp_path, app_name="app", run_name="crashy")
     trieye.start_actor(ctx, CONFIG)
     client = trieye.connect(ctx)
@@ -99,7 +97,6 @@ def test_a_killed_actor_restarts_and_counts_exactly_the_lost_events(tmp_path: Pa
 
     client.close()
     client.shutdown_actor()
-    assert time.monotonic() - started < 40
 
 
 def test_an_actor_dead_for_good_is_one_clear_error_and_its_files_stay(tmp_path: Path) -> None:

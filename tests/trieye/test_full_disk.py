@@ -15,7 +15,7 @@ import trieye
 from tests.files import fill_disk, small_disk
 from trieye import MetricSpec, RunContext, TrieyeConfig
 
-from .conftest import tensorboard_scalars
+from .conftest import event_file_points, tensorboard_scalars
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -72,6 +72,8 @@ def test_a_full_disk_holds_metrics_and_fails_saves_until_space_returns(disk: Pat
         assert [m.step for m in mlflow.get_metric_history(run_id, name)] == list(range(45))
     steps = [step for step, _ in tensorboard_scalars(ctx.tensorboard_dir, NAMES[-1])]
     assert sorted(set(steps)) == list(range(45)), steps
+    # One event file before the disk filled, one after: the retries in between left none.
+    assert [bool(points) for points in event_file_points(ctx.tensorboard_dir)] == [True, True]
     log = (ctx.log_dir / "trieye.log").read_text()
     assert "writing mlflow of run 'full' works again" in log
     assert "writing tensorboard of run 'full' works again" in log

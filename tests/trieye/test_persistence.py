@@ -173,6 +173,43 @@ def test_a_manifest_naming_a_file_outside_its_folder_is_neither_loaded_nor_prune
     assert victim.exists()
 
 
+def test_crafted_manifests_with_huge_steps_never_hold_one_of_the_last_k_places(
+    tmp_path: Path,
+) -> None:
+    store = make_store(tmp_path, keep_last=2)
+    for step in (1, 2):
+        store.save(step, {"step": step})
+    ckpt = store.checkpoint_dir
+    victim = tmp_path / "victim.pt"
+    victim.write_bytes((ckpt / "ckpt_000000000002.pt").read_bytes())
+    outside = ckpt / "ckpt_000000999999.json"
+    outside.write_text((ckpt / "ckpt_000000000002.json").read_text())
+    _rewrite_manifest(outside, file="../victim.pt", step=999999)
+    # A real, verified file whose manifest claims a step its name does not have.
+    lying = forge_checkpoint(ckpt, 3, (ckpt / "ckpt_000000000002.pt").read_bytes())
+    _rewrite_manifest(lying.with_suffix(".json"), step=999998)
+    loaded = store.load_latest()
+    assert loaded is not None
+    assert (loaded.step, loaded.state) == (2, {"step": 2})
+    assert [w.split(", ")[0] for w in loaded.warnings] == [
+        f"checkpoint manifest {outside} names '../victim.pt'",
+        f"checkpoint manifest {lying.with_suffix('.json')} says step 999998",
+    ]
+
+    for step in (4, 5):
+        store.save(step, {"step": step})
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "ckpt_000000000004.json",
+        "ckpt_000000000004.pt",
+        "ckpt_000000000005.json",
+        "ckpt_000000000005.pt",
+    ]
+    assert victim.exists(), "pruning deleted a file outside the checkpoint folder"
+    loaded = store.load_latest()
+    assert loaded is not None
+    assert (loaded.step, loaded.warnings) == (5, [])
+
+
 def test_a_pickled_newest_checkpoint_is_skipped_without_running_its_code(
     tmp_path: Path,
 ) -> None:

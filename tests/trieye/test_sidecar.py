@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 import trieye
 from trieye import MetricSpec, RunContext, TrieyeConfig
 
-from .conftest import tensorboard_scalars
+from .conftest import tensorboard_scalars, wait_until
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -209,15 +209,16 @@ def test_time_and_step_cadence_flush_without_explicit_flush(root: Path) -> None:
     trieye.start_actor(ctx, config)
     client = trieye.connect(ctx)
     client.log("throughput", 5.0, 1)
-    time.sleep(0.2)
+    time.sleep(0.2)  # the batch's age is what ships it: this waits for the clock under test
     client.log("throughput", 7.0, 2)  # the batch is older than 0.1 s: ships now
     mlflow = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
-    deadline = time.monotonic() + 30
-    while not ctx.run_json.exists() or not mlflow.get_metric_history(
-        client.run_info()["mlflow_run_id"], "throughput"
-    ):
-        assert time.monotonic() < deadline, "the writer thread never flushed"
-        time.sleep(0.1)
+    wait_until(
+        lambda: (
+            ctx.run_json.exists()
+            and mlflow.get_metric_history(client.run_info()["mlflow_run_id"], "throughput")
+        ),
+        "flush by the writer thread",
+    )
     [point] = mlflow.get_metric_history(client.run_info()["mlflow_run_id"], "throughput")
     assert (point.step, point.value) == (2, 6.0)
     client.shutdown_actor()
@@ -230,18 +231,16 @@ def test_step_cadence_flushes_when_the_step_advances(root: Path) -> None:
     client = trieye.connect(ctx)
     client.log("x", 1.0, 1)
     client.log("x", 3.0, 5)
-    time.sleep(0.5)
-    assert not ctx.run_json.exists()  # 4 steps since the start: nothing written yet
+    # The actor holds steps 1 and 5, 6 steps since the start: no flush is due. Had one been,
+    # MLflow would hold a point at step 1 or 5 and the one at step 11 would not be their mean.
+    client.deliver()
     client.log("x", 5.0, 11)
-    deadline = time.monotonic() + 30
-    while not ctx.run_json.exists():  # the MLflow run is created, then its points written
-        assert time.monotonic() < deadline, "the step cadence never flushed"
-        time.sleep(0.1)
     mlflow = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+    # The MLflow run is created, run.json written, then the points.
+    wait_until(ctx.run_json.exists, "run.json from the step cadence's flush")
     run_id = client.run_info()["mlflow_run_id"]
-    while not (history := mlflow.get_metric_history(run_id, "x")):
-        assert time.monotonic() < deadline, "the flushed point never reached MLflow"
-        time.sleep(0.1)
+    wait_until(lambda: mlflow.get_metric_history(run_id, "x"), "point of the flush in MLflow")
+    history = mlflow.get_metric_history(run_id, "x")
     [point] = history
     assert (point.step, point.value) == (11, 3.0)
     client.shutdown_actor()
@@ -257,8 +256,7 @@ def test_a_restarted_actor_reattaches_to_its_run(root: Path) -> None:
     run_id = before["mlflow_run_id"]
     ray.kill(actor, no_restart=False)  # Ray reruns the constructor, which reads run.json
     # Events that reach a dying actor die with its memory; wait for the new process.
-    while client.run_info()["actor_pid"] == before["actor_pid"]:
-        time.sleep(0.1)
+    wait_until(lambda: client.run_info()["actor_pid"] != before["actor_pid"], "restarted actor")
     client.log("x", 2.0, 1)  # a step MLflow already has: skipped, not repeated
     client.flush()
     client.log("x", 3.0, 2)
@@ -330,6 +328,26 @@ def test_a_failed_save_raises_from_its_ref_and_is_listed_once(root: Path) -> Non
     ctx.checkpoint_dir.unlink()
     assert client.saved_path(client.save_checkpoint(3, {"x": 3})).name == "ckpt_000000000003.pt"
     client.shutdown_actor()
+
+
+def test_a_failed_save_names_the_save_after_it_and_is_reported_once(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = RunContext(root_dir=root, app_name="app", run_name="nextsave")
+    trieye.start_actor(ctx, TrieyeConfig())
+    client = trieye.connect(ctx)
+    ctx.checkpoint_dir.parent.mkdir(parents=True)
+    ctx.checkpoint_dir.write_text("a file where the checkpoint directory should be")
+    first = client.save_checkpoint(1, {"x": 1})
+    client.save_checkpoint(2, {"x": 2})
+    with pytest.raises(ray.exceptions.RayTaskError, match="checkpoints"):
+        client.saved_path(first)  # seen by the caller here: not listed again
+    last = client.save_checkpoint(3, {"x": 3})
+    ray.wait([last])  # saves run in order: every one before it has finished too
+    failures = client.failed_saves()
+    assert [(f.step, f.next_step) for f in failures] == [(2, 3), (3, None)]
+    client.shutdown_actor()
+    assert "checkpoint save of step" not in caplog.text
 
 
 def test_a_client_waits_for_its_oldest_save_rather_than_pile_saves_up(root: Path) -> None:
