@@ -120,6 +120,11 @@ def test_diagnosis_of_episodes_is_the_network_on_their_positions() -> None:
     np.testing.assert_allclose(out.search_kl, np.concatenate(kl), rtol=1e-5)
     np.testing.assert_array_equal(out.targets, np.concatenate(targets))
     np.testing.assert_allclose(out.predictions, np.concatenate(predictions), rtol=1e-5)
+    # One position in 3 of them all, in game order: the same numbers.
+    third = diagnose_episodes(model, records, cfg, every=3)
+    np.testing.assert_array_equal(third.targets, out.targets[::3])
+    np.testing.assert_allclose(third.search_kl, out.search_kl[::3], rtol=1e-5)
+    np.testing.assert_allclose(third.predictions, out.predictions[::3], rtol=1e-5)
     # A search that returned the network's own prior added nothing.
     r = records[0]
     logits, _ = network_outputs(model, r.grid, r.other)

@@ -145,7 +145,8 @@ class PositionBuffer(Generic[BatchT]):
     learner step they were published at; -1 unknown), for the age of what the learner draws
     (``version_ages``), and ``times_sampled``, how often ``sample`` has drawn it;
     ``add_episode`` returns the counts of the positions it overwrites, so that how often a
-    position is trained on over its life is known when it leaves.
+    position is trained on over its life is known when it leaves. (MuZero's samples count for
+    their start position only, not for the positions unrolled after it.)
     """
 
     def __init__(

@@ -15,7 +15,7 @@ import torch
 from alphatriangle import metric_names as m
 from alphatriangle.core.algorithm import build_model, searcher
 from alphatriangle.core.config import AlphaTriangleConfig
-from alphatriangle.core.diagnostics import FreshPositions, diagnose_episodes
+from alphatriangle.core.diagnostics import DIAGNOSE_EVERY, FreshPositions, diagnose_episodes
 from alphatriangle.core.selfplay import TRAINING_SEED_FLOOR, EpisodeRecord, SelfPlayGames
 from trieye import RunContext, connect
 from trieye.system import ProcessSampler
@@ -40,9 +40,9 @@ class SelfPlayWorker:
     effect between ``play()`` calls: a game may be played by several weight versions, and its
     record carries the one that played its last move (and, per move, the one of each move).
 
-    Before its games go to the learner, the worker's network predicts their positions once
-    more (one forward pass per batch of finished games, about 1/simulations of what their
-    searches evaluated), for the ``learn/*`` diagnostics of what the learner has not seen yet:
+    Before its games go to the learner, the worker's network predicts one position in
+    ``DIAGNOSE_EVERY`` of them once more (one forward pass per batch of finished games), for
+    the ``learn/*`` diagnostics of what the learner has not seen yet:
     the value head's explained variance over its newest positions (``FreshPositions``) and the
     KL of the search's policy targets from the network's prior.
     """
@@ -118,7 +118,9 @@ class SelfPlayWorker:
         return records
 
     def _log_diagnostics(self, ended: list[EpisodeRecord], step: int) -> None:
-        diagnostics = diagnose_episodes(self.model, ended, self.cfg, self.device)
+        diagnostics = diagnose_episodes(
+            self.model, ended, self.cfg, self.device, every=DIAGNOSE_EVERY
+        )
         if not len(diagnostics.search_kl):
             return
         self.stats.log(m.LEARN_SEARCH_KL, float(diagnostics.search_kl.mean()), step)
