@@ -42,9 +42,9 @@ class SelfPlayWorker:
 
     Before its games go to the learner, the worker's network predicts one position in
     ``DIAGNOSE_EVERY`` of them once more (one forward pass per batch of finished games), for
-    the ``learn/*`` diagnostics of what the learner has not seen yet:
-    the value head's explained variance over its newest positions (``FreshPositions``) and the
-    KL of the search's policy targets from the network's prior.
+    the ``learn/*`` diagnostics of what the learner has not seen yet: the value head's
+    explained variance over its newest positions (``FreshPositions``) and the KL of the
+    search's policy targets from the network's prior.
     """
 
     def __init__(
@@ -118,6 +118,8 @@ class SelfPlayWorker:
         return records
 
     def _log_diagnostics(self, ended: list[EpisodeRecord], step: int) -> None:
+        """``learn/search_kl`` of the games that just ended; ``learn/value_explained_variance``
+        over the worker's newest positions, once their targets vary."""
         diagnostics = diagnose_episodes(
             self.model, ended, self.cfg, self.device, every=DIAGNOSE_EVERY
         )
