@@ -1,7 +1,8 @@
 """Every metric name AlphaTriangle logs, and the context keys of its events, in one place
 (namespaced literals, no imports).
 
-``loss/*`` and ``train/*`` come from a gradient step, ``system/<role>/*`` from each process
+``loss/*`` and ``train/*`` come from a gradient step, ``learn/*`` are the diagnostics that tell
+the stages of learning apart (from the learner and the self-play workers), ``system/<role>/*`` from each process
 (``trieye.system``: CPU % and RSS of the learner, the self-play workers, the evaluation actor
 and the sidecar; ``system/gpu<i>/*`` from the learner's process when there are GPUs), ``selfplay/*`` and ``episode/*`` from the
 self-play workers, ``eval/*`` from periodic evaluation, ``progress/*`` and ``buffer/*`` from the
@@ -22,6 +23,18 @@ VALUE_PRED_MEAN = "train/value_pred_mean"
 VALUE_TARGET_MEAN = "train/value_target_mean"
 LEARNING_RATE = "train/lr"
 LEARNER_SAMPLES = "learner/samples"
+
+LEARN_VALUE_EXPLAINED_VARIANCE = "learn/value_explained_variance"
+"""Self-play workers: ``1 - Var(target - prediction) / Var(target)`` of the value head on the
+worker's newest positions, predicted before the learner trained on them
+(``core.diagnostics.FreshPositions``)."""
+LEARN_SEARCH_KL = "learn/search_kl"
+"""Self-play workers: mean KL(search policy target || network prior) at the root over the
+positions of the games that just ended: how much the search still adds to the network."""
+LEARN_SAMPLE_AGE = "learn/sample_age"
+"""Learner: mean age, in learner steps (weight versions), of the positions of a batch."""
+LEARN_TIMES_SAMPLED_AT_EVICTION = "learn/times_sampled_at_eviction"
+"""Learner: how often the positions that left the replay buffer had been sampled, on average."""
 
 BUFFER_SIZE = "buffer/size"
 EPISODES = "progress/episodes"
@@ -57,6 +70,10 @@ EVAL_SCORE_MEAN = "eval/score_mean"
 EVAL_SCORE_MEDIAN = "eval/score_median"
 EVAL_SCORE_MAX = "eval/score_max"
 EVAL_LENGTH_MEAN = "eval/length_mean"
+EVAL_POLICY_SCORE_MEAN = "eval/policy_score_mean"
+"""The network's policy alone (no search: the argmax of its prior over the legal moves) on the
+same held-out seeds as ``eval/score_mean``, which plays the network with its search."""
+EVAL_POLICY_LENGTH_MEAN = "eval/policy_length_mean"
 EVAL_CLI_PREFIX = "eval_cli"
 """``alphatriangle eval`` logs ``eval_cli/<player>/<statistic>``, apart from the trainer's ``eval/*``."""
 

@@ -25,8 +25,9 @@ def test_a_training_sample_costs_one_network_pass_and_a_muzero_one_a_pass_per_un
 
 @pytest.mark.parametrize("prioritized", [False, True])
 def test_bytes_per_position_are_what_the_run_s_buffer_allocates(prioritized: bool) -> None:
-    # float16 grid (9 x 8 x 15), features (45) and policy (360), bool mask (360), float32 target.
-    alphazero = 2 * (9 * 8 * 15 + 45 + 360) + 360 + 4
+    # float16 grid (9 x 8 x 15), features (45) and policy (360), bool mask (360), float32 target,
+    # and the int32 weight version and times-sampled count of the slot.
+    alphazero = 2 * (9 * 8 * 15 + 45 + 360) + 360 + 4 + 4 + 4
     # MuZero's also keep the move (int16), its reward (float32) and the moves left (int32).
     muzero = alphazero + 2 + 4 + 4
     tree = 32 if prioritized else 0
@@ -37,7 +38,7 @@ def test_bytes_per_position_are_what_the_run_s_buffer_allocates(prioritized: boo
         )
         assert algorithm.buffer_bytes_per_position(cfg) == per_position + tree
         buffer = algorithm.new_buffer(cfg)
-        rows = sum(getattr(buffer, name).nbytes for name in buffer.ROW_FIELDS)
+        rows = sum(getattr(buffer, name).nbytes for name in buffer.ROW_FIELDS + buffer.BOOKKEEPING)
         assert rows == 100 * per_position
         if buffer.tree is not None:  # 2 x 128 float64 nodes for 100 leaves: within the bound
             assert buffer.tree.tree.nbytes == 2 * 128 * 8 <= 100 * tree

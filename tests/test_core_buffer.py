@@ -1,11 +1,18 @@
 """Value targets, replay buffer storage, sampling, priorities and persistence: exact values."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from alphatriangle.core.buffer import PRIORITY_EPS, ReplayBuffer, SumTree, value_targets
+from alphatriangle.core.buffer import (
+    PRIORITY_EPS,
+    ReplayBuffer,
+    SumTree,
+    snapshot_problem,
+    value_targets,
+)
 from alphatriangle.core.selfplay import EpisodeRecord
 
 GRID = (2, 2, 3)
@@ -155,3 +162,82 @@ def test_load_rejects_a_different_capacity() -> None:
     buf.add_episode(record([1.0]))
     with pytest.raises(ValueError, match=r"capacity 10, this run.s buffer 20"):
         buffer(20).load_state_dict(buf.state_dict())
+
+
+def versioned(rewards: list[float], versions: list[int], tag: float = 0.0) -> EpisodeRecord:
+    """``record`` whose moves were searched by the weight versions ``versions``."""
+    return dataclasses.replace(
+        record(rewards, tag),
+        weight_versions=np.asarray(versions, dtype=np.int64),
+        weight_version=versions[-1],
+    )
+
+
+def test_each_slot_keeps_the_weight_version_that_searched_its_position() -> None:
+    buf = buffer(5)
+    buf.add_episode(versioned([1.0, 1.0, 1.0], [0, 0, 3]))
+    # A record that does not say per move: all its positions take its last move's version.
+    buf.add_episode(dataclasses.replace(record([1.0, 1.0]), weight_version=6))
+    np.testing.assert_array_equal(buf.weight_version, [0, 0, 3, 6, 6])
+    np.testing.assert_array_equal(buf.version_ages(np.array([0, 2, 4, 2]), 10), [10, 7, 4, 7])
+    # Unknown versions (-1: records nobody versioned) are left out of the ages.
+    buf.add_episode(record([1.0]))
+    np.testing.assert_array_equal(buf.weight_version, [-1, 0, 3, 6, 6])
+    np.testing.assert_array_equal(buf.version_ages(np.array([0, 1, 0]), 10), [10])
+
+
+def test_sampling_counts_every_draw_and_eviction_returns_the_counts() -> None:
+    buf = buffer(4, seed=5)
+    assert buf.add_episode(versioned([1.0, 1.0, 1.0], [0, 0, 0])).shape == (0,)
+    drawn = np.concatenate([buf.sample(7).indices for _ in range(3)])
+    counts = np.bincount(drawn, minlength=4)
+    np.testing.assert_array_equal(buf.times_sampled, counts)
+    assert counts.sum() == 21
+    assert counts[3] == 0
+    # Slot 3 is empty: filling it evicts nothing; the next two positions overwrite slots 0, 1.
+    evicted = buf.add_episode(versioned([1.0, 1.0, 1.0], [2, 2, 2]))
+    np.testing.assert_array_equal(evicted, counts[:2])
+    np.testing.assert_array_equal(buf.times_sampled, [0, 0, counts[2], 0])
+    # An episode longer than the buffer evicts everything, oldest slot first (2, 3, 0, 1); its
+    # own first positions never enter.
+    np.testing.assert_array_equal(buf.add_episode(record([1.0] * 6)), [counts[2], 0, 0, 0])
+
+
+def test_bookkeeping_survives_a_snapshot_and_the_resumed_buffer_goes_on(tmp_path: Path) -> None:
+    buf = buffer(4, seed=2)
+    buf.add_episode(versioned([1.0, 1.0, 1.0], [4, 4, 7]))
+    buf.sample(5)
+    np.savez(tmp_path / "b.npz", **buf.state_dict())
+    with np.load(tmp_path / "b.npz", allow_pickle=False) as data:
+        saved = {name: data[name] for name in data.files}
+    assert snapshot_problem(saved, buf.layout()) is None
+    restored = buffer(4, seed=9)
+    restored.load_state_dict(saved)
+    np.testing.assert_array_equal(restored.weight_version, [4, 4, 7, -1])
+    np.testing.assert_array_equal(restored.times_sampled, buf.times_sampled)
+    # Resumed, the two buffers draw, count and evict alike.
+    for b in (buf, restored):
+        b.sample(6)
+    np.testing.assert_array_equal(restored.times_sampled, buf.times_sampled)
+    new = versioned([1.0, 1.0], [9, 9])
+    np.testing.assert_array_equal(restored.add_episode(new), buf.add_episode(new))
+    np.testing.assert_array_equal(restored.weight_version, [9, 4, 7, 9])
+    np.testing.assert_array_equal(restored.version_ages(np.arange(4), 12), [3, 8, 5, 3])
+
+
+def test_a_snapshot_of_an_older_trainer_loads_without_bookkeeping() -> None:
+    buf = buffer(4)
+    buf.add_episode(versioned([1.0, 1.0], [3, 3]))
+    buf.sample(4)
+    state = buf.state_dict()
+    old = {k: v for k, v in state.items() if k not in ("weight_version", "times_sampled")}
+    assert snapshot_problem(old, buf.layout()) is None
+    restored = buffer(4)
+    restored.load_state_dict(old)
+    np.testing.assert_array_equal(restored.weight_version, [-1, -1, -1, -1])
+    np.testing.assert_array_equal(restored.times_sampled, [0, 0, 0, 0])
+    assert restored.version_ages(np.array([0, 1]), 5).shape == (0,)
+    bad = {**state, "times_sampled": np.zeros(3, dtype=np.int32)}
+    assert snapshot_problem(bad, buf.layout()) == (
+        "field 'times_sampled' has shape (3,), expected (2,)"
+    )

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
+import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from alphatriangle.app.reports import load_network
 from alphatriangle.app.runs import run_context
+from alphatriangle.core.algorithm import agent_player
+from alphatriangle.core.players import PolicyPlayer, play_games
 from tests.cli import manifest_steps, ok, run_cli, seed_tracking_store, tiny_config, train_args
 from tests.files import code_running_pickle, forge_checkpoint
 
@@ -167,3 +174,35 @@ def test_periodic_evaluation_logs_eval_metrics_and_keeps_the_best_checkpoint(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"(step {best_step})" in result.stdout
+
+
+def test_the_search_headroom_bench_plays_one_checkpoint_at_several_simulation_counts(
+    trained: Path, tmp_path: Path
+) -> None:
+    script = Path(__file__).parents[1] / "bench" / "search_headroom.py"
+    args = [sys.executable, str(script), "--run-name", "ev", "--data-dir", str(trained / "data")]
+    out = tmp_path / "headroom.json"
+    common = ["--seeds", "3:6", "--jobs", "2", "--json", str(out)]
+    done = subprocess.run(
+        [*args, "--sims", "2,4", *common], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {row["simulations"]: row for row in json.loads(out.read_text())["rows"]}
+    assert sorted(rows) == [0, 2, 4]  # 0: the policy alone
+    # Each row is the checkpoint's own search (or its policy alone) on the same seeds.
+    model, cfg, _ = load_network(run_context("ev", trained / "data"), "latest", warn=print)
+    for sims, row in rows.items():
+        player = (
+            PolicyPlayer(model)
+            if sims == 0
+            else agent_player(model, cfg, cfg.mcts.model_copy(update={"simulations": sims}))
+        )
+        assert row["scores"] == [r.score for r in play_games(player, [3, 4, 5])]
+        assert row["mean"] == pytest.approx(statistics.fmean(row["scores"]))
+        assert row["se"] == pytest.approx(statistics.stdev(row["scores"]) / math.sqrt(3))
+        diffs = [a - b for a, b in zip(row["scores"], rows[2]["scores"], strict=True)]
+        assert row["paired_difference"] == pytest.approx(statistics.fmean(diffs))
+    assert rows[2]["paired_difference"] == 0.0
+    refused = subprocess.run([*args, "--sims", "4,x", *common], capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "--sims '4,x': expected positive integers separated by commas" in refused.stderr

@@ -39,6 +39,15 @@ def test_a_muzero_run_trains_resumes_evaluates_and_keeps_its_algorithm(workdir: 
     assert json.loads(ctx.config_json.read_text())["algorithm"] == "muzero"
     assert metric_steps(workdir, "mz", "loss/reward")[-1] == 10
     assert metric_steps(workdir, "mz", "eval/score_mean"), "no periodic evaluation finished"
+    # The learning diagnostics of every run (positions leave MuZero's buffer only once it is
+    # full, which a run this short does not reach).
+    for name in (
+        "learn/value_explained_variance",
+        "learn/search_kl",
+        "learn/sample_age",
+        "eval/policy_score_mean",
+    ):
+        assert metric_steps(workdir, "mz", name), f"no {name} in MLflow"
 
     result = ok(run_cli(workdir, "eval", "--run-name", "mz", "--games", "2", "--sims", "4"))
     assert "uniform-mcts-4" in result

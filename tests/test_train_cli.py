@@ -29,6 +29,7 @@ from tests.cli import (
     ok,
     run_cli,
     start_cli,
+    tiny_config,
     train_args,
     wait_for,
 )
@@ -118,6 +119,50 @@ def test_the_run_charts_cpu_and_memory_of_each_process_in_mlflow_and_tensorboard
         # A process of this project holds torch and Ray: well over 50 MB, under 10 GB.
         assert 50 < metrics[f"system/{role}/rss_mb"] < 10_000
         assert metrics[f"system/{role}/cpu_percent"] >= 0
+
+
+LEARNING_DIAGNOSTICS = (
+    "learn/value_explained_variance",
+    "learn/search_kl",
+    "learn/sample_age",
+    "learn/times_sampled_at_eviction",
+    "eval/policy_score_mean",
+    "eval/policy_length_mean",
+)
+
+
+def test_the_run_charts_the_learning_diagnostics_in_mlflow_and_tensorboard(workdir: Path) -> None:
+    # A buffer of 32 positions and one sample trained per position generated: by step 12 the
+    # self-play has generated 192 positions, so positions leave the buffer between steps.
+    (workdir / "tiny.toml").write_text(
+        tiny_config(
+            train={"buffer_capacity": 32, "min_buffer_size": 32, "replay_ratio": 1.0},
+            eval={"every_steps": 3, "games": 2, "simulations": 4},
+        )
+    )
+    ok(_train(workdir, "--run-name", "diag", "--max-steps", "12"))
+    ctx = run_context("diag", workdir / "data")
+    run_id = json.loads(ctx.run_json.read_text())["mlflow_run_id"]
+    client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+    history = {name: client.get_metric_history(run_id, name) for name in LEARNING_DIAGNOSTICS}
+    for name, points in history.items():
+        assert points, f"no {name} in MLflow"
+        assert all(np.isfinite(p.value) for p in points), (name, points)
+    acc = EventAccumulator(str(ctx.tensorboard_dir))
+    acc.Reload()
+    for name, points in history.items():
+        board = {e.step: e.value for e in acc.Scalars(name)}
+        assert board == pytest.approx({p.step: p.value for p in points}, rel=1e-6), name
+    # Explained variance is at most 1; a KL is never negative.
+    assert all(p.value <= 1.0 for p in history["learn/value_explained_variance"])
+    assert all(p.value >= 0.0 for p in history["learn/search_kl"])
+    # Step s trains the weights of version s - 1 on positions of versions 0..s - 1.
+    assert all(0.0 <= p.value <= p.step - 1 for p in history["learn/sample_age"])
+    assert all(p.value >= 0.0 for p in history["learn/times_sampled_at_eviction"])
+    # The policy alone plays the same evaluation seeds, at the same steps, as the search.
+    evaluated = [p.step for p in client.get_metric_history(run_id, "eval/score_mean")]
+    assert [p.step for p in history["eval/policy_score_mean"]] == evaluated
+    assert all(p.value >= 1.0 for p in history["eval/policy_length_mean"])
 
 
 def test_a_second_trainer_is_refused_and_sigint_saves_for_the_next_start(workdir: Path) -> None:

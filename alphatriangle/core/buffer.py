@@ -128,6 +128,14 @@ class PositionBuffer(Generic[BatchT]):
     With ``prioritized``, a position is drawn with probability ``p_i ** alpha / sum_j p_j ** alpha``
     where ``p_i = priority + PRIORITY_EPS``; new positions get the largest priority seen so far.
     Importance weights are ``(N * P(i)) ** -beta``, divided by their batch maximum.
+
+    Every slot also keeps the bookkeeping of ``BOOKKEEPING`` (for the ``learn/*`` diagnostics):
+    ``weight_version``, the version of the network weights that searched the position (the
+    learner step they were published at; -1 unknown), for the age of what the learner draws
+    (``version_ages``), and ``times_sampled``, how often ``sample`` has drawn it;
+    ``add_episode`` returns the counts of the positions it overwrites, so that how often a
+    position is trained on over its life is known when it leaves. (MuZero's samples count for
+    their start position only, not for the positions unrolled after it.)
     """
 
     def __init__(
@@ -152,6 +160,8 @@ class PositionBuffer(Generic[BatchT]):
         self.policy = np.zeros((capacity, action_dim), dtype=np.float16)
         self.valid_mask = np.zeros((capacity, action_dim), dtype=bool)
         self.value_target = np.zeros(capacity, dtype=np.float32)
+        self.weight_version = np.full(capacity, -1, dtype=np.int32)
+        self.times_sampled = np.zeros(capacity, dtype=np.int32)
         self.tree = SumTree(capacity) if prioritized else None
         self.max_priority = 1.0
         self.position = 0
@@ -163,15 +173,19 @@ class PositionBuffer(Generic[BatchT]):
     ROW_FIELDS: tuple[str, ...] = ("grid", "other", "policy", "valid_mask", "value_target")
     """The per-position arrays (attributes of these names, first axis the slot)."""
 
+    BOOKKEEPING: tuple[str, ...] = ("weight_version", "times_sampled")
+    """Per-slot int32 arrays that are no training data; snapshots of older trainers lack them
+    (they load as unknown versions and zero counts)."""
+
     SUM_TREE_BYTES_PER_POSITION = 32
     """At most what ``SumTree`` allocates per leaf: float64 nodes, up to four a leaf (twice the
     capacity rounded up to a power of two)."""
 
     @property
     def bytes_per_position(self) -> int:
-        """Bytes one slot of this buffer takes: its row of every ``ROW_FIELDS`` array and, when
-        prioritized, its share of the sum tree."""
-        rows = sum(getattr(self, name)[0].nbytes for name in self.ROW_FIELDS)
+        """Bytes one slot of this buffer takes: its row of every ``ROW_FIELDS`` and
+        ``BOOKKEEPING`` array and, when prioritized, its share of the sum tree."""
+        rows = sum(getattr(self, name)[0].nbytes for name in self.ROW_FIELDS + self.BOOKKEEPING)
         return int(rows) + (self.SUM_TREE_BYTES_PER_POSITION if self.prioritized else 0)
 
     def __len__(self) -> int:
@@ -185,25 +199,35 @@ class PositionBuffer(Generic[BatchT]):
         """The training batch of the positions at ``indices`` with importance ``weights``."""
         raise NotImplementedError
 
-    def add_episode(self, record: EpisodeRecord) -> None:
-        """Append the episode's positions with their targets, overwriting the oldest."""
+    def add_episode(self, record: EpisodeRecord) -> np.ndarray:
+        """Append the episode's positions with their targets, overwriting the oldest; returns
+        how often each overwritten position was sampled, int32 ``[E]`` (empty until the buffer
+        is full)."""
         n = record.length
         if n == 0:
-            return
+            return np.zeros(0, dtype=np.int32)
         rows = self.rows(record)
         keep = slice(max(0, n - self.capacity), n)
         slots = (self.position + np.arange(keep.stop - keep.start)) % self.capacity
+        # Until the ring is full, position == size, so only slots below size hold positions.
+        evicted = self.times_sampled[slots[slots < self.size]].copy()
         for name in self.ROW_FIELDS:
             getattr(self, name)[slots] = rows[name][keep]
+        versions = record.weight_versions
+        if versions.shape != (n,):  # a record that does not say per move: its last move's
+            versions = np.full(n, record.weight_version)
+        self.weight_version[slots] = versions[keep]
+        self.times_sampled[slots] = 0
         if self.tree is not None:
             self.tree.set(slots, np.full(len(slots), self.max_priority**self.alpha))
         self.position = int((slots[-1] + 1) % self.capacity)
         self.size = min(self.capacity, self.size + len(slots))
         self.added += n
+        return evicted
 
     def sample(self, batch_size: int) -> BatchT:
         """Draw ``batch_size`` positions with replacement (stratified over the mass with PER);
-        the batch ``batch`` builds from them."""
+        the batch ``batch`` builds from them. Each draw counts in ``times_sampled``."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         if self.tree is None:
@@ -216,7 +240,17 @@ class PositionBuffer(Generic[BatchT]):
             probs = self.tree.get(indices) / total
             w = (self.size * probs) ** -self.beta
             weights = (w / w.max()).astype(np.float32)
-        return self.batch(indices.astype(np.int64), weights)
+        indices = indices.astype(np.int64)
+        np.add.at(self.times_sampled, indices, 1)
+        return self.batch(indices, weights)
+
+    def version_ages(self, indices: np.ndarray, version: int) -> np.ndarray:
+        """``version`` minus the weight version of each slot of ``indices`` whose version is
+        known, int64 ``[<= N]``: how many learner steps older than ``version`` the network that
+        searched those positions was."""
+        versions = self.weight_version[indices].astype(np.int64)
+        ages: np.ndarray = version - versions[versions >= 0]
+        return ages
 
     def update_priorities(self, indices: np.ndarray, priorities: np.ndarray) -> None:
         """Set new raw priorities ``[N]`` (e.g. absolute value errors, >= 0) of sampled slots."""
@@ -239,7 +273,7 @@ class PositionBuffer(Generic[BatchT]):
             "added": np.asarray(self.added, dtype=np.int64),
             "max_priority": np.asarray(self.max_priority, dtype=np.float64),
             "rng": _encode_rng(self.rng),
-            **{name: getattr(self, name)[:n] for name in self.ROW_FIELDS},
+            **{name: getattr(self, name)[:n] for name in (*self.ROW_FIELDS, *self.BOOKKEEPING)},
         }
         if self.tree is not None:
             state["priorities"] = self.tree.get(np.arange(n))
@@ -251,6 +285,7 @@ class PositionBuffer(Generic[BatchT]):
             capacity=self.capacity,
             rows={name: getattr(self, name).shape[1:] for name in self.ROW_FIELDS},
             prioritized=self.tree is not None,
+            bookkeeping=self.BOOKKEEPING,
         )
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -261,6 +296,11 @@ class PositionBuffer(Generic[BatchT]):
         n = int(state["size"])
         for name in self.ROW_FIELDS:
             getattr(self, name)[:n] = state[name]
+        self.weight_version[:] = -1
+        self.times_sampled[:] = 0
+        for name in self.BOOKKEEPING:
+            if name in state:
+                getattr(self, name)[:n] = state[name]
         if self.tree is not None:
             if "priorities" in state:
                 self.tree.set(np.arange(n), state["priorities"])
@@ -307,6 +347,8 @@ class BufferLayout:
     capacity: int
     rows: dict[str, tuple[int, ...]]
     prioritized: bool
+    bookkeeping: tuple[str, ...] = ()
+    """Per-slot scalar arrays a snapshot may lack (older trainers), of shape ``[size]`` if there."""
 
 
 def snapshot_problem(state: Mapping[str, Any], layout: BufferLayout) -> str | None:
@@ -328,6 +370,9 @@ def snapshot_problem(state: Mapping[str, Any], layout: BufferLayout) -> str | No
     for name, row in layout.rows.items():
         if np.shape(state[name]) != (n, *row):
             return f"field {name!r} has shape {np.shape(state[name])}, expected {(n, *row)}"
+    for name in layout.bookkeeping:
+        if name in state and np.shape(state[name]) != (n,):
+            return f"field {name!r} has shape {np.shape(state[name])}, expected {(n,)}"
     if layout.prioritized and "priorities" in state and np.shape(state["priorities"]) != (n,):
         return f"priorities have shape {np.shape(state['priorities'])}, expected {(n,)}"
     return None

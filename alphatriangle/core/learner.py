@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
+from alphatriangle import metric_names as m
 from alphatriangle.core.algorithm import build_model, gradient_step, new_buffer
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.optimization import make_optimizer, make_scheduler
@@ -56,9 +58,15 @@ class Learner:
         self.scheduler = make_scheduler(self.optimizer, tc)
         self.buffer = new_buffer(cfg)
         self.counters = Counters()
+        # Positions that left the buffer since the last step's metrics, and how often they had
+        # been sampled; not checkpointed (a resume loses at most one step's worth).
+        self._evicted = 0
+        self._evicted_samples = 0
 
     def add_episode(self, record: EpisodeRecord) -> None:
-        self.buffer.add_episode(record)
+        evicted = self.buffer.add_episode(record)
+        self._evicted += len(evicted)
+        self._evicted_samples += int(evicted.sum())
         self.counters.episodes += 1
         self.counters.samples_generated += record.length
         self.counters.simulations += record.simulations
@@ -72,7 +80,16 @@ class Learner:
 
     def step(self, batch: Any) -> dict[str, float]:
         """One gradient step on ``batch`` (a sample of ``self.buffer``); its metrics.
-        ``NonFiniteLossError`` names the step."""
+        ``NonFiniteLossError`` names the step.
+
+        Besides the step's losses, the metrics say how stale and how reused the data is:
+        ``learn/sample_age``, the mean age of the batch's positions in learner steps (this
+        step's weights are version ``counters.step``; a position's version is that of the
+        weights that searched it; positions of unknown version are left out), and
+        ``learn/times_sampled_at_eviction``, how often the positions that left the buffer since
+        the previous step had been sampled (only when some left).
+        """
+        ages = self.buffer.version_ages(batch.indices, self.counters.step)
         try:
             result = gradient_step(
                 self.model, self.optimizer, self.scheduler, batch, self.cfg, self.device
@@ -83,7 +100,13 @@ class Learner:
             self.buffer.update_priorities(batch.indices, result.priorities)
         self.counters.step += 1
         self.counters.samples_trained += len(batch.indices)
-        return result.metrics
+        metrics = dict(result.metrics)
+        if len(ages):
+            metrics[m.LEARN_SAMPLE_AGE] = float(np.mean(ages))
+        if self._evicted:
+            metrics[m.LEARN_TIMES_SAMPLED_AT_EVICTION] = self._evicted_samples / self._evicted
+            self._evicted = self._evicted_samples = 0
+        return metrics
 
     def weights(self) -> dict[str, torch.Tensor]:
         """A CPU copy of the network's weights (what workers and evaluations load)."""

@@ -18,9 +18,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 from trianglengin import EnvConfig, GameState
 
 from alphatriangle.core.config import MCTSConfig
+from alphatriangle.core.diagnostics import network_outputs
+from alphatriangle.core.features import extract_batch, valid_mask_from_grid
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.search import (
     Evaluator,
@@ -110,6 +113,35 @@ class SearchPlayer:
         return actions
 
 
+class PolicyPlayer:
+    """The network's policy alone, without search: the legal move of highest prior (ties: the
+    lowest action id), for either algorithm (MuZero: the policy of ``f(h(o))`` on the real
+    position). Next to the same network with its search, it shows what the search adds.
+    ``play_games`` plays many games together, one forward pass a move for all of them."""
+
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
+        self.model = model
+        self.device = torch.device(device)
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def game(self, seed: int) -> None:
+        """Nothing is kept per game."""
+
+    def choose(self, state: GameState) -> int:
+        [action] = self.choose_together([None], [state])
+        return action
+
+    def choose_together(self, games: Sequence[Any], states: Sequence[GameState]) -> list[int]:
+        """The move of each (non-terminal) state, from one forward pass over all of them."""
+        grid, other = extract_batch(states)
+        logits, _ = network_outputs(self.model, grid, other, self.device)
+        legal = valid_mask_from_grid(grid)
+        chosen: np.ndarray = np.argmax(np.where(legal, logits, -np.inf), axis=1)
+        return [int(a) for a in chosen]
+
+
 class MCTSPlayer(SearchPlayer):
     """AlphaZero's ``trimcts`` search (``TreeSearcher``) of ``mcts_cfg.variant``, without noise.
     ``peek=True``: the search knows the future hands (only for measuring what that is worth)."""
@@ -164,12 +196,13 @@ def play_games(
     """``play_game`` over ``seeds``, results in seed order.
 
     A ``SearchPlayer`` plays up to ``GAMES_AT_ONCE`` of the games together, their searches in
-    lockstep (one network call for the pending leaves of all their trees); each game is the
-    one ``play_game`` plays, as long as the evaluator's output for a state does not depend on
-    the other states of its batch.
+    lockstep (one network call for the pending leaves of all their trees), and a
+    ``PolicyPlayer`` one forward pass a move for all of them; each game is the one
+    ``play_game`` plays, as long as the network's output for a state does not depend on the
+    other states of its batch.
     """
     seeds = list(seeds)
-    if isinstance(player, SearchPlayer):
+    if isinstance(player, SearchPlayer | PolicyPlayer):
         return _play_together(player, seeds, env_cfg)
     results = []
     for seed in seeds:
@@ -179,7 +212,7 @@ def play_games(
 
 
 def _play_together(
-    player: SearchPlayer, seeds: list[int], env_cfg: EnvConfig | None
+    player: SearchPlayer | PolicyPlayer, seeds: list[int], env_cfg: EnvConfig | None
 ) -> list[GameResult]:
     states = [GameState(env_cfg, initial_seed=seed) for seed in seeds]
     moves = [0] * len(seeds)
@@ -204,6 +237,8 @@ def _play_together(
 
 
 NETWORK = "network"
+POLICY = "policy"
+"""The name of ``PolicyPlayer``'s summaries."""
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ class EpisodeRecord:
         root_values: float32 ``[T]`` each search's value of its root, an estimate of the return
             from that position (MuZero bootstraps its value targets from it; AlphaZero's search
             reports none, and its records hold an empty array).
+        weight_versions: int64 ``[T]`` the version of the network weights that searched each
+            move (``SelfPlayGames.weight_version`` then); an empty array where nobody set one.
     """
 
     grid: np.ndarray
@@ -59,6 +61,7 @@ class EpisodeRecord:
     weight_version: int = -1
     actions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     root_values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    weight_versions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass
@@ -78,6 +81,7 @@ class _Game:
     scores: list[float] = field(default_factory=list)
     depths: list[float] = field(default_factory=list)
     root_values: list[float] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
     cleared: int = 0
 
 
@@ -113,6 +117,9 @@ class SelfPlayGames:
         )
         self._seeds: Iterator[int] = iter(seeds)
         self._running: list[_Game] = []
+        self.weight_version = -1
+        """Version of the searcher's network weights, recorded with every move (whoever loads
+        new weights into the network sets it), so the replay buffer knows each position's age."""
         # Games over before their first move (nothing to search) come out of the first step().
         self._ended_at_start = self._fill(games)
 
@@ -166,6 +173,7 @@ class SelfPlayGames:
             game.masks.append(valid_mask_from_grid(grid[None])[0])
             game.scores.append(game.state.game_score())
             game.depths.append(result.depth)
+            game.versions.append(self.weight_version)
             if result.root_value is not None:
                 game.root_values.append(result.root_value)
             if game.state.is_over():
@@ -204,6 +212,7 @@ class SelfPlayGames:
             seed=game.seed,
             actions=np.asarray(game.actions, dtype=np.int64),
             root_values=np.asarray(game.root_values, dtype=np.float32),
+            weight_versions=np.asarray(game.versions, dtype=np.int64),
         )
 
 

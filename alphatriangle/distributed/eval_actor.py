@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import ray
 import torch
 
 from alphatriangle import metric_names as m
 from alphatriangle.core.algorithm import agent_player, build_model
 from alphatriangle.core.config import AlphaTriangleConfig
-from alphatriangle.core.players import NETWORK, Summary, play_games, summarize
+from alphatriangle.core.players import NETWORK, POLICY, PolicyPlayer, Summary, play_games, summarize
 from trieye.system import ProcessSampler
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of a set of weights on the evaluation seeds.
+
+    Attributes:
+        search: the network with the run's own search, without noise.
+        policy: the network's policy alone (``PolicyPlayer``), on the same seeds.
+        system: this process's system metrics over the evaluation (``system/eval/*``).
+    """
+
+    search: Summary
+    policy: Summary
+    system: dict[str, float]
 
 
 @ray.remote(num_cpus=0, max_restarts=3, max_task_retries=2)
@@ -20,7 +37,8 @@ class EvalActor:
     process is simply run again by the restarted actor.
 
     It asks Ray for no CPU so it never keeps a self-play worker from being scheduled; it
-    shares the cores while it runs (a few seconds per evaluation with the defaults).
+    shares the cores while it runs (a few seconds per evaluation with the defaults; the
+    policy-only games cost one forward pass a move for all seeds together).
     """
 
     def __init__(self, cfg: AlphaTriangleConfig) -> None:
@@ -29,13 +47,15 @@ class EvalActor:
         sims = cfg.eval.simulations or cfg.mcts.simulations
         mcts = cfg.mcts.model_copy(update={"simulations": sims})
         self.player = agent_player(self.model, cfg, mcts)
+        self.policy_player = PolicyPlayer(self.model)
         self.seeds = list(range(cfg.eval.games))
         self.sampler = ProcessSampler(m.SYSTEM_EVAL, every_s=0.0)
 
-    def evaluate(self, weights: dict[str, torch.Tensor]) -> tuple[Summary, dict[str, float]]:
-        """The network player's summary over the evaluation seeds with ``weights``, and this
-        process's system metrics over the evaluation (``system/eval/*``)."""
+    def evaluate(self, weights: dict[str, torch.Tensor]) -> Evaluation:
+        """The network's summaries over the evaluation seeds with ``weights``, with its search
+        and without, and this process's system metrics over the evaluation."""
         self.model.load_state_dict(weights)
         self.model.eval()
-        summary = summarize(NETWORK, play_games(self.player, self.seeds))
-        return summary, self.sampler.sample()
+        search = summarize(NETWORK, play_games(self.player, self.seeds))
+        policy = summarize(POLICY, play_games(self.policy_player, self.seeds))
+        return Evaluation(search, policy, self.sampler.sample())

@@ -28,5 +28,11 @@ def metric_config() -> TrieyeConfig:
             MetricSpec(name=m.EPISODES, aggregation="latest"),
             MetricSpec(name=m.SAMPLES_GENERATED, aggregation="latest"),
             MetricSpec(name=m.SAMPLES_TRAINED, aggregation="latest"),
+            # Per step, the mean over the workers (each logs its own window and its own games)
+            # and over the learner's steps within one flush.
+            MetricSpec(name=m.LEARN_VALUE_EXPLAINED_VARIANCE, aggregation="mean"),
+            MetricSpec(name=m.LEARN_SEARCH_KL, aggregation="mean"),
+            MetricSpec(name=m.LEARN_SAMPLE_AGE, aggregation="mean"),
+            MetricSpec(name=m.LEARN_TIMES_SAMPLED_AT_EVICTION, aggregation="mean"),
         ],
     )

@@ -12,8 +12,7 @@ import ray
 from alphatriangle import metric_names as m
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.learner import Counters
-from alphatriangle.core.players import Summary
-from alphatriangle.distributed.eval_actor import EvalActor
+from alphatriangle.distributed.eval_actor import EvalActor, Evaluation
 from trieye import TrieyeClient
 
 log = logging.getLogger(__name__)
@@ -32,9 +31,7 @@ class PeriodicEval:
     ) -> None:
         self.actor = EvalActor.remote(cfg)  # type: ignore[attr-defined]
         self.save_best = save_best
-        self.pending: (
-            tuple[ray.ObjectRef[tuple[Summary, dict[str, float]]], dict[str, Any]] | None
-        ) = None
+        self.pending: tuple[ray.ObjectRef[Evaluation], dict[str, Any]] | None = None
 
     def start(self, state: dict[str, Any]) -> None:
         """Evaluate the weights of checkpoint ``state`` unless an evaluation is running."""
@@ -43,26 +40,31 @@ class PeriodicEval:
             self.pending = (self.actor.evaluate.remote(snapshot["model"]), snapshot)
 
     def poll(self, stats: TrieyeClient, counters: Counters) -> None:
-        """Log a finished evaluation; keep its weights as best when they beat the best so far."""
+        """Log a finished evaluation (the network with its search as ``eval/*``, its policy alone
+        as ``eval/policy_*``); keep its weights as best when they beat the best so far (by the
+        score with search)."""
         if self.pending is None or not ray.wait([self.pending[0]], timeout=0)[0]:
             return
         ref, snapshot = self.pending
         self.pending = None
         step = snapshot["counters"]["step"]
         try:
-            summary, system = ray.get(ref)
+            evaluation: Evaluation = ray.get(ref)
         except ray.exceptions.RayActorError as err:
             # Its process died more often than Ray retries the task; the next evaluation goes
             # to the restarted actor. Any other error is a bug and stops the run.
             log.warning("evaluation of step %d failed (%s); the next one retries", step, err)
             return
+        summary = evaluation.search
         stats.log_dict(
             {
                 m.EVAL_SCORE_MEAN: summary.mean,
                 m.EVAL_SCORE_MEDIAN: summary.median,
                 m.EVAL_SCORE_MAX: summary.max,
                 m.EVAL_LENGTH_MEAN: summary.mean_length,
-                **system,
+                m.EVAL_POLICY_SCORE_MEAN: evaluation.policy.mean,
+                m.EVAL_POLICY_LENGTH_MEAN: evaluation.policy.mean_length,
+                **evaluation.system,
             },
             step,
         )

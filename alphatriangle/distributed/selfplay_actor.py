@@ -15,6 +15,7 @@ import torch
 from alphatriangle import metric_names as m
 from alphatriangle.core.algorithm import build_model, searcher
 from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.diagnostics import DIAGNOSE_EVERY, FreshPositions, diagnose_episodes
 from alphatriangle.core.selfplay import TRAINING_SEED_FLOOR, EpisodeRecord, SelfPlayGames
 from trieye import RunContext, connect
 from trieye.system import ProcessSampler
@@ -37,7 +38,13 @@ class SelfPlayWorker:
 
     Actor tasks run in submission order, so ``set_weights`` calls queued by the driver take
     effect between ``play()`` calls: a game may be played by several weight versions, and its
-    record carries the one that played its last move.
+    record carries the one that played its last move (and, per move, the one of each move).
+
+    Before its games go to the learner, the worker's network predicts one position in
+    ``DIAGNOSE_EVERY`` of them once more (one forward pass per batch of finished games), for
+    the ``learn/*`` diagnostics of what the learner has not seen yet: the value head's
+    explained variance over its newest positions (``FreshPositions``) and the KL of the
+    search's policy targets from the network's prior.
     """
 
     def __init__(
@@ -57,6 +64,7 @@ class SelfPlayWorker:
         games = cfg.train.games_at_once(on_gpu=self.device != "cpu")
         search = searcher(self.model, cfg, noise=True, device=self.device)
         self.games = SelfPlayGames(search, self._seeds(), games)
+        self.fresh = FreshPositions()
 
     def _seeds(self) -> Iterator[int]:
         while True:
@@ -67,6 +75,7 @@ class SelfPlayWorker:
         self.model.load_state_dict(weights)
         self.model.eval()
         self.weight_version = version
+        self.games.weight_version = version
         return version
 
     def play(self) -> list[EpisodeRecord]:
@@ -97,6 +106,7 @@ class SelfPlayWorker:
                 },
             )
             self.stats.log(m.SELFPLAY_MOVES, record.length, step)
+        self._log_diagnostics(ended, step)
         self.stats.log_dict(self.system.sample(), step)
         self.stats.log(m.WORKER_MOVES_PER_S, moves / elapsed, step)
         self.stats.log(
@@ -106,6 +116,20 @@ class SelfPlayWorker:
         # games it was playing.
         self.stats.deliver()
         return records
+
+    def _log_diagnostics(self, ended: list[EpisodeRecord], step: int) -> None:
+        """``learn/search_kl`` of the games that just ended; ``learn/value_explained_variance``
+        over the worker's newest positions, once their targets vary."""
+        diagnostics = diagnose_episodes(
+            self.model, ended, self.cfg, self.device, every=DIAGNOSE_EVERY
+        )
+        if not len(diagnostics.search_kl):
+            return
+        self.stats.log(m.LEARN_SEARCH_KL, float(diagnostics.search_kl.mean()), step)
+        self.fresh.add(diagnostics.targets, diagnostics.predictions)
+        explained = self.fresh.explained_variance()
+        if explained is not None:
+            self.stats.log(m.LEARN_VALUE_EXPLAINED_VARIANCE, explained, step)
 
     def info(self) -> dict[str, Any]:
         """Identity and progress, for diagnostics."""
