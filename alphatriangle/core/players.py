@@ -4,7 +4,7 @@ Every player implements ``reset(seed)`` (a new game begins) and ``choose(state) 
 ``play_game(player, seed)`` plays ``GameState(initial_seed=seed)`` to the end. All players are
 deterministic given the game seed: search players use no root noise, take the most visited
 move (ties to the lowest action id), and draw their search roots' seeds from a generator seeded
-by the game seed (see ``core.search.GameSearch``: no search knows the hands the game deals next).
+by the game seed (see ``GameSearch``: no search knows the hands the game deals next).
 """
 
 from __future__ import annotations
