@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException
 
+from alphatriangle import stopping
 from alphatriangle.errors import RunStoppedError, UsageError
 from alphatriangle.metric_names import EPISODE_SCORE, EVAL_SCORE_MEAN
 
@@ -34,6 +35,8 @@ DataDir = Annotated[
     ),
 ]
 DEFAULT_DATA = Path(".alphatriangle_data")
+TYPER_INTERRUPTED = 130
+"""The exit code typer returns for a command that a ``KeyboardInterrupt`` ended."""
 
 
 @contextmanager
@@ -51,7 +54,9 @@ def _one_line_errors() -> Iterator[None]:
 
 
 def main() -> None:
-    """The ``alphatriangle`` console script: option-parser errors read as one line too."""
+    """The ``alphatriangle`` console script: option-parser errors read as one line too, and
+    SIGTERM means what Ctrl-C means from the first instant (see ``alphatriangle.stopping``)."""
+    stopping.install()
     try:
         code = app(standalone_mode=False)
     except TyperException as err:
@@ -65,9 +70,26 @@ def main() -> None:
             f"[red]error:[/red] {format_message()}{where}", highlight=False, soft_wrap=True
         )
         code = getattr(err, "exit_code", 2)
-    except typer.Abort:
+    except typer.Abort:  # EOF at a prompt
         code = 130
+    signal_name = stopping.received()
+    if code == TYPER_INTERRUPTED and signal_name is not None:
+        code = _interrupted(signal_name)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupted(signal_name: str) -> int:
+    """Report a stop by SIGINT or SIGTERM that unwound the command; its exit code."""
+    if sys.argv[1:2] == ["train"]:
+        # Only before the run changed anything (see driver.train): a stop as requested.
+        console.print(
+            f"{signal_name}: stopped before training started; the run is as it was",
+            highlight=False,
+        )
+        return 0
+    # eval and play write what they write once they have finished: an interrupted one did not.
+    console.print(f"{signal_name}: stopped before finishing", highlight=False)
+    return stopping.QUIT_AT_ONCE_EXIT_CODE
 
 
 @app.callback()
