@@ -18,14 +18,16 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from typer.exceptions import TyperException
 
 from alphatriangle import stopping
-from alphatriangle.errors import RunStoppedError, UsageError
+from alphatriangle.errors import ECHO_LIMIT, LINE_LIMIT, RunStoppedError, UsageError, shown
 from alphatriangle.metric_names import EPISODE_SCORE, EVAL_SCORE_MEAN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console()
+# No markup: what it prints holds paths, names and messages that may contain "[...]".
+console = Console(markup=False)
 
 DataDir = Annotated[
     Path,
@@ -48,8 +50,10 @@ def _one_line_errors() -> Iterator[None]:
         yield
     except (UsageError, RunStoppedError) as err:
         lines = [line.strip() for line in re.sub(r":\n\s*", ": ", str(err)).splitlines()]
-        message = "; ".join(line for line in lines if line)
-        console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        # Each piece of input a message echoes is cut where it is formatted (``shown``); this
+        # bounds what the libraries it quotes add.
+        message = shown("; ".join(line for line in lines if line), LINE_LIMIT)
+        _error(message)
         raise typer.Exit(code=2 if isinstance(err, UsageError) else 1) from None
 
 
@@ -66,9 +70,9 @@ def main() -> None:
             raise
         ctx = getattr(err, "ctx", None)
         where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        console.print(
-            f"[red]error:[/red] {format_message()}{where}", highlight=False, soft_wrap=True
-        )
+        # A short sentence around the argument it may echo, which can be of any length.
+        message = shown(format_message(), 2 * ECHO_LIMIT)
+        _error(f"{message}{where}")
         code = getattr(err, "exit_code", 2)
     except typer.Abort:  # EOF at a prompt
         code = 130
@@ -123,10 +127,17 @@ def train(
     with _one_line_errors():
         if address:
             _use_cluster_token()
-        from alphatriangle.distributed.run import resolve_config, run_context, worker_count
+        from alphatriangle.distributed.run import (
+            DATA_DIR_OPTION,
+            check_path,
+            resolve_config,
+            run_context,
+            worker_count,
+        )
 
         name = datetime.now().strftime("run-%Y%m%d-%H%M%S") if run_name is None else run_name
         run = run_context(name, data_dir)
+        check_path(run.run_dir, DATA_DIR_OPTION, writable=True)
         cfg = resolve_config(run, config, max_steps=max_steps, workers=workers, seed=seed)
         if not address:  # the local cluster gets this machine's CPUs: refuse before it starts
             worker_count(cfg.train, os.cpu_count() or 1)
@@ -164,7 +175,8 @@ def runs(data_dir: DataDir = DEFAULT_DATA) -> None:
     from alphatriangle.distributed.run import run_context
     from trieye import InvalidRunName, RunRecordError, read_run
 
-    root = run_context("x", data_dir).tensorboard_root
+    with _one_line_errors():
+        root = run_context("x", data_dir).tensorboard_root
     found = sorted(p.parent.name for p in root.glob("*/run.json")) if root.is_dir() else []
     if not found:
         console.print(f"no runs under {root}", highlight=False)
@@ -220,7 +232,8 @@ def ml(
     """Open the MLflow UI on this app's runs."""
     from alphatriangle.distributed.run import run_context
 
-    run = run_context("x", data_dir)
+    with _one_line_errors():
+        run = run_context("x", data_dir)
     _exec(
         [_tool("mlflow"), "ui", "--backend-store-uri", run.mlflow_tracking_uri, "--port", str(port)]
     )
@@ -234,7 +247,8 @@ def tb(
     """Open TensorBoard on this app's runs."""
     from alphatriangle.distributed.run import run_context
 
-    run = run_context("x", data_dir)
+    with _one_line_errors():
+        run = run_context("x", data_dir)
     _exec([_tool("tensorboard"), "--logdir", str(run.tensorboard_root), "--port", str(port)])
 
 
@@ -329,10 +343,15 @@ def play(
 
         from alphatriangle.app import render, reports
         from alphatriangle.core.algorithm import agent_player
-        from alphatriangle.distributed.run import run_context
+        from alphatriangle.distributed.run import check_path, run_context
 
-        if out is not None and out.suffix.lower() not in (".gif", ".png", ".txt"):
-            raise UsageError(f"--out {out}: use a .gif, .png or .txt file name")
+        if out is not None:  # checked before the game: it is written after it
+            if out.suffix.lower() not in (".gif", ".png", ".txt"):
+                raise UsageError(f"--out {shown(out)}: use a .gif, .png or .txt file name")
+            if out.suffix.lower() == ".png":  # numbered files next to the name
+                check_path(out.parent, "--out", writable=True)
+            else:
+                check_path(out, "--out", file=True, writable=True)
         torch.set_num_threads(1)
         run = run_context(run_name, data_dir)
         model, cfg, ckpt = reports.load_network(run, checkpoint, warn=_warn)
@@ -368,6 +387,10 @@ def play(
         )
 
 
+def _error(message: str) -> None:
+    console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
+
+
 def _warn(message: str) -> None:
     console.print(f"warning: {message}", highlight=False, soft_wrap=True)
 
@@ -394,7 +417,7 @@ def doctor(
         try:
             action = player.choose(state)
         except RuntimeError as error:  # trimcts reports a broken build by returning no visits
-            console.print(f"[red]error:[/red] {error}; run `make install FORCE=1`.")
+            _error(f"{error}; run `make install FORCE=1`.")
             raise typer.Exit(code=1) from error
         state.step(action)
         moves += 1

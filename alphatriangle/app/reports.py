@@ -14,7 +14,7 @@ from alphatriangle.core.algorithm import build_model
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.learner import weight_shapes, weights_problem
 from alphatriangle.core.players import Summary
-from alphatriangle.errors import UsageError
+from alphatriangle.errors import UsageError, shown
 from alphatriangle.metric_names import EVAL_CLI_PREFIX
 from trieye import CheckpointError, LoadedCheckpoint, RunContext, read_checkpoint, read_run
 
@@ -44,10 +44,12 @@ def parse_seeds(spec: str | None, games: int) -> list[int]:
         return list(range(games))
     start, sep, stop = spec.partition(":")
     if not sep or not start.strip().isdigit() or not stop.strip().isdigit():
-        raise UsageError(f"--seeds {spec!r}: expected A:B with integers 0 <= A < B, e.g. 0:100")
+        raise UsageError(
+            f"--seeds {shown(spec)!r}: expected A:B with integers 0 <= A < B, e.g. 0:100"
+        )
     seeds = list(range(int(start), int(stop)))
     if not seeds:
-        raise UsageError(f"--seeds {spec!r}: the range is empty; B must be larger than A")
+        raise UsageError(f"--seeds {shown(spec)!r}: the range is empty; B must be larger than A")
     return seeds
 
 
@@ -70,7 +72,9 @@ def load_network(
             lambda state: weights_problem(state.get("model"), shapes),
         )
     except CheckpointError as err:
-        raise UsageError(f"--checkpoint {which}: {err}") from None
+        raise UsageError(f"--checkpoint {shown(which)}: {err}") from None
+    except OSError as err:  # a name the system refuses (too long), a file in the way
+        raise UsageError(f"--checkpoint {shown(which)}: {err.strerror}") from None
     for line in ckpt.warnings:
         warn(line)
     model.load_state_dict(ckpt.state["model"])

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import math
 import os
+import stat
+import tempfile
 from pathlib import Path
 
 from alphatriangle.core.buffer import buffer_bytes
 from alphatriangle.core.config import AlphaTriangleConfig, EvalConfig, TrainConfig
 from alphatriangle.core.features import feature_spec
-from alphatriangle.errors import ConfigError, UsageError
+from alphatriangle.errors import ConfigError, UsageError, shown
 from trieye import InvalidRunName, RunContext
+from trieye.context import MAX_NAME_LENGTH
 
 APP_NAME = "alphatriangle"
+DATA_DIR_OPTION = "--data-dir (or $ALPHATRIANGLE_DATA)"
+"""Where the data root comes from, as error messages name it."""
 
 
 def data_root() -> Path:
@@ -22,11 +27,52 @@ def data_root() -> Path:
 
 def run_context(run_name: str, root: Path | None = None) -> RunContext:
     """The ``RunContext`` of a run of this app; ``UsageError`` for a name that is no safe
-    directory name."""
+    directory name, or a data root that is no directory and cannot become one."""
+    if len(run_name) > MAX_NAME_LENGTH:  # checked here so that the message cuts the name
+        raise UsageError(
+            f"invalid run name {shown(run_name)!r} ({len(run_name)} characters): use at most "
+            f"{MAX_NAME_LENGTH}"
+        )
     try:
-        return RunContext(root_dir=root or data_root(), app_name=APP_NAME, run_name=run_name)
+        ctx = RunContext(root_dir=root or data_root(), app_name=APP_NAME, run_name=run_name)
     except InvalidRunName as err:
         raise UsageError(str(err)) from None
+    check_path(ctx.run_dir, DATA_DIR_OPTION)
+    return ctx
+
+
+def check_path(path: Path, what: str, *, file: bool = False, writable: bool = False) -> None:
+    """Refuse (``UsageError``, naming ``what`` gave the path) a ``path`` that cannot be a
+    directory of ours (or a ``file``): something in the way is not a directory (or ``path``
+    is one, for a file), the system refuses the name (too long), or, when ``writable``, this
+    process cannot create files where it would (tried with a file that never gets a name)."""
+    for existing in (path, *path.parents):
+        try:
+            is_dir = stat.S_ISDIR(existing.stat().st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not there yet: what is above it decides
+        except OSError as err:
+            raise UsageError(f"{what}: {shown(path)}: {err.strerror}") from None
+        if is_dir != (existing != path or not file):
+            kind = "a directory" if is_dir else "not a directory"
+            raise UsageError(f"{what}: {shown(existing)} is {kind}")
+        if writable:
+            _check_writable(existing if is_dir else existing.parent, what)
+            if not is_dir and not os.access(existing, os.W_OK):
+                raise UsageError(f"{what}: {shown(existing)} cannot be overwritten; give another")
+        return
+
+
+def _check_writable(directory: Path, what: str) -> None:
+    # Permission bits say nothing to root, nor about read-only mounts, immutable directories
+    # or /proc: only creating a file tells. An O_TMPFILE file is never linked into the folder.
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        raise UsageError(
+            f"{what}: cannot write in {shown(directory)} ({err.strerror}); give another {what}"
+        ) from None
 
 
 def resolve_config(
@@ -50,13 +96,13 @@ def resolve_config(
         saved = AlphaTriangleConfig.from_file(run.config_json)
         if cfg is not None and cfg.algorithm != saved.algorithm:
             raise ConfigError(
-                f"{config_file}: algorithm = {cfg.algorithm!r}, but run {run.run_name!r} was "
+                f"{shown(config_file)}: algorithm = {cfg.algorithm!r}, but run {run.run_name!r} was "
                 f"created as {saved.algorithm!r} ({run.config_json}) and its checkpoints and "
                 "buffer are that algorithm's; use a new --run-name"
             )
         if cfg is not None and _network(cfg) != _network(saved):
             raise ConfigError(
-                f"{config_file}: its model settings differ from those run {run.run_name!r} was "
+                f"{shown(config_file)}: its model settings differ from those run {run.run_name!r} was "
                 f"created with ({run.config_json}), so its checkpoints cannot be loaded; "
                 "use a new --run-name"
             )
