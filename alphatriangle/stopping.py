@@ -22,10 +22,11 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 QUIT_AT_ONCE_EXIT_CODE = 130
@@ -41,6 +42,8 @@ class _State:
     """Whether a run is training: a first signal then asks it to stop instead of unwinding."""
     holding = False
     """Whether an ``uninterrupted`` call runs: a first signal then waits for its return."""
+    other_unraisable: Callable[[Any], Any] = sys.__unraisablehook__
+    """The hook that reports the unraisable exceptions that are not a held signal."""
 
 
 _state = _State()
@@ -69,6 +72,18 @@ def install() -> None:
     """Handle SIGINT and SIGTERM here from now on."""
     for sig in SIGNALS:
         signal.signal(sig, _handle)
+    if sys.unraisablehook is not _unraisable:
+        _state.other_unraisable = sys.unraisablehook
+        sys.unraisablehook = _unraisable
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    # A KeyboardInterrupt raised where Python cannot raise it (in a fork or finalizer callback,
+    # while Ray starts its processes) would be printed as "Exception ignored in ...", with a
+    # traceback, and dropped. It is not lost: `check` raises it at the next step of start-up.
+    if unraisable.exc_type is KeyboardInterrupt and _state.received is not None:
+        return
+    _state.other_unraisable(unraisable)
 
 
 @contextmanager

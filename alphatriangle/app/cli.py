@@ -37,7 +37,7 @@ DataDir = Annotated[
     ),
 ]
 DEFAULT_DATA = Path(".alphatriangle_data")
-TYPER_INTERRUPTED = 130
+INTERRUPTED = 130
 """The exit code typer returns for a command that a ``KeyboardInterrupt`` ended."""
 
 
@@ -76,8 +76,10 @@ def main() -> None:
         code = getattr(err, "exit_code", 2)
     except typer.Abort:  # EOF at a prompt
         code = 130
+    except KeyboardInterrupt:  # while typer builds the command, before it catches that itself
+        code = INTERRUPTED
     signal_name = stopping.received()
-    if code == TYPER_INTERRUPTED and signal_name is not None:
+    if code == INTERRUPTED and signal_name is not None:
         code = _interrupted(signal_name)
     sys.exit(code if isinstance(code, int) else 0)
 
