@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -19,6 +22,7 @@ from tests.cli import (
     printed_lines,
     run_cli,
     start_cli,
+    tiny_config,
     train_args,
     wait_for,
 )
@@ -49,6 +53,24 @@ def test_sigterm_while_training_saves_a_final_checkpoint_and_the_run_resumes_the
 
     again = ok(run_cli(workdir, *train_args("--run-name", "term", "--max-steps", str(step + 2))))
     assert f"resumed 'term' at step {step} from {ctx.checkpoint_dir}" in again
+
+
+def test_sigterm_while_a_finished_run_waits_for_its_evaluation_skips_the_wait(
+    workdir: Path,
+) -> None:
+    # An evaluation of the last step slow enough to be still running when the run ends.
+    slow = tiny_config(eval={"every_steps": 4, "games": 50, "simulations": 64})
+    (workdir / "slow_eval.toml").write_text(slow)
+    args = ["--config", "slow_eval.toml", "--workers", "1", "--run-name", "end", "--max-steps", "4"]
+    proc = start_cli(workdir, "train", *args)
+    proc.wait_output("waiting for the evaluation of step 4")
+    proc.send_signal(signal.SIGTERM)
+    out = proc.finish()
+    assert proc.returncode == 0, out
+    assert "finished 'end' at step 4" in out
+    ctx = run_context("end", workdir / "data")
+    assert manifest_steps(ctx.checkpoint_dir)[-1] == 4
+    assert json.loads(ctx.run_json.read_text())["status"] == "FINISHED"
 
 
 def test_a_second_signal_quits_at_once(workdir: Path) -> None:
@@ -89,13 +111,21 @@ def _files(root: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+def _ray_processes(ray_tmp: Path) -> list[str]:
+    """The processes of the Ray sessions kept in ``ray_tmp`` (each names its session dir)."""
+    found = subprocess.run(["pgrep", "-f", str(ray_tmp)], capture_output=True, text=True)
+    return found.stdout.split()
+
+
 def test_ctrl_c_during_start_up_leaves_a_finished_run_as_it_was(
     workdir: Path, trained_run: Path
 ) -> None:
     ctx = copy_trained(trained_run, workdir)
     before = _files(ctx.run_dir)
     assert json.loads(ctx.run_json.read_text())["status"] == "FINISHED"
-    proc = start_cli(workdir, *train_args("--run-name", TRAINED, "--max-steps", "8"))
+    ray_tmp = Path(tempfile.mkdtemp(prefix="raytmp"))
+    env = {"RAY_TMPDIR": str(ray_tmp)}
+    proc = start_cli(workdir, *train_args("--run-name", TRAINED, "--max-steps", "8"), env=env)
     # The trainer holds the run: from here on it starts Ray, the sidecar and the learner.
     wait_for(lambda: lock_holder(ctx.run_dir) == str(proc.pid), proc)
     proc.send_signal(signal.SIGINT)
@@ -106,3 +136,9 @@ def test_ctrl_c_during_start_up_leaves_a_finished_run_as_it_was(
     run_id = json.loads(ctx.run_json.read_text())["mlflow_run_id"]
     assert MlflowClient(ctx.mlflow_tracking_uri).get_run(run_id).info.status == "FINISHED"
     assert re.search(rf"{TRAINED} +│ FINISHED +│ 4 ", ok(run_cli(workdir, "runs")))
+    # What had started of Ray is gone too (its processes die as the driver goes).
+    deadline = time.monotonic() + 60
+    while left := _ray_processes(ray_tmp):
+        assert time.monotonic() < deadline, f"Ray processes left running: {left}"
+        time.sleep(0.2)
+    shutil.rmtree(ray_tmp)
