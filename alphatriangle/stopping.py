@@ -11,8 +11,8 @@ means what Ctrl-C means. The first of either:
 - once a run trains (``run_started``), only asks it to stop (``requested``), so that it stops
   its workers and saves a final checkpoint first.
 
-A second signal ends the process at once (exit 130): every file is written atomically, so
-nothing on disk is left half-written.
+A second signal ends the process at once (``INTERRUPTED_EXIT_CODE``): every file is written
+atomically, so nothing on disk is left half-written.
 
 Kept free of heavy imports: the CLI installs the handler before it imports anything else.
 """
@@ -29,7 +29,8 @@ from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-QUIT_AT_ONCE_EXIT_CODE = 130
+INTERRUPTED_EXIT_CODE = 130
+"""The exit code of a command a signal cut short: 128 + SIGINT, as shells report a Ctrl-C."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,7 +54,7 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
     if _state.received is not None:
         _say(f"{name} again: quitting at once")
-        os._exit(QUIT_AT_ONCE_EXIT_CODE)
+        os._exit(INTERRUPTED_EXIT_CODE)
     _state.received = name
     if _state.holding:
         return

@@ -37,7 +37,7 @@ DataDir = Annotated[
     ),
 ]
 DEFAULT_DATA = Path(".alphatriangle_data")
-INTERRUPTED = 130
+TYPER_INTERRUPTED = 130
 """The exit code typer returns for a command that a ``KeyboardInterrupt`` ended."""
 
 
@@ -77,15 +77,16 @@ def main() -> None:
     except typer.Abort:  # EOF at a prompt
         code = 130
     except KeyboardInterrupt:  # while typer builds the command, before it catches that itself
-        code = INTERRUPTED
+        code = TYPER_INTERRUPTED
     signal_name = stopping.received()
-    if code == INTERRUPTED and signal_name is not None:
+    if code == TYPER_INTERRUPTED and signal_name is not None:
         code = _interrupted(signal_name)
     sys.exit(code if isinstance(code, int) else 0)
 
 
 def _interrupted(signal_name: str) -> int:
     """Report a stop by SIGINT or SIGTERM that unwound the command; its exit code."""
+    # From argv: the signal may have come before typer had parsed which command it runs.
     if sys.argv[1:2] == ["train"]:
         # Only before the run changed anything (see driver.train): a stop as requested.
         console.print(
@@ -95,7 +96,7 @@ def _interrupted(signal_name: str) -> int:
         return 0
     # eval and play write what they write once they have finished: an interrupted one did not.
     console.print(f"{signal_name}: stopped before finishing", highlight=False)
-    return stopping.QUIT_AT_ONCE_EXIT_CODE
+    return stopping.INTERRUPTED_EXIT_CODE
 
 
 @app.callback()

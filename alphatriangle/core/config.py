@@ -296,17 +296,19 @@ class AlphaTriangleConfig(BaseModel):
         suffix = path.suffix.lower()
         name = shown(path)
         try:
-            is_dir = stat.S_ISDIR(path.stat().st_mode)
+            mode: int | None = path.stat().st_mode
         except FileNotFoundError:
-            raise ConfigError(f"config file {name} does not exist") from None
+            mode = None
         except OSError as err:  # a name too long, a file in the way, no permission
             raise ConfigError(f"config file {name}: {err.strerror}") from None
-        if is_dir:
+        if mode is not None and stat.S_ISDIR(mode):
             raise ConfigError(f"{name} is a directory; give the path of a .toml or .json file")
         if suffix not in (".toml", ".json"):
             raise ConfigError(
                 f"{name}: unsupported config format {shown(suffix)!r}; use .toml or .json"
             )
+        if mode is None or not stat.S_ISREG(mode):
+            raise ConfigError(f"config file {name} does not exist")
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:

@@ -35,7 +35,6 @@ from alphatriangle.errors import (
 )
 from trieye import (
     CheckpointError,
-    LoadedCheckpoint,
     RunContext,
     SidecarDiedError,
     TrieyeClient,
@@ -98,12 +97,8 @@ def train(
         # Built while the sidecar's process starts: both take seconds.
         learner = Learner(cfg, "cuda" if gpu else "cpu")
         stats = connect(run)
-        ckpt = _load_checkpoint(stats, learner, run)
-        # Nothing was written up to here: a signal before this line leaves the run as it was
-        # (a finished run stays FINISHED); after it, a signal stops training with a final save.
-        stopping.run_started()
+        start_step = _resume(stats, learner, run, on_start)
         atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
-        start_step = _resume(stats, learner, run, ckpt, on_start)
         stats.set_status("RUNNING")
         pipeline = _Pipeline(cfg, run, stats, learner, workers)
         status, diverged = "FAILED", None
@@ -220,14 +215,14 @@ def _progress(learner: Learner) -> dict[str, float]:
     }
 
 
-def _load_checkpoint(
-    stats: TrieyeClient, learner: Learner, run: RunContext
-) -> LoadedCheckpoint | None:
-    """The newest usable checkpoint of the run, or None for a new run (reads, writes nothing).
-    Files that are not one are skipped (named in its warnings); a run with checkpoints none of
-    which is usable is refused (``UsageError``)."""
+def _resume(
+    stats: TrieyeClient, learner: Learner, run: RunContext, on_start: Callable[[str], None]
+) -> int:
+    """Load the newest usable checkpoint into ``learner`` (files that are not one are skipped
+    with a warning); for a new run, log its config. Returns the step training starts from."""
+    cfg = learner.cfg
     try:
-        return stats.load_latest(
+        ckpt = stats.load_latest(
             functools.partial(state_problem, shapes=weight_shapes(learner.model)),
             functools.partial(snapshot_problem, layout=learner.buffer.layout()),
         )
@@ -238,18 +233,9 @@ def _load_checkpoint(
             f"run {run.run_name!r} cannot be resumed, {err.cause}; move the bad files out of "
             f"{run.checkpoint_dir} or use a new --run-name"
         ) from None
-
-
-def _resume(
-    stats: TrieyeClient,
-    learner: Learner,
-    run: RunContext,
-    ckpt: LoadedCheckpoint | None,
-    on_start: Callable[[str], None],
-) -> int:
-    """Load ``ckpt`` into ``learner``; for a new run (``ckpt`` None), log its config. Returns
-    the step training starts from."""
-    cfg = learner.cfg
+    # Nothing of the run was written up to here: a signal before this line leaves it as it
+    # was (a finished run stays FINISHED); after it, a signal stops training with a final save.
+    stopping.run_started()
     for warning in ckpt.warnings if ckpt else []:
         on_start(f"warning: {warning}")
     if ckpt is None:
