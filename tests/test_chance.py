@@ -220,3 +220,42 @@ def test_one_outcome_is_the_single_imagined_deal() -> None:
 def test_chance_outcomes_must_be_positive() -> None:
     with pytest.raises(ValueError, match="chance_outcomes"):
         MCTSConfig(chance_outcomes=0)
+
+
+def test_a_chance_node_is_never_reused_as_a_root() -> None:
+    """After the real game deals, the subtree of the played move (a chance node) is dropped
+    even when the caller offers it: the next search is exactly a new tree's."""
+    root = fair_root(last_piece_state(), 1)
+    cfg = settings(4, 32, variant="puct", mcts_batch_size=8)
+    [(visits, tree, _)] = puct_many([root], MobilityEvaluator(), cfg, None, None, [SEED])
+    action = max(visits, key=visits.__getitem__)
+    after = root.copy()
+    after.step(action)
+    following = fair_root(after, 2)
+    [(offered, _, _)] = puct_many(
+        [following], MobilityEvaluator(), cfg, None, [(tree, action)], [SEED]
+    )
+    [(fresh, _, _)] = puct_many([following], MobilityEvaluator(), cfg, None, None, [SEED])
+    assert offered == fresh
+    assert sum(fresh.values()) == 32
+
+
+@pytest.mark.parametrize("variant", ["gumbel", "puct"])
+def test_searches_with_chance_nodes_in_lockstep_are_the_searches_alone(variant: str) -> None:
+    roots = [fair_root(last_piece_state(seed), seed) for seed in (1, 2, 3)]
+    cfg = settings(4, 32, variant=variant, mcts_batch_size=4)
+    seeds = [11, 12, 13]
+    if variant == "puct":
+        together = [v for v, _, _ in puct_many(roots, MobilityEvaluator(), cfg, None, None, seeds)]
+        alone = [
+            puct_many([r], MobilityEvaluator(), cfg, None, None, [s])[0][0]
+            for r, s in zip(roots, seeds, strict=True)
+        ]
+    else:
+        g = np.zeros((3, action_dim(roots[0])), np.float32)
+        together = [r.visits for r in gumbel_many(roots, MobilityEvaluator(), cfg, g, seeds)]
+        alone = [
+            gumbel_many([r], MobilityEvaluator(), cfg, g[:1], [s])[0].visits
+            for r, s in zip(roots, seeds, strict=True)
+        ]
+    assert together == alone
