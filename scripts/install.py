@@ -22,6 +22,8 @@ fails on 3.11. Both are rebuilt here, each with a patch from ``scripts/patches/`
   generator. ``gumbel``: ``run_gumbel_many_cpp`` runs Gumbel searches (Gumbel-top-k and
   sequential halving at the root, improved-policy targets) on the same lockstep, its rules
   exposed as ``trimcts_cpp.gumbel_rules`` for the tests that hold them to the Python reference.
+  ``chance``: chance nodes where the game deals (after the move that plays the hand's last
+  piece), each with ``chance_outcomes`` deals drawn from seeds shared by all root actions.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ PATCHES = ROOT / "scripts" / "patches"
 TRIMCTS_PATCHES = (
     PATCHES / "trimcts-1.3.0-multi-game.patch",
     PATCHES / "trimcts-1.3.0-gumbel.patch",
+    PATCHES / "trimcts-1.3.0-chance.patch",
 )
 # Each engine patch with the folder of the sdist it applies in.
 ENGINE_PATCHES = (
@@ -67,6 +70,8 @@ if not hasattr(engine, "run_mcts_many_cpp"):
     raise SystemExit("self-check failed: trimcts_cpp lacks the multi-game patch (run_mcts_many_cpp)")
 if not hasattr(engine, "run_gumbel_many_cpp"):
     raise SystemExit("self-check failed: trimcts_cpp lacks the Gumbel patch (run_gumbel_many_cpp)")
+if not hasattr(engine, "chance_seed"):
+    raise SystemExit("self-check failed: trimcts_cpp lacks the chance patch (chance_seed)")
 if not hasattr(GameState, "reseed"):
     raise SystemExit("self-check failed: trianglengin is the unpatched build (no GameState.reseed)")
 
@@ -80,7 +85,7 @@ class Uniform:
 
 settings = SimpleNamespace(
     simulations=16, max_depth=32, mcts_batch_size=8, cpuct=1.0, dirichlet_epsilon=0.0,
-    considered_actions=16, c_visit=50.0, c_scale=0.1,
+    considered_actions=16, c_visit=50.0, c_scale=0.1, chance_outcomes=4,
 )
 state = GameState(initial_seed=0)
 [(visits, _, _)] = engine.run_mcts_many_cpp([state], Uniform(), settings, None, [None], [-1])
@@ -89,7 +94,7 @@ if not visits or not set(visits) <= state.valid_actions():
 if sum(1 for count in visits.values() if count) < 2:
     raise SystemExit("self-check failed: the search followed one path (unpatched trimcts_cpp)")
 [(_, _, action, _)] = engine.run_gumbel_many_cpp(
-    [state], Uniform(), settings, np.zeros((1, 360), np.float32))
+    [state], Uniform(), settings, np.zeros((1, 360), np.float32), [0])
 if action not in state.valid_actions():
     raise SystemExit(f"self-check failed: Gumbel search chose {action}, not a legal move")
 import time

@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+import pytest
 from trianglengin import GameState
 
 from alphatriangle.core.config import MCTSConfig
@@ -43,9 +44,13 @@ class OneGame:
 
 
 def fresh_search(position: GameState, seed: int) -> dict[int, int]:
-    """The visits of a new tree grown from ``fair_root(position, seed)``."""
+    """The visits of a new tree grown from ``fair_root(position, seed)``, whose chance nodes
+    draw their deals from ``seed`` too."""
     [(visits, _, _)] = puct_many(
-        [fair_root(position, seed)], MobilityEvaluator(), SearchSettings.of(SEARCH, noise=False)
+        [fair_root(position, seed)],
+        MobilityEvaluator(),
+        SearchSettings.of(SEARCH, noise=False),
+        chance_seeds=[seed],
     )
     return visits
 
@@ -72,10 +77,14 @@ def twin_with_another_future(state: GameState) -> GameState:
     return twin
 
 
-def test_games_differing_only_in_their_generator_get_the_same_search() -> None:
+@pytest.mark.parametrize("outcomes", [1, 4])
+def test_games_differing_only_in_their_generator_get_the_same_search(outcomes: int) -> None:
+    """With one imagined deal or with chance nodes, the real future changes nothing."""
     real = last_piece_state()
     twin = twin_with_another_future(real)
-    fair, fair_twin = OneGame().run(real), OneGame().run(twin)
+    search = SEARCH.model_copy(update={"chance_outcomes": outcomes})
+    fair = OneGame(mcts_cfg=search).run(real)
+    fair_twin = OneGame(mcts_cfg=search).run(twin)
     assert (fair.visits, fair.depth) == (fair_twin.visits, fair_twin.depth)
     # The same search from copies of the real games (what every search did before) differs:
     # it ranks moves by the refills the real game is about to deal.

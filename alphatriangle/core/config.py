@@ -122,6 +122,13 @@ class MCTSConfig(BaseModel):
         gt=0,
         description="Gumbel: how much Q outweighs the prior logits in sigma (see c_visit).",
     )
+    chance_outcomes: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Deals drawn at each chance node of the tree (where the game deals), whose "
+        "value is their mean; 1: no chance nodes, the tree plans against one imagined deal.",
+    )
 
 
 CPU_GAMES_PER_WORKER = 8

@@ -10,6 +10,8 @@
   whose rules ``core.gumbel_rules`` defines). MuZero's searcher is ``core.muzero.search``'s.
 - Every search starts from a ``fair_root``, which does not know the real game's future hands;
   every random draw of a search (the root's seed, its noise) comes from the game's generator.
+  Where the game deals inside the tree, a chance node averages over ``chance_outcomes`` deals
+  drawn from seeds (``chance_seed``) that all root actions share.
 - ``UniformEvaluator`` and ``NetworkEvaluator`` value leaves as dense arrays
   (``evaluate_arrays``), one call for the pending leaves of all the trees.
 - ``visit_distribution`` and ``choose_action`` turn PUCT's visit counts into a policy and a move.
@@ -42,7 +44,8 @@ class SearchSettings:
     The fields of ``MCTSConfig`` (whose field documentation says what each does), whether the
     root gets noise, and the latent search's settings from ``[muzero]``. The C++ searches read
     theirs from this object: ``simulations``, ``max_depth``, ``mcts_batch_size``, ``cpuct``,
-    ``dirichlet_epsilon``, and Gumbel's ``considered_actions``, ``c_visit``, ``c_scale``.
+    ``dirichlet_epsilon``, ``chance_outcomes``, and Gumbel's ``considered_actions``,
+    ``c_visit``, ``c_scale``.
     """
 
     variant: Literal["puct", "gumbel"]
@@ -58,6 +61,7 @@ class SearchSettings:
     considered_actions: int
     c_visit: float
     c_scale: float
+    chance_outcomes: int
     noise: bool
     """Root noise, for self-play: PUCT's Dirichlet noise, Gumbel's g(a). Off: a player."""
     discount: float
@@ -198,6 +202,25 @@ def fair_root(state: GameState, seed: int) -> GameState:
     return root
 
 
+def chance_seed(search_seed: int, deal: int, outcome: int) -> int:
+    """The seed that the chance nodes of a search with ``search_seed`` reseed the game's
+    generator with to draw outcome ``outcome`` of the ``deal``-th deal on a path from the root
+    (0 for the first): splitmix64's finalizer of the seed, then of it mixed with ``deal``, then
+    with ``outcome``, cut to 32 bits. It depends on these three only, so every root action is
+    judged on the same deals (``trimcts_cpp.chance_seed`` is its C++ twin)."""
+
+    def mix(z: int) -> int:
+        z = (z + 0x9E3779B97F4A7C15) & _U64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _U64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _U64
+        return z ^ (z >> 31)
+
+    return mix(mix(mix(search_seed) ^ deal) ^ outcome) & 0xFFFFFFFF
+
+
+_U64 = (1 << 64) - 1
+
+
 def hand_size(state: GameState) -> int:
     """Pieces in the hand; a move from a hand of one is followed by a random refill."""
     return sum(shape is not None for shape in state.get_shapes())
@@ -239,9 +262,11 @@ class GameSearch:
     carries the generator that deals the refills, so a tree grown from copies of the real game
     would deal itself exactly the hands the real game deals next. Each search starts from
     ``fair_root(state, seed)`` instead, with ``seed`` drawn from ``rng`` (the game's generator,
-    so that runs stay reproducible), then draws the root's noise from ``rng`` too: the tree
-    plans over one possible future (a single determinization), and two games that differ only
-    in their generators get the same search.
+    so that runs stay reproducible), then draws the root's noise from ``rng`` too; two games
+    that differ only in their generators get the same search. With ``chance_outcomes`` > 1 the
+    tree's deals are chance nodes, whose ``chance_outcomes`` deals each come from
+    ``chance_seed(seed, ...)``; with 1 the whole tree plans over the one future that ``seed``
+    deals (a single determinization).
 
     ``subtree``: the previous search's tree and the move played, whose subtree the next PUCT
     search starts from (``PuctSearcher.played`` keeps it only while it matches the real game).
@@ -277,8 +302,16 @@ class TreeSearcher(ABC):
     ) -> GameSearch:
         return game
 
-    def _root(self, game: GameSearch, state: GameState) -> GameState:
-        return state.copy() if self.peek else fair_root(state, int(game.rng.integers(2**32)))
+    def _roots(
+        self, games: Sequence[GameSearch], states: Sequence[GameState]
+    ) -> tuple[list[GameState], list[int] | None]:
+        """The search roots of ``states`` and the seeds of their chance nodes (None: none,
+        with ``chance_outcomes == 1`` or when peeking, which sees the real deals)."""
+        if self.peek:
+            return [state.copy() for state in states], None
+        seeds = [int(game.rng.integers(2**32)) for game in games]
+        roots = [fair_root(state, seed) for state, seed in zip(states, seeds, strict=True)]
+        return roots, seeds if self.settings.chance_outcomes > 1 else None
 
 
 class PuctSearcher(TreeSearcher):
@@ -293,17 +326,19 @@ class PuctSearcher(TreeSearcher):
         self, games: Sequence[GameSearch], states: Sequence[GameState]
     ) -> list[SearchResult]:
         settings = self.settings
-        roots, noise = [], []
-        for game, state in zip(games, states, strict=True):
-            roots.append(self._root(game, state))
-            if settings.noise and settings.dirichlet_epsilon > 0:
-                noise.append(dirichlet_noise(game.rng, legal_mask(state), settings.dirichlet_alpha))
+        roots, chance_seeds = self._roots(games, states)
+        noise = [
+            dirichlet_noise(game.rng, legal_mask(state), settings.dirichlet_alpha)
+            for game, state in zip(games, states, strict=True)
+            if settings.noise and settings.dirichlet_epsilon > 0
+        ]
         raw = puct_many(
             roots,
             self.evaluator,
             settings,
             np.stack(noise).astype(np.float32) if noise else None,
             [game.subtree for game in games],
+            chance_seeds,
         )
         actions = action_dim(states[0])
         return [
@@ -328,12 +363,12 @@ class GumbelSearcher(TreeSearcher):
         self, games: Sequence[GameSearch], states: Sequence[GameState]
     ) -> list[SearchResult]:
         actions = action_dim(states[0])
-        roots, gumbel = [], np.zeros((len(games), actions), dtype=np.float32)
-        for row, game, state in zip(gumbel, games, states, strict=True):
-            roots.append(self._root(game, state))
-            if self.settings.noise:
+        roots, chance_seeds = self._roots(games, states)
+        gumbel = np.zeros((len(games), actions), dtype=np.float32)
+        if self.settings.noise:
+            for row, game in zip(gumbel, games, strict=True):
                 row[:] = game.rng.gumbel(size=actions)
-        return gumbel_many(roots, self.evaluator, self.settings, gumbel)
+        return gumbel_many(roots, self.evaluator, self.settings, gumbel, chance_seeds)
 
 
 def tree_searcher(
@@ -351,12 +386,15 @@ def puct_many(
     settings: SearchSettings,
     noise: np.ndarray | None = None,
     subtrees: Sequence[tuple[object, int] | None] | None = None,
+    chance_seeds: Sequence[int] | None = None,
 ) -> list[tuple[dict[int, int], object, float]]:
     """One PUCT search per root in lockstep (the patched ``trimcts`` ``run_mcts_many_cpp``,
     whose source comment explains the algorithm): every network call,
     ``evaluator.evaluate_arrays``, takes the pending leaves of all the trees. ``noise``: None,
     or float32 ``[R, A]``, each root's ``dirichlet_noise``; ``subtrees[i]``: an earlier tree
-    and the action whose subtree root i starts from. Per root: ``(visits over legal root
+    and the action whose subtree root i starts from; ``chance_seeds``: None (the tree deals
+    from its root's generator), or root i's search seed for chance nodes with
+    ``settings.chance_outcomes`` deals each (``chance_seed``). Per root: ``(visits over legal root
     actions, tree handle, mean depth)``, no visits for a terminal root; each is the search
     its root would get alone.
 
@@ -371,6 +409,7 @@ def puct_many(
         noise,
         [kept[0] if kept else None for kept in previous],
         [kept[1] if kept else -1 for kept in previous],
+        None if chance_seeds is None else list(chance_seeds),
     )
     return results
 
@@ -380,15 +419,21 @@ def gumbel_many(
     evaluator: Evaluator,
     settings: SearchSettings,
     gumbel: np.ndarray,
+    chance_seeds: Sequence[int] | None = None,
 ) -> list[SearchResult]:
     """One Gumbel search per root in lockstep (the patched ``trimcts`` ``run_gumbel_many_cpp``,
     whose source comment explains the algorithm), one ``evaluate_arrays`` call for the pending
     leaves of all the trees. ``gumbel`` float32 ``[R, A]``: the root noise g(a) of each root by
-    action id (zeros: a deterministic search). No tree reuse, no Dirichlet noise. A terminal
+    action id (zeros: a deterministic search); ``chance_seeds`` as for ``puct_many``. No tree
+    reuse, no Dirichlet noise. A terminal
     root gets no visits and no move.
     """
     raw = engine.run_gumbel_many_cpp(
-        list(roots), evaluator, settings, np.ascontiguousarray(gumbel, dtype=np.float32)
+        list(roots),
+        evaluator,
+        settings,
+        np.ascontiguousarray(gumbel, dtype=np.float32),
+        None if chance_seeds is None else list(chance_seeds),
     )
     return [
         SearchResult(visits, policy, None if action < 0 else int(action), depth)
