@@ -57,13 +57,18 @@ def describe(cfg: AlphaTriangleConfig) -> str:
     search = f"{mc.variant} search, {mc.simulations} simulations"
     if mc.variant == "gumbel":
         search += f" ({mc.considered_actions} considered)"
-    workers = "workers: auto" if t.num_workers is None else f"{t.num_workers} workers"
+    workers = "workers: auto" if t.num_workers is None else _count(t.num_workers, "worker")
     return (
-        f"{algorithm}; {search}; network {m.channels} channels x {m.num_blocks} blocks; "
+        f"{algorithm}; {search}; network {m.channels} channels, "
+        f"{_count(m.num_blocks, 'residual block')}; "
         f"batch {t.batch_size}, lr {t.learning_rate:g} ({t.lr_schedule}), replay ratio "
         f"{t.replay_ratio:g}, buffer {t.buffer_capacity}; {t.max_steps} steps, {workers}, "
         f"seed {t.seed}"
     )
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")
 
 
 def _code_version() -> tuple[str | None, str]:
