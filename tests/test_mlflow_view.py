@@ -206,8 +206,7 @@ def test_resuming_puts_the_run_back_to_running_and_reaching_max_steps_finishes_i
     assert run.data.tags["trieye.end_reason"] == "finished (max steps reached)"
     # Where it came from is that of its latest start.
     assert run.data.tags["alphatriangle.command"] == (
-        f"alphatriangle train --config tiny.toml --workers 1 --run-name {NAME} "
-        f"--max-steps {target}"
+        f"alphatriangle train --config tiny.toml --workers 1 --run-name {NAME} --max-steps {target}"
     )
     assert re.search(rf"{NAME} +│ FINISHED +│ {target} ", ok(run_cli(workdir, "runs")))
 
