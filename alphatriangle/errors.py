@@ -8,7 +8,25 @@ Two kinds, and only these two become one line without a traceback:
   for good, the final save failed, the loss became non-finite). Exit code 1.
 
 Anything else that escapes is a bug and keeps its traceback.
+
+What a message echoes of the user's input goes through ``shown``: a 5 MB config key or a
+100,000-character run name would otherwise make a line nobody can read.
 """
+
+ECHO_LIMIT = 200
+"""Characters of one piece of user input (a name, a path, a key) that an error message shows."""
+LINE_LIMIT = 1000
+"""Characters of a whole one-line error, whatever the libraries it quotes put in it."""
+
+
+def shown(text: object, limit: int = ECHO_LIMIT) -> str:
+    """``text`` as an error message shows it: whole up to ``limit`` characters, else its
+    start and its end around an ellipsis (the end of a path names the file)."""
+    whole = str(text)
+    if len(whole) <= limit:
+        return whole
+    keep = (limit - 1) // 2
+    return f"{whole[:keep]}…{whole[len(whole) - keep :]}"
 
 
 class UsageError(Exception):

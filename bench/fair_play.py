@@ -37,11 +37,12 @@ from alphatriangle.core.players import (
     GameResult,
     MCTSPlayer,
     Player,
+    SearchPlayer,
     play_game,
     summarize,
     uniform_mcts_player,
 )
-from alphatriangle.core.search import NetworkEvaluator, TreeSearcher
+from alphatriangle.core.search import NetworkEvaluator, TreeSearcher, tree_searcher
 
 _MODEL: AlphaTriangleNet | None = None
 _CFG: AlphaTriangleConfig | None = None
@@ -67,7 +68,7 @@ def _player(kind: str, sims: int, peek: bool) -> Player:
     # The uniform-prior baseline's search (PUCT, sims simulations), told the future or not.
     uniform = uniform_mcts_player(sims, _CFG.mcts).searcher
     assert isinstance(uniform, TreeSearcher)
-    return MCTSPlayer(uniform.evaluator, uniform.mcts_cfg, peek=peek)
+    return SearchPlayer(tree_searcher(uniform.evaluator, uniform.settings, peek=peek))
 
 
 def _play(job: tuple[str, int, bool, int]) -> tuple[str, int, bool, int, float, int]:

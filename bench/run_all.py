@@ -146,11 +146,9 @@ def selfplay_rows(data: dict[str, Any]) -> list[Row]:
         ),
         Row("NN evaluations/s during self-play", rate("default network: NN evals", "evals"), how),
         Row(
-            "NN evaluations/s, batch of mcts_batch_size (dicts / arrays)",
-            rate("NN evals, evaluate_batch", "evals")
-            + " / "
-            + rate("NN evals, evaluate_arrays of 8", "evals"),
-            f"{how}; the dict interface of trimcts.run_mcts, and the array one",
+            "NN evaluations/s, batch of mcts_batch_size",
+            rate("NN evals, evaluate_arrays of 8", "evals"),
+            f"{how}; evaluate_arrays, what the searches call",
         ),
         Row(
             "NN evaluations/s, batch of K x mcts_batch_size",

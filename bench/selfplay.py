@@ -19,7 +19,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import argparse
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -38,7 +38,13 @@ from alphatriangle.core.muzero.network import MuZeroNet
 from alphatriangle.core.muzero.search import LatentSearcher, MuZeroEvaluator
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.optimization import make_optimizer, make_scheduler
-from alphatriangle.core.search import NetworkEvaluator, Searcher, TreeSearcher, UniformEvaluator
+from alphatriangle.core.search import (
+    NetworkEvaluator,
+    Searcher,
+    SearchSettings,
+    UniformEvaluator,
+    tree_searcher,
+)
 from alphatriangle.core.selfplay import SelfPlayGames, play_episode
 from alphatriangle.core.training import train_step
 
@@ -79,11 +85,11 @@ def selfplay_rate(
     mcts: MCTSConfig | None = None,
 ) -> Rate:
     """Moves/s of ``games`` self-play games at once (K), counted move by move; an evaluator is
-    searched by AlphaZero's ``TreeSearcher``."""
+    searched by AlphaZero's ``tree_searcher``."""
     searcher = (
         evaluator
         if isinstance(evaluator, LatentSearcher)
-        else TreeSearcher(evaluator, mcts or MCTSConfig(), noise=True)  # type: ignore[arg-type]
+        else tree_searcher(evaluator, SearchSettings.of(mcts or MCTSConfig(), noise=True))  # type: ignore[arg-type]
     )
     engine = SelfPlayGames(searcher, iter(range(10_000, 1_000_000)), games)
 
@@ -147,20 +153,19 @@ def main() -> None:
     gumbel = selfplay_rate(evaluator, args.seconds, k, default)
     muzero_cfg = AlphaTriangleConfig(algorithm="muzero")
     muzero_net = MuZeroNet(muzero_cfg.model, muzero_cfg.muzero)
+    muzero_settings = SearchSettings.of(muzero_cfg.mcts, noise=True, muzero=muzero_cfg.muzero)
     muzero = selfplay_rate(
-        LatentSearcher(MuZeroEvaluator(muzero_net), muzero_cfg, noise=True), args.seconds, k
-    )
-    muzero_puct_cfg = muzero_cfg.model_copy(
-        update={"mcts": muzero_cfg.mcts.model_copy(update={"variant": "puct"})}
+        LatentSearcher(MuZeroEvaluator(muzero_net), muzero_settings), args.seconds, k
     )
     muzero_puct = selfplay_rate(
-        LatentSearcher(MuZeroEvaluator(muzero_net), muzero_puct_cfg, noise=True), args.seconds, k
+        LatentSearcher(MuZeroEvaluator(muzero_net), replace(muzero_settings, variant="puct")),
+        args.seconds,
+        k,
     )
 
     small, large = states_for(mcts.mcts_batch_size), states_for(k * mcts.mcts_batch_size)
     batched = measure(args.seconds / 2, lambda: len(evaluator.evaluate_arrays(small)[1]))
     batched_large = measure(args.seconds / 2, lambda: len(evaluator.evaluate_arrays(large)[1]))
-    dicts = measure(args.seconds / 2, lambda: len(evaluator.evaluate_batch(small)))
     forward_large = forward_rate(model, large, args.seconds / 2)
 
     buffer = ReplayBuffer(20_000, spec.grid_shape, spec.other_dim, spec.action_dim)
@@ -197,7 +202,6 @@ def main() -> None:
     print(gumbel.row(f"default search ({default.variant} {default.simulations}): moves, K={k}"))
     print(muzero.row(f"MuZero latent search: moves, K={k}"))
     print(muzero_puct.row(f"MuZero latent PUCT search: moves, K={k}"))
-    print(dicts.row(f"NN evals, evaluate_batch (dicts) of {len(small)}"))
     print(batched.row(f"NN evals, evaluate_arrays of {len(small)}"))
     print(batched_large.row(f"NN evals, evaluate_arrays of {len(large)}"))
     print(forward_large.row(f"NN forward only, batch of {len(large)}"))

@@ -14,13 +14,14 @@ fails on 3.11. Both are rebuilt here, each with a patch from ``scripts/patches/`
   simulation. ``reseed``: ``GameState.reseed(seed)`` restarts the generator that deals future
   hands, so that a search root does not carry the real game's future (``copy()`` keeps it).
 - trimcts has no sdist, but its wheel ships the C++ sources in ``trimcts/cpp/``, from which
-  ``trimcts_cpp`` is built. Patches, in order: ``batched-search``: the released search loop
-  selects every simulation's path before evaluating any leaf, so all simulations of a move follow
-  one path and the tree never grows past one node per move; leaves are now evaluated in batches
-  as the loop goes. ``multi-game``: ``run_mcts_many_cpp`` runs many searches in lockstep with
-  one dense-array network call for the pending leaves of all their trees. ``gumbel``:
-  ``run_gumbel_many_cpp`` runs Gumbel searches (Gumbel-top-k and sequential halving at the root,
-  improved-policy targets) on the same lockstep.
+  ``trimcts_cpp`` is built. Patches, in order: ``multi-game``: ``run_mcts_many_cpp`` runs many
+  PUCT searches in lockstep with one dense-array network call for the pending leaves of all
+  their trees (leaves evaluated in batches as the simulations go: the released loop selected
+  every path before evaluating any leaf, so a search followed one path; that single-root entry
+  point is no longer exposed), with root noise drawn by the caller from the player's seeded
+  generator. ``gumbel``: ``run_gumbel_many_cpp`` runs Gumbel searches (Gumbel-top-k and
+  sequential halving at the root, improved-policy targets) on the same lockstep, its rules
+  exposed as ``trimcts_cpp.gumbel_rules`` for the tests that hold them to the Python reference.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ BUILD = ROOT / "build"
 PATCHES = ROOT / "scripts" / "patches"
 # Applied in this order to the sources shipped in the trimcts wheel.
 TRIMCTS_PATCHES = (
-    PATCHES / "trimcts-1.3.0-batched-search.patch",
     PATCHES / "trimcts-1.3.0-multi-game.patch",
     PATCHES / "trimcts-1.3.0-gumbel.patch",
 )
@@ -58,30 +58,40 @@ TRIANGLENGIN = "trianglengin==2.0.7"
 SELF_CHECK = r"""
 import os
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-import trianglengin, trimcts
+from types import SimpleNamespace
+import numpy as np
+import trianglengin, trimcts.trimcts_cpp as engine
 from trianglengin import GameState
-from trimcts import SearchConfiguration, run_mcts
 
-class Uniform:
-    def evaluate_state(self, state):
-        acts = state.valid_actions()
-        return {a: 1.0 / len(acts) for a in acts}, 0.0
-    def evaluate_batch(self, states):
-        return [self.evaluate_state(s) for s in states]
-
-state = GameState(initial_seed=0)
-visits, _, _ = run_mcts(state, Uniform(), SearchConfiguration(max_simulations=16))
-if not visits or not set(visits) <= state.valid_actions():
-    raise SystemExit(f"self-check failed: MCTS returned visits {visits!r}")
-if sum(1 for count in visits.values() if count) < 2:
-    raise SystemExit("self-check failed: trimcts_cpp is the unpatched build (one path per search)")
-import trimcts.trimcts_cpp
-if not hasattr(trimcts.trimcts_cpp, "run_mcts_many_cpp"):
+if not hasattr(engine, "run_mcts_many_cpp"):
     raise SystemExit("self-check failed: trimcts_cpp lacks the multi-game patch (run_mcts_many_cpp)")
-if not hasattr(trimcts.trimcts_cpp, "run_gumbel_many_cpp"):
+if not hasattr(engine, "run_gumbel_many_cpp"):
     raise SystemExit("self-check failed: trimcts_cpp lacks the Gumbel patch (run_gumbel_many_cpp)")
 if not hasattr(GameState, "reseed"):
     raise SystemExit("self-check failed: trianglengin is the unpatched build (no GameState.reseed)")
+
+class Uniform:
+    def evaluate_arrays(self, states):
+        priors = np.zeros((len(states), 360), np.float32)
+        for row, state in zip(priors, states):
+            actions = sorted(state.valid_actions())
+            row[actions] = 1.0 / len(actions)
+        return priors, np.array([s.game_score() for s in states], np.float32)
+
+settings = SimpleNamespace(
+    simulations=16, max_depth=32, mcts_batch_size=8, cpuct=1.0, dirichlet_epsilon=0.0,
+    considered_actions=16, c_visit=50.0, c_scale=0.1,
+)
+state = GameState(initial_seed=0)
+[(visits, _, _)] = engine.run_mcts_many_cpp([state], Uniform(), settings, None, [None], [-1])
+if not visits or not set(visits) <= state.valid_actions():
+    raise SystemExit(f"self-check failed: MCTS returned visits {visits!r}")
+if sum(1 for count in visits.values() if count) < 2:
+    raise SystemExit("self-check failed: the search followed one path (unpatched trimcts_cpp)")
+[(_, _, action, _)] = engine.run_gumbel_many_cpp(
+    [state], Uniform(), settings, np.zeros((1, 360), np.float32))
+if action not in state.valid_actions():
+    raise SystemExit(f"self-check failed: Gumbel search chose {action}, not a legal move")
 import time
 start = time.perf_counter()
 for _ in range(200):
@@ -147,7 +157,10 @@ def check_toolchain() -> None:
 def apply_patch(patch: Path, directory: Path) -> None:
     tool = ["git", "apply", "-p1"] if shutil.which("git") else ["patch", "-p1", "-i"]
     print("+", " ".join([*tool, str(patch)]), f"(in {directory})", flush=True)
-    if subprocess.run([*tool, str(patch)], cwd=directory).returncode != 0:
+    # Inside a git checkout (build/ is in this repository's), git apply reads the patch's paths
+    # from the checkout's top level and silently skips them all; keep it out of the checkout.
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(directory.parent)}
+    if subprocess.run([*tool, str(patch)], cwd=directory, env=env).returncode != 0:
         fail(f"could not apply {patch.name} in {directory}; are the pinned versions installed?")
 
 

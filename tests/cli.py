@@ -121,10 +121,43 @@ class Background:
         return match
 
     def finish(self, timeout: float | None = None) -> str:
-        """Wait for it to exit (at most ``timeout`` s when given); all it printed."""
-        self.proc.wait(timeout=timeout)
+        """Wait for it to exit (when ``timeout`` is given, failing with what it printed after
+        ``timeout`` s; else the test's own timeout ends a hang); all it printed."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"still running after {timeout} s:\n{self.output()}") from None
         self._reader.join(timeout=10)
         return self.output()
+
+    def wait_catching(self, sig: int, seconds: float = 60) -> None:
+        """Wait until the process has a handler of its own for ``sig`` (Linux's
+        /proc/PID/status lists the signals a process catches)."""
+        deadline = time.monotonic() + seconds
+        while not _catches(self.pid, sig):
+            assert self.alive(), f"exited before catching signal {sig}:\n{self.output()}"
+            assert time.monotonic() < deadline, f"signal {sig} never caught:\n{self.output()}"
+            time.sleep(0.001)
+
+
+def _catches(pid: int, sig: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # exited: the caller says so
+        return False
+    caught = re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.MULTILINE)
+    return caught is not None and bool(int(caught.group(1), 16) >> (sig - 1) & 1)
+
+
+RAY_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|WARNING) \S+\.py:\d+ -- ")
+"""A line of Ray's own log (``ray.init`` says that it started, or how it authenticates)."""
+
+
+def printed_lines(output: str) -> list[str]:
+    """The non-empty lines of ``output`` that the CLI printed, without Ray's own log lines."""
+    return [line for line in output.splitlines() if line.strip() and not RAY_LOG_LINE.match(line)]
 
 
 _STARTED: list[Background] = []

@@ -42,6 +42,21 @@ def code_running_pickle(marker: Path) -> bytes:
     return pickle.dumps(_RunsCode(marker))
 
 
+@contextmanager
+def read_only(directory: Path) -> Iterator[Path]:
+    """``directory`` made unwritable for the block, even to root (immutable: ``chattr +i``);
+    skips the test where that is not permitted."""
+    import pytest
+
+    done = subprocess.run(["chattr", "+i", str(directory)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make {directory} immutable ({done.stderr.decode().strip()})")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+
+
 def _restamp(path: Path) -> None:
     """Make the manifest beside ``path`` match its new contents (size and sha256)."""
     manifest_path = path.with_suffix(".json")

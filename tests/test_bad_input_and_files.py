@@ -21,6 +21,7 @@ from tests.cli import (
     wait_for,
 )
 from tests.conftest import TINY, TRAINED, copy_trained
+from tests.files import read_only
 
 
 def _truncate(path: Path) -> None:
@@ -138,6 +139,34 @@ def _snapshot(root: Path) -> dict[str, tuple[int, float]]:
         (["--config", "confs"], {"confs/": ""}, "confs is a directory"),
         (["--run-name", "fresh", "--workers", "10000"], {}, "use at most"),
         (["--max-steps", "0"], {}, "Invalid value for '--max-steps'"),
+        # A data root that cannot be one; rich markup, a name the system refuses, and input
+        # of any size echoed in the one line, cut to a readable length.
+        (["--data-dir", "afile"], {"afile": "a file\n"}, "afile is not a directory"),
+        (["--data-dir", "afile/data"], {"afile": "a file\n"}, "afile is not a directory"),
+        (["--run-name", "[/x]"], {}, "invalid run name '[/x]'"),
+        (["--config", "[/x].toml"], {}, "config file [/x].toml does not exist"),
+        pytest.param(
+            ["--config", "y" * 300 + ".toml"], {}, "File name too long", id="long-config-name"
+        ),
+        pytest.param(
+            ["--run-name", "x" * 100_000],
+            {},
+            "(100000 characters): use at most 100",
+            id="100000-character-run-name",
+        ),
+        pytest.param(
+            ["--config", "big.toml"],
+            {"big.toml": "[train]\n" + "k" * 5_000_000 + " = 1\n"},
+            "big.toml: invalid configuration: train.kkk",
+            id="5-MB-key",
+        ),
+        pytest.param(
+            ["--config", "many.toml"],
+            {"many.toml": "[train]\n" + "".join(f"k{i} = 1\n" for i in range(10_000))},
+            "train.k9: unknown field; and 9990 more",
+            id="10000-unknown-keys",
+        ),
+        pytest.param(["--bogus" + "y" * 100_000], {}, "No such option: --bogus", id="long-option"),
     ],
 )
 def test_bad_input_is_refused_with_one_line_and_changes_nothing(
@@ -157,9 +186,42 @@ def test_bad_input_is_refused_with_one_line_and_changes_nothing(
     assert len(lines) == 1, result.stdout
     assert lines[0].startswith("error: ")
     assert message in lines[0]
+    assert len(lines[0]) < MAX_LINE, len(lines[0])
     assert "Traceback" not in result.stderr
     assert _snapshot(existing_run / "data") == before
     assert not run_context("fresh", existing_run / "data").run_dir.exists()
+
+
+MAX_LINE = 600
+"""Characters a one-line error may take, whatever the size of the input it echoes."""
+
+
+def test_runs_and_the_ui_commands_refuse_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("a file\n")
+    for command in ("runs", "ml", "tb"):
+        result = run_cli(tmp_path, command, "--data-dir", "afile")
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert [line for line in result.stdout.splitlines() if line.strip()] == [
+            f"error: --data-dir (or $ALPHATRIANGLE_DATA): {tmp_path / 'afile'} is not a directory"
+        ]
+        assert result.stderr == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_data_dir_that_cannot_be_written_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with read_only(locked):
+        result = run_cli(tmp_path, "train", "--run-name", "x", "--data-dir", "locked/data")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert [line for line in result.stdout.splitlines() if line.strip()] == [
+        f"error: --data-dir (or $ALPHATRIANGLE_DATA): cannot write in {locked} (Operation not "
+        "permitted); give another --data-dir (or $ALPHATRIANGLE_DATA)"
+    ]
+    assert result.stderr == ""
+    assert list(locked.iterdir()) == []
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from alphatriangle.core.config import (
     ModelConfig,
     TrainConfig,
 )
-from alphatriangle.core.search import search_configuration
+from alphatriangle.core.search import SearchSettings
 from alphatriangle.distributed.workers import worker_count
 from alphatriangle.errors import ConfigError, UsageError
 
@@ -20,13 +20,15 @@ from alphatriangle.errors import ConfigError, UsageError
 def test_defaults_are_valid_and_search_maps_fields() -> None:
     cfg = AlphaTriangleConfig()
     assert (cfg.mcts.variant, cfg.mcts.simulations) == ("gumbel", 32)
-    search = search_configuration(cfg.mcts, noise=True)
-    assert search.max_simulations == 32
+    search = SearchSettings.of(cfg.mcts, noise=True, muzero=cfg.muzero)
+    assert search.simulations == 32
     assert search.cpuct == cfg.mcts.cpuct
     assert search.dirichlet_epsilon == cfg.mcts.dirichlet_epsilon > 0
     assert search.mcts_batch_size == cfg.mcts.mcts_batch_size
     assert search.max_depth == cfg.mcts.max_depth
-    assert search_configuration(cfg.mcts, noise=False).dirichlet_epsilon == 0.0
+    assert search.discount == cfg.muzero.discount
+    assert search.noise
+    assert not SearchSettings.of(cfg.mcts, noise=False).noise
 
 
 def test_presets() -> None:

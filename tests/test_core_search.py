@@ -1,5 +1,7 @@
 """Network, evaluator, self-play and baseline players on the real engine and search."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -17,15 +19,21 @@ from alphatriangle.core.players import (
     play_games,
     uniform_mcts_player,
 )
-from alphatriangle.core.search import NetworkEvaluator, PolicyValue, UniformEvaluator, search
-from alphatriangle.core.selfplay import play_episode
+from alphatriangle.core.search import (
+    GameSearch,
+    NetworkEvaluator,
+    SearchSettings,
+    UniformEvaluator,
+    dirichlet_noise,
+    fair_root,
+    legal_mask,
+    puct_many,
+    tree_searcher,
+)
+from alphatriangle.core.selfplay import EpisodeRecord, play_episode
+from tests.helpers import MobilityEvaluator, net
 
 SMALL_SEARCH = MCTSConfig(variant="puct", simulations=8, mcts_batch_size=4, temperature_moves=3)
-
-
-def net(seed: int = 0) -> AlphaTriangleNet:
-    torch.manual_seed(seed)
-    return AlphaTriangleNet(ModelConfig())
 
 
 def test_network_shapes_and_presets() -> None:
@@ -46,17 +54,31 @@ def test_evaluator_policy_covers_exactly_the_legal_moves() -> None:
     evaluator = NetworkEvaluator(net())
     states = [GameState(initial_seed=s) for s in range(4)]
     states[1].step(min(states[1].valid_actions()))
-    results = evaluator.evaluate_batch(states)
-    for state, (policy, value) in zip(states, results, strict=True):
-        assert set(policy) == state.valid_actions()
-        assert sum(policy.values()) == pytest.approx(1.0, abs=1e-5)
-        assert all(p > 0 for p in policy.values())
-        assert value >= state.game_score()
-    single_policy, single_value = evaluator.evaluate_state(states[1])
-    assert single_value == pytest.approx(results[1][1], abs=1e-5)
-    for action, p in single_policy.items():
-        assert p == pytest.approx(results[1][0][action], abs=1e-6)
+    priors, values = evaluator.evaluate_arrays(states)
+    assert priors.shape == (4, 360)
+    assert priors.dtype == values.dtype == np.float32
+    for state, row, value in zip(states, priors, values, strict=True):
+        assert set(np.flatnonzero(row)) == state.valid_actions()
+        assert row.sum() == pytest.approx(1.0, abs=1e-5)
+        assert value >= np.float32(state.game_score())
+    single_priors, single_values = evaluator.evaluate_arrays(states[1:2])
+    assert single_values[0] == pytest.approx(values[1], abs=1e-5)
+    np.testing.assert_allclose(single_priors[0], priors[1], atol=1e-6)
     assert evaluator.evaluations == 5
+
+
+def test_the_uniform_evaluator_spreads_the_prior_over_the_legal_moves() -> None:
+    states = [GameState(initial_seed=s) for s in range(3)]
+    priors, values = UniformEvaluator().evaluate_arrays(states)
+    for state, row in zip(states, priors, strict=True):
+        legal = sorted(state.valid_actions())
+        np.testing.assert_array_equal(row[legal], np.float32(1.0 / len(legal)))
+        assert row.sum() == pytest.approx(1.0, abs=1e-5)
+        assert set(np.flatnonzero(row)) == set(legal)
+    np.testing.assert_array_equal(values, [s.game_score() for s in states])
+    _, mobility = MobilityEvaluator().evaluate_arrays(states)
+    expected = [s.game_score() + 0.01 * len(s.valid_actions()) for s in states]
+    np.testing.assert_array_equal(mobility, np.array(expected, np.float32))
 
 
 def test_evaluator_value_is_banked_score_plus_clipped_gain() -> None:
@@ -69,12 +91,29 @@ def test_evaluator_value_is_banked_score_plus_clipped_gain() -> None:
         head.weight.zero_()
         head.bias.fill_(0.5)  # predicted gain 0.5 * value_scale (10) = 5
     evaluator = NetworkEvaluator(model)
-    assert evaluator.evaluate_state(state)[1] == pytest.approx(state.game_score() + 5.0, abs=1e-5)
+    value = evaluator.evaluate_arrays([state])[1][0]
+    assert value == pytest.approx(state.game_score() + 5.0, abs=1e-5)
     with torch.no_grad():
         head.bias.fill_(-3.0)  # a negative gain is clipped: value is the banked score
-    assert evaluator.evaluate_state(state)[1] == pytest.approx(state.game_score(), abs=1e-6)
+    assert evaluator.evaluate_arrays([state])[1][0] == pytest.approx(state.game_score(), abs=1e-6)
     evaluator.load_weights(net(seed=1).state_dict())
     assert not torch.equal(evaluator.model.value[-1].bias, torch.tensor([-3.0]))
+
+
+def test_the_search_settings_carry_every_search_setting_and_the_noise() -> None:
+    mcts = MCTSConfig(variant="puct", simulations=12, c_scale=0.2, temperature_moves=2)
+    settings = SearchSettings.of(mcts, noise=True)
+    for name, value in mcts.model_dump().items():
+        assert getattr(settings, name) == value, name
+    assert settings.noise
+    assert (settings.discount, settings.pb_c_init, settings.pb_c_base) == (0.997, 1.25, 19_652.0)
+    assert not SearchSettings.of(mcts, noise=False).noise
+    with pytest.raises(AttributeError):
+        settings.simulations = 3  # type: ignore[misc]
+    # The variant is decided when the searcher is built.
+    assert type(tree_searcher(UniformEvaluator(), settings)).__name__ == "PuctSearcher"
+    gumbel = SearchSettings.of(mcts.model_copy(update={"variant": "gumbel"}), noise=False)
+    assert type(tree_searcher(UniformEvaluator(), gumbel)).__name__ == "GumbelSearcher"
 
 
 def test_episode_record_is_consistent() -> None:
@@ -128,19 +167,58 @@ def test_noiseless_self_play_is_reproducible() -> None:
     assert (c.score, c.length) == (d.score, d.length)
 
 
-class _BrokenEvaluator:
-    """Returns a malformed result: trimcts swallows the error and returns no visits."""
-
-    def evaluate_state(self, state: GameState) -> PolicyValue:
-        raise RuntimeError("boom")
-
-    def evaluate_batch(self, states: list[GameState]) -> list[PolicyValue]:
-        raise RuntimeError("boom")
+NOISY_PUCT = MCTSConfig(variant="puct", simulations=16, mcts_batch_size=4, temperature_moves=0)
 
 
-def test_empty_search_result_raises() -> None:
-    with pytest.raises(RuntimeError, match="MCTS returned no visits"):
-        search(GameState(initial_seed=0), _BrokenEvaluator(), SMALL_SEARCH, noise=False)
+def test_noisy_puct_self_play_is_reproducible_by_seed() -> None:
+    # Argmax moves (no temperature): only the root's Dirichlet noise and the fair roots' seeds
+    # are random, and both come from the game's generator.
+    def play(seed: int) -> EpisodeRecord:
+        return play_episode(MobilityEvaluator(), NOISY_PUCT, seed, noise=True)
+
+    first, again, other = play(21), play(21), play(22)
+    np.testing.assert_array_equal(first.policy, again.policy)
+    np.testing.assert_array_equal(first.actions, again.actions)
+    assert (first.score, first.length) == (again.score, again.length)
+    assert first.actions.tolist() != other.actions.tolist()
+    # The noise makes a difference: the same game without it plays other searches.
+    quiet = play_episode(MobilityEvaluator(), NOISY_PUCT, 21, noise=False)
+    assert not np.array_equal(quiet.policy[:3], first.policy[:3])
+
+
+def test_the_root_noise_is_drawn_from_the_game_generator() -> None:
+    state = GameState(initial_seed=6)
+    settings = SearchSettings.of(NOISY_PUCT, noise=True)
+    searcher = tree_searcher(MobilityEvaluator(), settings)
+    game = searcher.game(np.random.default_rng(9))
+    # The search draws the fair root's seed, then the Dirichlet noise over the legal moves.
+    rng = copy.deepcopy(game.rng)
+    root = fair_root(state, int(rng.integers(2**32)))
+    noise = dirichlet_noise(rng, legal_mask(state), settings.dirichlet_alpha)
+    [result] = searcher.search([game], [state])
+    [(expected, _, _)] = puct_many([root], MobilityEvaluator(), settings, noise[None])
+    assert result.visits == expected
+    # Other noise, or none, gives another search of the same root.
+    other = dirichlet_noise(np.random.default_rng(1), legal_mask(state), settings.dirichlet_alpha)
+    [(with_other, _, _)] = puct_many([root], MobilityEvaluator(), settings, other[None])
+    [(without, _, _)] = puct_many([root], MobilityEvaluator(), settings, None)
+    assert with_other != expected
+    assert without != expected
+    assert sum(noise) == pytest.approx(1.0)
+    assert set(np.flatnonzero(noise)) <= state.valid_actions()
+
+
+def test_a_puct_search_keeps_the_subtree_in_the_game_object_it_returns() -> None:
+    state = GameState(initial_seed=4)
+    searcher = tree_searcher(MobilityEvaluator(), SearchSettings.of(NOISY_PUCT, noise=False))
+    game = searcher.game(np.random.default_rng(0))
+    [result] = searcher.search([game], [state])
+    action = max(result.visits, key=result.visits.__getitem__)
+    after = searcher.played(game, state, action, result)
+    assert isinstance(after, GameSearch)
+    assert after.subtree == (result.tree, action)
+    assert after.rng is game.rng
+    assert game.subtree is None  # the game's object is replaced, not changed
 
 
 def completing_state() -> GameState:

@@ -28,7 +28,12 @@ from alphatriangle.core.muzero.replay import n_step_targets
 from alphatriangle.core.muzero.search import MuZeroEvaluator
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.players import PolicyPlayer, play_game, play_games
-from alphatriangle.core.search import NetworkEvaluator, TreeSearcher, UniformEvaluator
+from alphatriangle.core.search import (
+    NetworkEvaluator,
+    SearchSettings,
+    UniformEvaluator,
+    tree_searcher,
+)
 from alphatriangle.core.selfplay import EpisodeRecord, SelfPlayGames
 
 TINY = ModelConfig(channels=4, num_blocks=0, extra_hidden=8, policy_hidden=4, value_hidden=8)
@@ -89,7 +94,8 @@ def _uniform_games(seeds: list[int], versions: dict[int, int] | None = None) -> 
     """Real self-play records of a cheap uniform-prior search; ``versions[k]`` is set as the
     weight version before move ``k`` of the lockstep."""
     mcts = MCTSConfig(simulations=4, variant="puct")
-    games = SelfPlayGames(TreeSearcher(UniformEvaluator(), mcts, noise=True), seeds, len(seeds))
+    searcher = tree_searcher(UniformEvaluator(), SearchSettings.of(mcts, noise=True))
+    games = SelfPlayGames(searcher, seeds, len(seeds))
     records: list[EpisodeRecord] = []
     move = 0
     while games.running or not records:

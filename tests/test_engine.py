@@ -3,30 +3,45 @@ engine's patches (``scripts/patches/trianglengin-*``) do what they say."""
 
 import numpy as np
 import pytest
+import trimcts
 from trianglengin import EnvConfig, GameState
-from trimcts import SearchConfiguration, run_mcts
 
-from alphatriangle.core.search import UniformEvaluator
+from alphatriangle.core.config import MCTSConfig
+from alphatriangle.core.search import SearchSettings, UniformEvaluator, puct_many
 
 
 def test_full_game_with_uniform_search_visits_only_valid_actions() -> None:
     state = GameState(initial_seed=1)
-    search = SearchConfiguration(max_simulations=24, mcts_batch_size=8)
+    settings = SearchSettings.of(
+        MCTSConfig(variant="puct", simulations=24, mcts_batch_size=8), noise=False
+    )
     evaluator = UniformEvaluator()
     moves = 0
     while not state.is_over():
         valid = state.valid_actions()
-        visits, _, depth = run_mcts(state, evaluator, search)
+        [(visits, _, depth)] = puct_many([state.copy()], evaluator, settings)
         assert visits, "an ongoing game must get a non-empty search result"
         assert set(visits) <= valid
         assert all(count >= 0 for count in visits.values())
-        assert sum(visits.values()) >= search.max_simulations - 1
+        assert sum(visits.values()) == settings.simulations
+        assert sum(1 for count in visits.values() if count) >= 2  # not one path per search
         assert depth >= 1.0
         _, done = state.step(max(visits, key=visits.__getitem__))
         moves += 1
         assert done == state.is_over()
     assert moves == state.current_step > 0
     assert state.get_outcome() == state.game_score()
+
+
+def test_the_released_single_root_search_is_not_exposed() -> None:
+    # Its loop selects every simulation's path before evaluating any leaf (one path per
+    # search) and seeds its noise from the machine's entropy: the patch removes its binding.
+    with pytest.raises(RuntimeError, match="missing 'run_mcts_cpp'"):
+        trimcts.run_mcts(
+            GameState(initial_seed=0),
+            UniformEvaluator(),  # type: ignore[arg-type]
+            trimcts.SearchConfiguration(),
+        )
 
 
 def test_action_space_matches_design() -> None:

@@ -6,6 +6,7 @@ import json
 import math
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -19,8 +20,16 @@ from alphatriangle.app.reports import load_network
 from alphatriangle.app.runs import run_context
 from alphatriangle.core.algorithm import agent_player
 from alphatriangle.core.players import PolicyPlayer, play_games
-from tests.cli import manifest_steps, ok, run_cli, seed_tracking_store, tiny_config, train_args
-from tests.files import code_running_pickle, forge_checkpoint
+from tests.cli import (
+    manifest_steps,
+    ok,
+    run_cli,
+    seed_tracking_store,
+    start_cli,
+    tiny_config,
+    train_args,
+)
+from tests.files import code_running_pickle, forge_checkpoint, read_only
 
 TINY = {"train": {"checkpoint_every_steps": 4, "weights_publish_every_steps": 2}}
 
@@ -90,6 +99,59 @@ def test_play_writes_a_gif_with_one_frame_per_move_plus_the_start(trained: Path)
         assert gif.n_frames == moves + 1
 
 
+@pytest.mark.parametrize("where", ["read-only", "under-a-file", "too-long", "markup"])
+def test_play_refuses_an_out_it_cannot_write_before_playing(
+    trained: Path, tmp_path: Path, where: str
+) -> None:
+    (tmp_path / "afile").write_text("a file\n")
+    (tmp_path / "locked").mkdir()
+    out, message = {
+        "read-only": (tmp_path / "locked" / "game.gif", f"cannot write in {tmp_path / 'locked'}"),
+        "under-a-file": (tmp_path / "afile" / "game.gif", f"{tmp_path / 'afile'} is not a dir"),
+        "too-long": (tmp_path / ("g" * 300 + ".txt"), "File name too long"),
+        "markup": (tmp_path / "afile" / "[/x].png", "afile is not a directory"),
+    }[where]
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    args = ["play", "--run-name", "ev", "--sims", "4", "--out", str(out)]
+    if where == "read-only":
+        with read_only(tmp_path / "locked"):
+            result = run_cli(trained, *args)
+    else:
+        result = run_cli(trained, *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.strip()]
+    assert line.startswith("error: --out: "), line
+    assert message in line, line
+    assert len(line) < 600
+    assert result.stderr == ""
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("command", "started"),
+    [
+        (["play", "--run-name", "ev", "--delay", "1", "--out", "stopped.gif"], "move 1:"),
+        (["eval", "--run-name", "ev", "--games", "1000", "--sims", "64"], "evaluating"),
+    ],
+    ids=["play", "eval"],
+)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_eval_and_play_at_once_with_one_line(
+    trained: Path, command: list[str], started: str, sig: signal.Signals
+) -> None:
+    ctx = run_context("ev", trained / "data")
+    reports = sorted(ctx.eval_dir.glob("*.json"))
+    proc = start_cli(trained, *command)
+    proc.wait_output(started)
+    proc.send_signal(sig)
+    out = proc.finish()
+    assert proc.returncode == 130, out
+    assert out.rstrip().splitlines()[-1] == f"{sig.name}: stopped before finishing"
+    assert "Traceback" not in out
+    assert not (trained / "stopped.gif").exists()
+    assert sorted(ctx.eval_dir.glob("*.json")) == reports
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -97,13 +159,29 @@ def test_play_writes_a_gif_with_one_frame_per_move_plus_the_start(trained: Path)
         (["--checkpoint", "/etc/passwd"], "is not a checkpoint file of this run"),
         (["--seeds", "9:3"], "--seeds"),
         (["--checkpoint", "best"], "no best checkpoint"),
+        (["--checkpoint", "c" * 5000], "File name too long"),
+        (["--seeds", "1:" + "9" * 100_000], "--seeds '1:999"),
+        (["--seeds", "0:10000000000"], "10000000000 games; play at most 1000000"),
+        (["--games", "10000000000"], "--games 10000000000: 10000000000 games; play at most"),
+    ],
+    ids=[
+        "missing",
+        "not-of-the-run",
+        "bad-seeds",
+        "no-best",
+        "long-name",
+        "100000-digit-seeds",
+        "10-billion-seeds",
+        "10-billion-games",
     ],
 )
 def test_eval_bad_input_is_one_clear_line(trained: Path, args: list[str], message: str) -> None:
     before = sorted(p.name for p in (trained / "data").rglob("*"))
     result = run_cli(trained, "eval", "--run-name", "ev", *args)
     assert result.returncode == 2
-    assert message in result.stdout
+    [line] = [line for line in result.stdout.splitlines() if line.strip()]
+    assert message in line
+    assert len(line) < 600
     assert "Traceback" not in result.stdout + result.stderr
     assert sorted(p.name for p in (trained / "data").rglob("*")) == before
 

@@ -9,26 +9,45 @@ from alphatriangle.core.config import MCTSConfig
 from alphatriangle.core.players import MCTSPlayer
 from alphatriangle.core.search import (
     GameSearch,
-    PolicyValue,
-    UniformEvaluator,
+    SearchResult,
+    SearchSettings,
+    TreeSearcher,
     fair_root,
     hand_size,
-    search,
+    puct_many,
+    tree_searcher,
     visit_distribution,
 )
 from alphatriangle.core.selfplay import play_episode
+from tests.helpers import MobilityEvaluator
 
 SEARCH = MCTSConfig(variant="puct", simulations=64, mcts_batch_size=8)
 
 
-class MobilityEvaluator(UniformEvaluator):
-    """Uniform priors; value = banked score + 0.01 per legal move. Unlike a constant bonus for
-    the pieces in hand, the number of legal moves depends on how a refilled hand fits each
-    child's board, so a search that sees the real refills ranks moves by them."""
+class OneGame:
+    """The searches of one game with a ``tree_searcher``, move by move."""
 
-    def evaluate_state(self, state: GameState) -> PolicyValue:
-        prior, score = super().evaluate_state(state)
-        return prior, score + 0.01 * len(state.valid_actions())
+    def __init__(self, seed: int = 3, peek: bool = False, mcts_cfg: MCTSConfig = SEARCH) -> None:
+        settings = SearchSettings.of(mcts_cfg, noise=False)
+        self.searcher: TreeSearcher = tree_searcher(MobilityEvaluator(), settings, peek=peek)
+        self.game: GameSearch = self.searcher.game(np.random.default_rng(seed))
+        self.last: SearchResult | None = None
+
+    def run(self, state: GameState) -> SearchResult:
+        [self.last] = self.searcher.search([self.game], [state])
+        return self.last
+
+    def played(self, state: GameState, action: int) -> None:
+        assert self.last is not None
+        self.game = self.searcher.played(self.game, state, action, self.last)
+
+
+def fresh_search(position: GameState, seed: int) -> dict[int, int]:
+    """The visits of a new tree grown from ``fair_root(position, seed)``."""
+    [(visits, _, _)] = puct_many(
+        [fair_root(position, seed)], MobilityEvaluator(), SearchSettings.of(SEARCH, noise=False)
+    )
+    return visits
 
 
 def last_piece_state(seed: int = 4) -> GameState:
@@ -53,20 +72,14 @@ def twin_with_another_future(state: GameState) -> GameState:
     return twin
 
 
-def searches(peek: bool = False, mcts_cfg: MCTSConfig = SEARCH) -> GameSearch:
-    return GameSearch(
-        MobilityEvaluator(), mcts_cfg, np.random.default_rng(3), noise=False, peek=peek
-    )
-
-
 def test_games_differing_only_in_their_generator_get_the_same_search() -> None:
     real = last_piece_state()
     twin = twin_with_another_future(real)
-    fair, fair_twin = searches().run(real), searches().run(twin)
+    fair, fair_twin = OneGame().run(real), OneGame().run(twin)
     assert (fair.visits, fair.depth) == (fair_twin.visits, fair_twin.depth)
     # The same search from copies of the real games (what every search did before) differs:
     # it ranks moves by the refills the real game is about to deal.
-    assert searches(peek=True).run(real).visits != searches(peek=True).run(twin).visits
+    assert OneGame(peek=True).run(real).visits != OneGame(peek=True).run(twin).visits
 
 
 def test_players_with_the_same_seed_choose_the_same_moves_whatever_the_real_future() -> None:
@@ -82,19 +95,17 @@ def test_players_with_the_same_seed_choose_the_same_moves_whatever_the_real_futu
 
 def test_the_root_seed_comes_from_the_player_generator() -> None:
     real = last_piece_state()
-    game = searches()
-    seed = int(copy.deepcopy(game.rng).integers(2**32))
-    visits = game.run(real).visits
-    expected, _, _ = search(fair_root(real, seed), MobilityEvaluator(), SEARCH, noise=False)
-    assert visits == expected
+    game = OneGame()
+    seed = int(copy.deepcopy(game.game.rng).integers(2**32))
+    assert game.run(real).visits == fresh_search(real, seed)
 
 
 def test_the_subtree_is_reused_until_the_real_game_deals_a_new_hand() -> None:
     state = GameState(initial_seed=4)
-    game = searches()
+    game = OneGame()
     results, roots, refills = [], [], []
     for _ in range(4):  # hands of 3, 2, 1, then a new hand of 3
-        roots.append((state.copy(), int(copy.deepcopy(game.rng).integers(2**32))))
+        roots.append((state.copy(), int(copy.deepcopy(game.game.rng).integers(2**32))))
         visits = game.run(state).visits
         results.append(visits)
         action = max(visits, key=visits.__getitem__)
@@ -110,16 +121,12 @@ def test_the_subtree_is_reused_until_the_real_game_deals_a_new_hand() -> None:
     assert totals[1] > SEARCH.simulations
     assert totals[2] > SEARCH.simulations
     for move in (0, 3):
-        position, seed = roots[move]
-        fresh, _, _ = search(fair_root(position, seed), MobilityEvaluator(), SEARCH, noise=False)
-        assert results[move] == fresh
-    position, seed = roots[1]
-    fresh, _, _ = search(fair_root(position, seed), MobilityEvaluator(), SEARCH, noise=False)
-    assert results[1] != fresh  # the reused tree, not a new one
+        assert results[move] == fresh_search(*roots[move])
+    assert results[1] != fresh_search(*roots[1])  # the reused tree, not a new one
 
 
 def test_without_tree_reuse_every_search_is_new() -> None:
-    game = searches(mcts_cfg=SEARCH.model_copy(update={"tree_reuse": False}))
+    game = OneGame(mcts_cfg=SEARCH.model_copy(update={"tree_reuse": False}))
     state = GameState(initial_seed=4)
     for _ in range(3):
         visits = game.run(state).visits
@@ -132,9 +139,7 @@ def test_without_tree_reuse_every_search_is_new() -> None:
 def _replay(seed: int, peek: bool, moves: int) -> list[np.ndarray]:
     """The first ``moves`` searches of a noiseless argmax game driven by ``GameSearch``."""
     state = GameState(initial_seed=seed)
-    game = GameSearch(
-        MobilityEvaluator(), SEARCH, np.random.default_rng(seed), noise=False, peek=peek
-    )
+    game = OneGame(seed, peek=peek)
     policies = []
     for _ in range(moves):
         visits = game.run(state).visits

@@ -9,16 +9,12 @@ import numpy as np
 import pytest
 from trianglengin import GameState
 
+from alphatriangle.core import gumbel_rules
 from alphatriangle.core.config import MCTSConfig
 from alphatriangle.core.players import MCTSPlayer, play_game, play_games
-from alphatriangle.core.search import (
-    GameSearch,
-    PriorsValues,
-    UniformEvaluator,
-    fair_root,
-    search_gumbel_many,
-)
+from alphatriangle.core.search import PriorsValues, SearchSettings, gumbel_many, tree_searcher
 from alphatriangle.core.selfplay import play_episode
+from tests.helpers import MobilityEvaluator, positions
 
 C_VISIT, C_SCALE = 50.0, 0.1
 
@@ -72,10 +68,10 @@ def gumbel_search(root: Toy, gumbel: list[float], **cfg: object) -> tuple:  # ty
     settings = {"variant": "gumbel", "mcts_batch_size": 1, "c_visit": C_VISIT, "c_scale": C_SCALE}
     mcts = MCTSConfig.model_validate({**settings, **cfg})
     evaluator = ToyEvaluator(len(gumbel))
-    [result] = search_gumbel_many(
+    [result] = gumbel_many(
         [root],  # type: ignore[list-item]
         evaluator,  # type: ignore[arg-type]
-        mcts,
+        SearchSettings.of(mcts, noise=False),
         np.array([gumbel], np.float32),
     )
     return result, evaluator
@@ -126,6 +122,32 @@ def test_sequential_halving_choice_and_improved_policy_by_hand() -> None:
     # = sigma(2) - sigma(0) = 5.6 * (completedQ(2) - 1) / 4.
     gap = math.log(result.policy[2] / PRIOR[2]) - math.log(result.policy[0] / PRIOR[0])
     assert 1.0 + gap * 4 / 5.6 == pytest.approx(mixed, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_search_policy_and_move_are_the_reference_rules_of_its_visits(seed: int) -> None:
+    # Random one-step trees: q(a) = V[a] exactly once visited, so the reference computes the
+    # root's improved policy and move from the visits the C++ search reports.
+    rng = np.random.default_rng(seed)
+    legal = int(rng.integers(3, 12))
+    prior = rng.dirichlet(np.ones(legal)).tolist()
+    values = rng.uniform(0.0, 10.0, legal).round(2).tolist()
+    g = rng.gumbel(size=legal).astype(np.float32).tolist()
+    m, n = int(rng.integers(2, 9)), int(rng.integers(4, 40))
+    result, _ = gumbel_search(
+        Toy(one_step_tree(prior, values)), g, simulations=n, considered_actions=m
+    )
+    visits = np.array([result.visits[a] for a in range(legal)])
+    assert visits.sum() == n
+    # The search holds priors and values as float32.
+    p, q = (np.array(x, np.float32).astype(np.float64) for x in (prior, values))
+    logits = gumbel_rules.logits(p)
+    completed = gumbel_rules.completed_q(ROOT_VALUE, p, q, visits)
+    sigma = gumbel_rules.sigma(completed, visits, C_VISIT, C_SCALE)
+    np.testing.assert_allclose(
+        result.policy[:legal], gumbel_rules.improved_policy(logits, sigma), rtol=2e-6
+    )
+    assert result.action == gumbel_rules.root_action(visits, np.array(g), logits, sigma)
 
 
 def test_without_noise_the_search_is_greedy_and_fewer_simulations_visit_the_top_k_once() -> None:
@@ -212,33 +234,16 @@ def test_below_the_root_visits_track_the_improved_policy(c_scale: float) -> None
         assert min(visits) > 0  # with a small c_scale the prior keeps every child visited
 
 
-def _positions(count: int) -> list[GameState]:
-    roots = []
-    for seed in range(count):
-        state = GameState(initial_seed=seed)
-        for _ in range(seed % 3):
-            state.step(min(state.valid_actions()))
-        roots.append(fair_root(state, 50 + seed))
-    return roots
-
-
-class Mobility(UniformEvaluator):
-    """Uniform priors; value = banked score + 0.01 per legal move (so values differ by move)."""
-
-    def evaluate_state(self, state: GameState):  # type: ignore[no-untyped-def]
-        prior, score = super().evaluate_state(state)
-        return prior, score + 0.01 * len(state.valid_actions())
-
-
 GUMBEL = MCTSConfig(variant="gumbel", simulations=16, considered_actions=8, mcts_batch_size=4)
 
 
 def test_lockstep_gumbel_searches_equal_separate_ones() -> None:
-    roots = _positions(5)
+    roots = positions(5)
     noise = np.random.default_rng(0).gumbel(size=(5, 360)).astype(np.float32)
-    together = search_gumbel_many(roots, Mobility(), GUMBEL, noise)
+    settings = SearchSettings.of(GUMBEL, noise=False)
+    together = gumbel_many(roots, MobilityEvaluator(), settings, noise)
     for i, root in enumerate(roots):
-        [alone] = search_gumbel_many([root], Mobility(), GUMBEL, noise[i : i + 1])
+        [alone] = gumbel_many([root], MobilityEvaluator(), settings, noise[i : i + 1])
         assert together[i].visits == alone.visits
         assert together[i].action == alone.action
         np.testing.assert_array_equal(together[i].policy, alone.policy)
@@ -252,19 +257,20 @@ def test_lockstep_gumbel_searches_equal_separate_ones() -> None:
 
 
 def test_self_play_plays_the_search_choice_and_stores_the_improved_policy() -> None:
-    first = play_episode(Mobility(), GUMBEL, seed=11, noise=True)
-    again = play_episode(Mobility(), GUMBEL, seed=11, noise=True)
+    first = play_episode(MobilityEvaluator(), GUMBEL, seed=11, noise=True)
+    again = play_episode(MobilityEvaluator(), GUMBEL, seed=11, noise=True)
     # The Gumbel noise comes from the game's generator: the same seed plays the same game.
     np.testing.assert_array_equal(first.policy, again.policy)
     assert first.score == again.score
     # Replay it search by search: each move is the search's own choice (no temperature).
     state = GameState(initial_seed=11)
-    searches = GameSearch(Mobility(), GUMBEL, np.random.default_rng(11), noise=True)
+    searcher = tree_searcher(MobilityEvaluator(), SearchSettings.of(GUMBEL, noise=True))
+    game = searcher.game(np.random.default_rng(11))
     for move in range(first.length):
-        result = searches.run(state)
+        [result] = searcher.search([game], [state])
         np.testing.assert_array_equal(first.policy[move], result.policy)
         assert result.action is not None
-        searches.played(state, result.action)
+        game = searcher.played(game, state, result.action, result)
         state.step(result.action)
     assert state.is_over()
     assert state.game_score() == first.score
@@ -273,12 +279,12 @@ def test_self_play_plays_the_search_choice_and_stores_the_improved_policy() -> N
 
 
 def test_evaluation_plays_gumbel_without_noise_batched_as_sequentially() -> None:
-    player = MCTSPlayer(Mobility(), GUMBEL)
+    player = MCTSPlayer(MobilityEvaluator(), GUMBEL)
     seeds = [1000, 1001, 1002]
     together = play_games(player, seeds)
     assert [(r.score, r.length) for r in together] == [play_game(player, s) for s in seeds]
     # Noiseless: the same seed gives the same game with a fresh player.
-    assert play_game(MCTSPlayer(Mobility(), GUMBEL), 1001) == play_game(player, 1001)
+    assert play_game(MCTSPlayer(MobilityEvaluator(), GUMBEL), 1001) == play_game(player, 1001)
 
 
 def test_gumbel_settings_are_validated() -> None:

@@ -1,36 +1,27 @@
-"""Many games at once: the lockstep search (``search_many``, the multi-game patch of trimcts),
+"""Many games at once: the lockstep search (``puct_many``, the multi-game patch of trimcts),
 self-play of K games (``SelfPlayGames``) and evaluation of many seeds together."""
+
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
-import torch
 from trianglengin import GameState
 
-from alphatriangle.core.config import MCTSConfig, ModelConfig
-from alphatriangle.core.network import AlphaTriangleNet
+from alphatriangle.core.config import MCTSConfig
 from alphatriangle.core.players import MCTSPlayer, play_game, play_games, uniform_mcts_player
 from alphatriangle.core.search import (
     NetworkEvaluator,
-    PolicyValue,
     PriorsValues,
-    TreeSearcher,
+    SearchSettings,
     UniformEvaluator,
-    dense,
-    fair_root,
-    search,
-    search_many,
+    puct_many,
+    tree_searcher,
 )
 from alphatriangle.core.selfplay import SelfPlayGames, play_episode, play_episodes
+from tests.helpers import MobilityEvaluator, net, positions
 
 SEARCH = MCTSConfig(variant="puct", simulations=48, mcts_batch_size=8)
-
-
-class MobilityEvaluator(UniformEvaluator):
-    """Uniform priors; value = banked score + 0.01 per legal move (so values differ by move)."""
-
-    def evaluate_state(self, state: GameState) -> PolicyValue:
-        prior, score = super().evaluate_state(state)
-        return prior, score + 0.01 * len(state.valid_actions())
+SETTINGS = SearchSettings.of(SEARCH, noise=False)
 
 
 class CountingEvaluator(MobilityEvaluator):
@@ -39,32 +30,16 @@ class CountingEvaluator(MobilityEvaluator):
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    def evaluate_arrays(self, states: list[GameState]) -> PriorsValues:
+    def evaluate_arrays(self, states: Sequence[GameState]) -> PriorsValues:
         self.calls.append(len(states))
         return super().evaluate_arrays(states)
-
-
-def net() -> AlphaTriangleNet:
-    torch.manual_seed(0)
-    return AlphaTriangleNet(ModelConfig())
-
-
-def positions(count: int) -> list[GameState]:
-    """Fair roots of ``count`` different positions (games a few moves in)."""
-    roots = []
-    for seed in range(count):
-        state = GameState(initial_seed=seed)
-        for _ in range(seed % 4):
-            state.step(min(state.valid_actions()))
-        roots.append(fair_root(state, 100 + seed))
-    return roots
 
 
 @pytest.mark.parametrize("evaluator", [MobilityEvaluator(), NetworkEvaluator(net())])
 def test_lockstep_searches_equal_separate_ones_visit_for_visit(evaluator: object) -> None:
     roots = positions(6)
-    alone = [search(root, evaluator, SEARCH, noise=False) for root in roots]  # type: ignore[arg-type]
-    together = search_many(roots, evaluator, SEARCH, noise=False)  # type: ignore[arg-type]
+    alone = [puct_many([root], evaluator, SETTINGS)[0] for root in roots]  # type: ignore[arg-type]
+    together = puct_many(roots, evaluator, SETTINGS)  # type: ignore[arg-type]
     for (visits, _, depth), (visits_k, _, depth_k) in zip(alone, together, strict=True):
         assert visits_k == visits
         assert depth_k == depth
@@ -76,16 +51,15 @@ def test_lockstep_searches_equal_separate_ones_visit_for_visit(evaluator: object
         child.step(action)
         nexts.append(child)
     again = [
-        search(n, evaluator, SEARCH, noise=False, previous=h, last_action=a)  # type: ignore[arg-type]
+        puct_many([n], evaluator, SETTINGS, None, [(h, a)])[0]  # type: ignore[arg-type]
         for n, (_, h, _), a in zip(nexts, alone, actions, strict=True)
     ]
-    again_k = search_many(
+    again_k = puct_many(
         nexts,
         evaluator,  # type: ignore[arg-type]
-        SEARCH,
-        noise=False,
-        previous=[h for _, h, _ in together],
-        last_actions=actions,
+        SETTINGS,
+        None,
+        [(h, a) for (_, h, _), a in zip(together, actions, strict=True)],
     )
     for (visits, _, _), (visits_k, _, _) in zip(again, again_k, strict=True):
         assert sum(visits.values()) > SEARCH.simulations  # the subtree was reused
@@ -94,7 +68,7 @@ def test_lockstep_searches_equal_separate_ones_visit_for_visit(evaluator: object
 
 def test_one_call_evaluates_the_leaves_of_all_trees() -> None:
     evaluator = CountingEvaluator()
-    search_many(positions(5), evaluator, SEARCH, noise=False)
+    puct_many(positions(5), evaluator, SETTINGS)
     # 5 roots at once, then rounds of up to 5 trees x 8 leaves; 48 simulations each.
     assert evaluator.calls[0] == 5
     assert max(evaluator.calls) == 5 * SEARCH.mcts_batch_size
@@ -108,30 +82,18 @@ def test_terminal_roots_get_no_search_and_the_others_are_unaffected() -> None:
     while not over.is_over():
         over.step(min(over.valid_actions()))
     [root] = positions(1)
-    results = search_many([over, root], MobilityEvaluator(), SEARCH, noise=False)
+    results = puct_many([over, root], MobilityEvaluator(), SETTINGS)
     assert results[0][0] == {}
-    assert results[1][0] == search(root, MobilityEvaluator(), SEARCH, noise=False)[0]
-
-
-def test_the_array_interface_gives_the_dict_interface_numbers() -> None:
-    evaluator = NetworkEvaluator(net())
-    states = positions(4)
-    priors, values = evaluator.evaluate_arrays(states)
-    assert priors.dtype == values.dtype == np.float32
-    expected_priors, expected_values = dense(evaluator.evaluate_batch(states), 360)
-    np.testing.assert_array_equal(priors, expected_priors)
-    np.testing.assert_array_equal(values, expected_values)
-    for row, state in zip(priors, states, strict=True):
-        assert set(np.flatnonzero(row)) == state.valid_actions()
+    assert results[1][0] == puct_many([root], MobilityEvaluator(), SETTINGS)[0][0]
 
 
 class _WrongShape(UniformEvaluator):
-    def evaluate_arrays(self, states: list[GameState]) -> PriorsValues:
+    def evaluate_arrays(self, states: Sequence[GameState]) -> PriorsValues:
         return np.zeros((len(states), 360), np.float32), np.zeros(len(states) + 1, np.float32)
 
 
 class _Failing(UniformEvaluator):
-    def evaluate_arrays(self, states: list[GameState]) -> PriorsValues:
+    def evaluate_arrays(self, states: Sequence[GameState]) -> PriorsValues:
         raise KeyError("boom")
 
 
@@ -139,9 +101,11 @@ def test_evaluator_errors_reach_the_caller() -> None:
     with pytest.raises(
         RuntimeError, match=r"wrong shape: expected priors \[1, A\] and values \[1\]"
     ):
-        search_many(positions(1), _WrongShape(), SEARCH, noise=False)
+        puct_many(positions(1), _WrongShape(), SETTINGS)
     with pytest.raises(KeyError, match="boom"):
-        search_many(positions(2), _Failing(), SEARCH, noise=False)
+        puct_many(positions(2), _Failing(), SETTINGS)
+    with pytest.raises(ValueError, match=r"noise must be None or a float32 array \[roots, A\]"):
+        puct_many(positions(2), MobilityEvaluator(), SETTINGS, np.zeros((1, 360), np.float32))
 
 
 def _same(a: object, b: object) -> None:
@@ -171,7 +135,7 @@ def test_k_games_at_once_play_each_game_as_it_would_be_played_alone() -> None:
 
 def test_slots_refill_as_games_end_and_empty_when_the_seeds_run_out() -> None:
     cfg = SEARCH.model_copy(update={"simulations": 8})
-    searcher = TreeSearcher(MobilityEvaluator(), cfg, noise=False)
+    searcher = tree_searcher(MobilityEvaluator(), SearchSettings.of(cfg, noise=False))
     games = SelfPlayGames(searcher, iter(range(5)), 2)
     assert games.running == 2
     ended = []

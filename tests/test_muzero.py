@@ -11,19 +11,16 @@ import numpy as np
 import pytest
 import torch
 
+from alphatriangle.core import gumbel_rules
 from alphatriangle.core.algorithm import searcher
-from alphatriangle.core.config import AlphaTriangleConfig, ModelConfig, MuZeroConfig
+from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig, ModelConfig, MuZeroConfig
 from alphatriangle.core.learner import Learner
 from alphatriangle.core.muzero.network import MuZeroNet, scale_latent
 from alphatriangle.core.muzero.replay import TrajectoryBuffer, n_step_targets
-from alphatriangle.core.muzero.search import (
-    LatentSearchConfig,
-    LatentTree,
-    halving_schedule,
-    latent_search,
-)
+from alphatriangle.core.muzero.search import GumbelTree, LatentSearcher, LatentTree, PuctTree
 from alphatriangle.core.muzero.support import from_logits, squash, to_support, unsquash
 from alphatriangle.core.muzero.training import scale_gradient, unrolled_loss
+from alphatriangle.core.search import SearchSettings
 from alphatriangle.core.selfplay import EpisodeRecord, SelfPlayGames
 
 
@@ -290,18 +287,22 @@ class TableModel:
         )
 
 
-def test_the_latent_search_backs_up_discounted_returns_by_hand() -> None:
-    cfg = LatentSearchConfig(
-        simulations=3,
-        discount=0.9,
-        pb_c_init=1.25,
-        pb_c_base=19_652.0,
-        dirichlet_alpha=0.3,
-        dirichlet_epsilon=0.0,
-        variant="puct",
-    )
+def latent_settings(simulations: int, **mcts: object) -> SearchSettings:
+    """A latent search of ``simulations`` with discount 0.9 and no root noise."""
+    cfg = MCTSConfig.model_validate({"simulations": simulations, **mcts})
+    return SearchSettings.of(cfg, noise=False, muzero=MuZeroConfig(discount=0.9))
+
+
+def latent_search(settings: SearchSettings, legal: list[bool]) -> tuple[LatentTree, TableModel]:
+    """One search of ``TableModel`` from state 0 with these legal root moves."""
     model = TableModel()
-    [tree] = latent_search(model, ["root"], np.array([[True, True]]), cfg, [None])
+    [tree] = LatentSearcher(model, settings).run(["root"], np.array([legal]), [None])
+    return tree, model
+
+
+def test_the_latent_search_backs_up_discounted_returns_by_hand() -> None:
+    tree, model = latent_search(latent_settings(3, variant="puct"), [True, True])
+    assert isinstance(tree, PuctTree)
     # Sim 1: no Q is known yet, so the prior decides: 0 -a0-> 1 (reward 1, value 2):
     #   G(0, a0) = 1 + 0.9 * 2 = 2.8.
     # Sim 2: one Q only (min = max), the prior again: a0 (0.8 sqrt(2) / 2 > 0.2 sqrt(2)), and at
@@ -332,9 +333,7 @@ def test_the_latent_search_backs_up_discounted_returns_by_hand() -> None:
 
 def test_illegal_root_moves_are_never_searched_but_inside_the_model_all_are() -> None:
     for variant in ("puct", "gumbel"):
-        cfg = LatentSearchConfig(3, 0.9, 1.25, 19_652.0, 0.3, 0.0, variant=variant)
-        model = TableModel()
-        [tree] = latent_search(model, ["root"], np.array([[False, True]]), cfg, [None])
+        tree, model = latent_search(latent_settings(3, variant=variant), [False, True])
         assert tree.visits[0].tolist() == [0, 3]
         assert model.expanded[0] == (0, 1)
         result = tree.result()
@@ -343,9 +342,8 @@ def test_illegal_root_moves_are_never_searched_but_inside_the_model_all_are() ->
 
 
 def test_the_latent_gumbel_search_halves_backs_up_and_improves_the_policy_by_hand() -> None:
-    cfg = LatentSearchConfig(4, 0.9, 1.25, 19_652.0, 0.3, 0.0, "gumbel", 2, 50.0, 0.1)
-    model = TableModel()
-    [tree] = latent_search(model, ["root"], np.array([[True, True]]), cfg, [None])
+    tree, model = latent_search(latent_settings(4, considered_actions=2), [True, True])
+    assert isinstance(tree, GumbelTree)
     # m = 2, n = 4: one phase, 2 simulations for each action; the schedule 0 0 1 1.
     assert tree.schedule == [0, 0, 1, 1]
     # Sim 1: no Q known: sigma = 0, so g + logits, g = 0: a0 (prior 0.8 > 0.2).
@@ -374,31 +372,29 @@ def test_the_latent_gumbel_search_halves_backs_up_and_improves_the_policy_by_han
     np.testing.assert_allclose(logits, np.log([0.3, 0.7]))
 
 
-def test_the_completed_q_of_unvisited_edges_is_the_mixed_value() -> None:
-    cfg = LatentSearchConfig(4, 0.9, 1.25, 19_652.0, 0.3, 0.0, "gumbel", 4, 50.0, 0.1)
+def test_the_latent_gumbel_rules_are_the_reference_over_the_legal_root_moves() -> None:
+    settings = latent_settings(4, considered_actions=4)
     logits = np.log(np.array([0.5, 0.3, 0.2]))
-    tree = LatentTree(cfg, np.zeros(1), logits, 2.0, np.array([True, True, True]))
+    tree = GumbelTree(settings, np.zeros(1), logits, 2.0, np.array([True, True, False]))
     tree.visits[0] = [2, 1, 0]
-    tree.value_sum[0] = [8.0, 1.0, 0.0]  # q = [4, 1, -]
-    # mixed = (v + sum N * sum_visited pi q / sum_visited pi) / (1 + sum N)
-    #       = (2 + 3 * (0.5 * 4 + 0.3 * 1) / 0.8) / 4 = 2.65625
-    mixed = (2.0 + 3 * (0.5 * 4 + 0.3 * 1) / 0.8) / 4
-    _, sigma = tree.completed_sigma(0)
-    scale = (50 + 2) * 0.1
-    np.testing.assert_allclose(sigma, scale * (np.array([4.0, 1.0, mixed]) - 1.0) / 3.0)
-    # The root's illegal moves take no part: logits -inf, and the rescaling ignores them.
-    tree.legal = np.array([True, True, False])
-    logits_legal, sigma_legal = tree.completed_sigma(0)
-    assert logits_legal[2] == -np.inf
-    np.testing.assert_allclose(sigma_legal[:2], [scale, 0.0])
+    tree.value_sum[0] = [8.0, 1.0, 0.0]  # q = [4, 1]
+    # The illegal move takes no part: the root's edges are the legal moves, renormalised.
+    prior = np.array([0.5, 0.3]) / 0.8
+    completed = gumbel_rules.completed_q(2.0, prior, np.array([4.0, 1.0]), np.array([2, 1]))
+    edge_logits, sigma = tree.completed_sigma(0)
+    np.testing.assert_array_equal(edge_logits, gumbel_rules.logits(prior))
+    np.testing.assert_array_equal(sigma, gumbel_rules.sigma(completed, np.array([2, 1]), 50.0, 0.1))
+    np.testing.assert_allclose(sigma, [5.2, 0.0])  # (50 + 2) * 0.1 on q rescaled over [1, 4]
+    result = tree.result()
+    assert result.policy[2] == 0.0
+    np.testing.assert_allclose(
+        result.policy[:2], gumbel_rules.improved_policy(edge_logits, sigma), rtol=1e-6
+    )
 
 
-def test_the_halving_schedule() -> None:
-    assert halving_schedule(4, 16) == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
-    # m = 16, n = 32: 4 phases of 32 // 4 = 8 shares: 16 edges get 1 visit (at least one
-    # each), the best 8 one more, the best 4 two more; the simulations are spent.
-    assert halving_schedule(16, 32) == [0] * 16 + [1] * 8 + [2, 2, 2, 2, 3, 3, 3, 3]
-    assert halving_schedule(1, 3) == [0, 1, 2]
+def test_the_variant_is_decided_when_the_latent_searcher_is_built() -> None:
+    assert LatentSearcher(TableModel(), latent_settings(2, variant="puct")).tree is PuctTree
+    assert LatentSearcher(TableModel(), latent_settings(2, variant="gumbel")).tree is GumbelTree
 
 
 def _muzero_cfg(**sections: object) -> AlphaTriangleConfig:

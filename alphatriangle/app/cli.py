@@ -21,13 +21,16 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from typer.exceptions import TyperException
 
-from alphatriangle.errors import RunStoppedError, UsageError
+from alphatriangle import stopping
+from alphatriangle.errors import ECHO_LIMIT, LINE_LIMIT, RunStoppedError, UsageError, shown
 from alphatriangle.metric_names import EPISODE_SCORE, EVAL_SCORE_MEAN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
-console = Console()
+# No markup: what it prints holds paths, names and messages that may contain "[...]".
+console = Console(markup=False)
 
 DataDir = Annotated[
     Path,
@@ -37,6 +40,8 @@ DataDir = Annotated[
     ),
 ]
 DEFAULT_DATA = Path(".alphatriangle_data")
+TYPER_INTERRUPTED = 130
+"""The exit code typer returns for a command that a ``KeyboardInterrupt`` ended."""
 
 
 @contextmanager
@@ -48,13 +53,17 @@ def _one_line_errors() -> Iterator[None]:
         yield
     except (UsageError, RunStoppedError) as err:
         lines = [line.strip() for line in re.sub(r":\n\s*", ": ", str(err)).splitlines()]
-        message = "; ".join(line for line in lines if line)
-        console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        # Each piece of input a message echoes is cut where it is formatted (``shown``); this
+        # bounds what the libraries it quotes add.
+        message = shown("; ".join(line for line in lines if line), LINE_LIMIT)
+        _error(message)
         raise typer.Exit(code=2 if isinstance(err, UsageError) else 1) from None
 
 
 def main() -> None:
-    """The ``alphatriangle`` console script: option-parser errors read as one line too."""
+    """The ``alphatriangle`` console script: option-parser errors read as one line too, and
+    SIGTERM means what Ctrl-C means from the first instant (see ``alphatriangle.stopping``)."""
+    stopping.install()
     try:
         code = app(standalone_mode=False)
     except TyperException as err:
@@ -64,13 +73,33 @@ def main() -> None:
             raise
         ctx = getattr(err, "ctx", None)
         where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        console.print(
-            f"[red]error:[/red] {format_message()}{where}", highlight=False, soft_wrap=True
-        )
+        # A short sentence around the argument it may echo, which can be of any length.
+        message = shown(format_message(), 2 * ECHO_LIMIT)
+        _error(f"{message}{where}")
         code = getattr(err, "exit_code", 2)
-    except typer.Abort:
+    except typer.Abort:  # EOF at a prompt
         code = 130
+    except KeyboardInterrupt:  # while typer builds the command, before it catches that itself
+        code = TYPER_INTERRUPTED
+    signal_name = stopping.received()
+    if code == TYPER_INTERRUPTED and signal_name is not None:
+        code = _interrupted(signal_name)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupted(signal_name: str) -> int:
+    """Report a stop by SIGINT or SIGTERM that unwound the command; its exit code."""
+    # From argv: the signal may have come before typer had parsed which command it runs.
+    if sys.argv[1:2] == ["train"]:
+        # Only before the run changed anything (see driver.train): a stop as requested.
+        console.print(
+            f"{signal_name}: stopped before training started; the run is as it was",
+            highlight=False,
+        )
+        return 0
+    # eval and play write what they write once they have finished: an interrupted one did not.
+    console.print(f"{signal_name}: stopped before finishing", highlight=False)
+    return stopping.INTERRUPTED_EXIT_CODE
 
 
 @app.callback()
@@ -105,11 +134,12 @@ def train(
         if address:
             _use_cluster_token()
         from alphatriangle.app.provenance import describe, source_tags
-        from alphatriangle.app.runs import resolve_config, run_context
+        from alphatriangle.app.runs import DATA_DIR_OPTION, check_path, resolve_config, run_context
         from alphatriangle.distributed.workers import worker_count
 
         name = datetime.now().strftime("run-%Y%m%d-%H%M%S") if run_name is None else run_name
         run = run_context(name, data_dir)
+        check_path(run.run_dir, DATA_DIR_OPTION, writable=True)
         cfg = resolve_config(run, config, max_steps=max_steps, workers=workers, seed=seed)
         if not address:  # the local cluster gets this machine's CPUs: refuse before it starts
             worker_count(cfg.train, os.cpu_count() or 1)
@@ -150,7 +180,8 @@ def runs(data_dir: DataDir = DEFAULT_DATA) -> None:
     from alphatriangle.app.runs import app_context
     from trieye import InvalidRunName, RunRecordError, read_run
 
-    app_ctx = app_context(data_dir)
+    with _one_line_errors():
+        app_ctx = app_context(data_dir)
     root = app_ctx.runs_dir
     found = sorted(p.parent.name for p in root.glob("*/run.json")) if root.is_dir() else []
     if not found:
@@ -219,7 +250,8 @@ def ml(
     """Open the MLflow UI on this app's runs."""
     from alphatriangle.app.runs import app_context
 
-    app_ctx = app_context(data_dir)
+    with _one_line_errors():
+        app_ctx = app_context(data_dir)
     runs_json = sorted(app_ctx.runs_dir.glob("*/run.json")) if app_ctx.runs_dir.is_dir() else []
     if runs_json:
         experiment = json.loads(runs_json[0].read_text())["mlflow_experiment_id"]
@@ -251,7 +283,8 @@ def tb(
     """Open TensorBoard on this app's runs."""
     from alphatriangle.app.runs import app_context
 
-    logdir = app_context(data_dir).runs_dir
+    with _one_line_errors():
+        logdir = app_context(data_dir).runs_dir
     _exec([_tool("tensorboard"), "--logdir", str(logdir), "--port", str(port)])
 
 
@@ -353,11 +386,16 @@ def play(
         from trianglengin import GameState
 
         from alphatriangle.app import render, reports
-        from alphatriangle.app.runs import run_context
+        from alphatriangle.app.runs import check_path, run_context
         from alphatriangle.core.algorithm import agent_player
 
-        if out is not None and out.suffix.lower() not in (".gif", ".png", ".txt"):
-            raise UsageError(f"--out {out}: use a .gif, .png or .txt file name")
+        if out is not None:  # checked before the game: it is written after it
+            if out.suffix.lower() not in (".gif", ".png", ".txt"):
+                raise UsageError(f"--out {shown(out)}: use a .gif, .png or .txt file name")
+            if out.suffix.lower() == ".png":  # numbered files next to the name
+                check_path(out.parent, "--out", writable=True)
+            else:
+                check_path(out, "--out", file=True, writable=True)
         torch.set_num_threads(1)
         run = run_context(run_name, data_dir)
         model, cfg, ckpt = reports.load_network(run, checkpoint, warn=_warn)
@@ -393,6 +431,10 @@ def play(
         )
 
 
+def _error(message: str) -> None:
+    console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
+
+
 def _warn(message: str) -> None:
     console.print(f"warning: {message}", highlight=False, soft_wrap=True)
 
@@ -420,7 +462,7 @@ def doctor(
         try:
             action = player.choose(state)
         except RuntimeError as error:  # trimcts reports a broken build by returning no visits
-            console.print(f"[red]error:[/red] {error}; run `make install FORCE=1`.", soft_wrap=True)
+            _error(f"{error}; run `make install FORCE=1`.")
             raise typer.Exit(code=1) from error
         state.step(action)
         moves += 1

@@ -14,7 +14,7 @@ from alphatriangle.core.algorithm import build_model
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.learner import weight_shapes, weights_problem
 from alphatriangle.core.players import Summary
-from alphatriangle.errors import UsageError
+from alphatriangle.errors import UsageError, shown
 from alphatriangle.metric_names import EVAL_CLI_PREFIX
 from trieye import CheckpointError, LoadedCheckpoint, RunContext, read_checkpoint, read_run
 
@@ -38,17 +38,26 @@ class EvalReport:
         return json.dumps(asdict(self), indent=2)
 
 
+MAX_SEEDS = 1_000_000
+"""Games one ``eval`` plays at most: more would take days and their list all the memory."""
+
+
 def parse_seeds(spec: str | None, games: int) -> list[int]:
     """``"A:B"`` means seeds A..B-1 (Python range); without a spec, seeds 0..games-1."""
     if spec is None:
-        return list(range(games))
-    start, sep, stop = spec.partition(":")
-    if not sep or not start.strip().isdigit() or not stop.strip().isdigit():
-        raise UsageError(f"--seeds {spec!r}: expected A:B with integers 0 <= A < B, e.g. 0:100")
-    seeds = list(range(int(start), int(stop)))
-    if not seeds:
-        raise UsageError(f"--seeds {spec!r}: the range is empty; B must be larger than A")
-    return seeds
+        start, stop, given = 0, games, f"--games {games}"
+    else:
+        first, sep, last = spec.partition(":")
+        given = f"--seeds {shown(spec)!r}"
+        # Python's int() refuses more than 4,300 digits; no seed needs more than 20.
+        if not sep or not all(part.strip().isdigit() and len(part) <= 20 for part in (first, last)):
+            raise UsageError(f"{given}: expected A:B with integers 0 <= A < B, e.g. 0:100")
+        start, stop = int(first), int(last)
+        if stop <= start:
+            raise UsageError(f"{given}: the range is empty; B must be larger than A")
+    if stop - start > MAX_SEEDS:
+        raise UsageError(f"{given}: {stop - start} games; play at most {MAX_SEEDS} at once")
+    return list(range(start, stop))
 
 
 def load_network(
@@ -70,7 +79,9 @@ def load_network(
             lambda state: weights_problem(state.get("model"), shapes),
         )
     except CheckpointError as err:
-        raise UsageError(f"--checkpoint {which}: {err}") from None
+        raise UsageError(f"--checkpoint {shown(which)}: {err}") from None
+    except OSError as err:  # a name the system refuses (too long), a file in the way
+        raise UsageError(f"--checkpoint {shown(which)}: {err.strerror}") from None
     for line in ckpt.warnings:
         warn(line)
     model.load_state_dict(ckpt.state["model"])

@@ -28,7 +28,7 @@ from alphatriangle.core.muzero.training import muzero_train_step
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.optimization import TrainStepResult
 from alphatriangle.core.players import SearchPlayer
-from alphatriangle.core.search import NetworkEvaluator, Searcher, TreeSearcher
+from alphatriangle.core.search import NetworkEvaluator, Searcher, SearchSettings, tree_searcher
 from alphatriangle.core.training import train_step
 from alphatriangle.errors import ConfigError
 
@@ -135,12 +135,12 @@ def searcher(
 ) -> Searcher[Any]:
     """The search that plays with ``model`` (``mcts`` overrides ``cfg.mcts``, e.g. another
     number of simulations); root noise only with ``noise`` (self-play)."""
-    mcts = mcts or cfg.mcts
+    settings = SearchSettings.of(mcts or cfg.mcts, noise=noise, muzero=cfg.muzero)
     if cfg.algorithm == "muzero":
         assert isinstance(model, MuZeroNet)
-        return LatentSearcher(MuZeroEvaluator(model, device), cfg, noise=noise, mcts_cfg=mcts)
+        return LatentSearcher(MuZeroEvaluator(model, device), settings)
     assert isinstance(model, AlphaTriangleNet)
-    return TreeSearcher(NetworkEvaluator(model, device), mcts, noise=noise)
+    return tree_searcher(NetworkEvaluator(model, device), settings)
 
 
 def agent_player(

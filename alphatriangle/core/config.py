@@ -7,13 +7,14 @@ Every setting lives in exactly one of these models. The environment is trianglen
 from __future__ import annotations
 
 import json
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from alphatriangle.errors import ConfigError
+from alphatriangle.errors import ConfigError, shown
 
 # Unknown fields are refused, and so are inf and nan: TOML's `inf`/`nan` and JSON's
 # `Infinity`/`NaN` parse as floats, and a non-finite weight or rate would train to garbage.
@@ -293,32 +294,41 @@ class AlphaTriangleConfig(BaseModel):
         """
         path = Path(path)
         suffix = path.suffix.lower()
-        if path.is_dir():
-            raise ConfigError(f"{path} is a directory; give the path of a .toml or .json file")
+        name = shown(path)
+        try:
+            mode: int | None = path.stat().st_mode
+        except FileNotFoundError:
+            mode = None
+        except OSError as err:  # a name too long, a file in the way, no permission
+            raise ConfigError(f"config file {name}: {err.strerror}") from None
+        if mode is not None and stat.S_ISDIR(mode):
+            raise ConfigError(f"{name} is a directory; give the path of a .toml or .json file")
         if suffix not in (".toml", ".json"):
-            raise ConfigError(f"{path}: unsupported config format {suffix!r}; use .toml or .json")
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(
+                f"{name}: unsupported config format {shown(suffix)!r}; use .toml or .json"
+            )
+        if mode is None or not stat.S_ISREG(mode):
+            raise ConfigError(f"config file {name} does not exist")
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
             raise ConfigError(
-                f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})"
+                f"{name}: not a UTF-8 text file ({err.reason} at byte {err.start})"
             ) from None
         except OSError as err:
-            raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
+            raise ConfigError(f"{name}: cannot be read ({err.strerror})") from None
         data: Any
         if suffix == ".toml":
             try:
                 data = tomllib.loads(text)
             except tomllib.TOMLDecodeError as err:
-                raise ConfigError(f"{path}: invalid TOML: {err}") from None
+                raise ConfigError(f"{name}: invalid TOML: {err}") from None
         else:
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as err:
-                raise ConfigError(f"{path}: invalid JSON: {err}") from None
-        return cls.from_dict(data, source=str(path))
+                raise ConfigError(f"{name}: invalid JSON: {err}") from None
+        return cls.from_dict(data, source=name)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> AlphaTriangleConfig:
@@ -329,13 +339,21 @@ class AlphaTriangleConfig(BaseModel):
             raise ConfigError(f"{source}: invalid configuration:\n{format_errors(err)}") from None
 
 
+MAX_PROBLEMS_SHOWN = 10
+"""Problems a config error lists; a file of thousands of bad fields gets a count of the rest."""
+
+
 def format_errors(err: ValidationError) -> str:
-    """One line per problem: ``  train.batch_size: Input should be greater than or equal to 1``."""
+    """One line per problem: ``  train.batch_size: Input should be greater than or equal to 1``
+    (the first ``MAX_PROBLEMS_SHOWN``, then how many more)."""
     lines = []
-    for problem in err.errors():
-        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+    problems = err.errors()
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+        where = shown(".".join(str(part) for part in problem["loc"])) or "(top level)"
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             message = "unknown field"
         lines.append(f"  {where}: {message}")
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        lines.append(f"  and {len(problems) - MAX_PROBLEMS_SHOWN} more")
     return "\n".join(lines)

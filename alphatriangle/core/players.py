@@ -29,8 +29,9 @@ from alphatriangle.core.search import (
     Evaluator,
     NetworkEvaluator,
     Searcher,
-    TreeSearcher,
+    SearchSettings,
     UniformEvaluator,
+    tree_searcher,
 )
 
 
@@ -97,20 +98,22 @@ class SearchPlayer:
         return self.searcher.game(np.random.default_rng(seed))
 
     def choose(self, state: GameState) -> int:
-        [action] = self.choose_together([self._game], [state])
+        [(action, self._game)] = self.choose_together([self._game], [state])
         return action
 
-    def choose_together(self, games: Sequence[Any], states: Sequence[GameState]) -> list[int]:
-        """The move of each game, their searches in one lockstep; each told to its game."""
-        actions = []
+    def choose_together(
+        self, games: Sequence[Any], states: Sequence[GameState]
+    ) -> list[tuple[int, Any]]:
+        """The move of each game, their searches in one lockstep, and each game's searcher
+        object after that move (``Searcher.played``)."""
+        chosen = []
         results = self.searcher.search(games, states)
         for game, state, result in zip(games, states, results, strict=True):
             visits, action = result.visits, result.action
             if action is None:
                 action = min(visits, key=lambda a: (-visits[a], a))
-            self.searcher.played(game, state, action)
-            actions.append(action)
-        return actions
+            chosen.append((action, self.searcher.played(game, state, action, result)))
+        return chosen
 
 
 class PolicyPlayer:
@@ -130,24 +133,29 @@ class PolicyPlayer:
         """Nothing is kept per game."""
 
     def choose(self, state: GameState) -> int:
-        [action] = self.choose_together([None], [state])
+        [(action, _)] = self.choose_together([None], [state])
         return action
 
-    def choose_together(self, games: Sequence[Any], states: Sequence[GameState]) -> list[int]:
-        """The move of each (non-terminal) state, from one forward pass over all of them."""
+    def choose_together(
+        self, games: Sequence[Any], states: Sequence[GameState]
+    ) -> list[tuple[int, None]]:
+        """The move of each (non-terminal) state, from one forward pass over all of them, and
+        (as ``SearchPlayer``'s) each game's object after it: nothing."""
         grid, other = extract_batch(states)
         logits, _ = network_outputs(self.model, grid, other, self.device)
         legal = valid_mask_from_grid(grid)
         chosen: np.ndarray = np.argmax(np.where(legal, logits, -np.inf), axis=1)
-        return [int(a) for a in chosen]
+        return [(int(a), None) for a in chosen]
 
 
 class MCTSPlayer(SearchPlayer):
-    """AlphaZero's ``trimcts`` search (``TreeSearcher``) of ``mcts_cfg.variant``, without noise.
-    ``peek=True``: the search knows the future hands (only for measuring what that is worth)."""
+    """AlphaZero's ``trimcts`` search (``tree_searcher``) of ``mcts_cfg.variant``, without
+    noise. ``peek=True``: the search knows the future hands (only for measuring what that is
+    worth)."""
 
     def __init__(self, evaluator: Evaluator, mcts_cfg: MCTSConfig, *, peek: bool = False) -> None:
-        super().__init__(TreeSearcher(evaluator, mcts_cfg, noise=False, peek=peek))
+        settings = SearchSettings.of(mcts_cfg, noise=False)
+        super().__init__(tree_searcher(evaluator, settings, peek=peek))
 
 
 def uniform_mcts_player(simulations: int = 128, mcts_cfg: MCTSConfig | None = None) -> MCTSPlayer:
@@ -224,8 +232,9 @@ def _play_together(
         if not running:
             break
         games = list(running)
-        actions = player.choose_together([running[i] for i in games], [states[i] for i in games])
-        for i, action in zip(games, actions, strict=True):
+        chosen = player.choose_together([running[i] for i in games], [states[i] for i in games])
+        for i, (action, searches) in zip(games, chosen, strict=True):
+            running[i] = searches
             states[i].step(action)
             moves[i] += 1
             if states[i].is_over():

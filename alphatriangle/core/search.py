@@ -1,50 +1,118 @@
-"""The search: ``trimcts`` MCTS, the leaf evaluators it calls, and the choice of a move.
+"""The search seam: one settings object, a searcher per variant, the leaf evaluators.
 
-- ``GameSearch`` runs the searches of one game, each from a root that does not know the real
-  game's future hands (``fair_root``), reusing subtrees only while they match the real game;
-  ``search_games`` runs the next search of many games in lockstep, one network call for the
-  pending leaves of all their trees (``search_many``, the patched ``trimcts`` entry point);
-- ``search(root, evaluator, mcts_cfg, ...)`` runs one search from ``root`` (``trimcts.run_mcts``,
-  one dict of priors per leaf);
-- ``UniformEvaluator`` and ``NetworkEvaluator`` value leaves, as dicts (``evaluate_batch``) or
-  as dense arrays (``evaluate_arrays``);
-- ``search_gumbel_many`` runs Gumbel searches in lockstep (``mcts.variant = "gumbel"``): the
-  patched ``trimcts`` picks the move and the improved policy that is the training target;
+- ``SearchSettings`` holds every setting of a search, frozen, built once from ``[mcts]`` (and
+  ``[muzero]``) when a searcher is built; the searcher holds it and the C++ search reads it.
+- ``Searcher`` is what self-play and the players drive: an object per game, the next search of
+  many games in lockstep, and the move each game played (which returns the game's new object).
+- ``tree_searcher`` builds AlphaZero's search on the real game, deciding the variant once:
+  ``PuctSearcher`` (the patched ``trimcts`` ``run_mcts_many_cpp``: PUCT, tree reuse, Dirichlet
+  noise) or ``GumbelSearcher`` (``run_gumbel_many_cpp``: Gumbel-top-k and sequential halving,
+  whose rules ``core.gumbel_rules`` defines). MuZero's searcher is ``core.muzero.search``'s.
+- Every search starts from a ``fair_root``, which does not know the real game's future hands;
+  every random draw of a search (the root's seed, its noise) comes from the game's generator.
+- ``UniformEvaluator`` and ``NetworkEvaluator`` value leaves as dense arrays
+  (``evaluate_arrays``), one call for the pending leaves of all the trees.
 - ``visit_distribution`` and ``choose_action`` turn PUCT's visit counts into a policy and a move.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import numpy as np
 import torch
 import trimcts.trimcts_cpp as engine
 from trianglengin import GameState
-from trimcts import SearchConfiguration, run_mcts
 
-from alphatriangle.core.config import MCTSConfig
+from alphatriangle.core.config import MCTSConfig, MuZeroConfig
 from alphatriangle.core.features import extract_batch, valid_mask_from_grid
 from alphatriangle.core.network import AlphaTriangleNet
-
-PolicyValue = tuple[dict[int, float], float]
-"""A prior over the state's legal actions, and the state's value on the final-score scale."""
 
 PriorsValues = tuple[np.ndarray, np.ndarray]
 """Priors float32 ``[B, A]`` by action id (zero off the legal actions) and values float32 ``[B]``."""
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """Every setting of one searcher, fixed when it is built (``SearchSettings.of``).
+
+    The fields of ``MCTSConfig`` (whose field documentation says what each does), whether the
+    root gets noise, and the latent search's settings from ``[muzero]``. The C++ searches read
+    theirs from this object: ``simulations``, ``max_depth``, ``mcts_batch_size``, ``cpuct``,
+    ``dirichlet_epsilon``, and Gumbel's ``considered_actions``, ``c_visit``, ``c_scale``.
+    """
+
+    variant: Literal["puct", "gumbel"]
+    simulations: int
+    cpuct: float
+    dirichlet_alpha: float
+    dirichlet_epsilon: float
+    mcts_batch_size: int
+    max_depth: int
+    temperature: float
+    temperature_moves: int
+    tree_reuse: bool
+    considered_actions: int
+    c_visit: float
+    c_scale: float
+    noise: bool
+    """Root noise, for self-play: PUCT's Dirichlet noise, Gumbel's g(a). Off: a player."""
+    discount: float
+    """The latent search's discount of backed-up returns (``[muzero] discount``)."""
+    pb_c_init: float
+    """c1 of the latent search's PUCT rule (``[muzero] pb_c_init``)."""
+    pb_c_base: float
+    """c2 of the latent search's PUCT rule (``[muzero] pb_c_base``)."""
+
+    @classmethod
+    def of(
+        cls, mcts: MCTSConfig, *, noise: bool, muzero: MuZeroConfig | None = None
+    ) -> SearchSettings:
+        """``mcts``' settings, ``noise``, and the latent search's from ``muzero`` (its defaults
+        when None). Every ``MCTSConfig`` field is carried: a new one must be added here."""
+        latent = muzero or MuZeroConfig()
+        return cls(
+            **mcts.model_dump(),
+            noise=noise,
+            discount=latent.discount,
+            pb_c_init=latent.pb_c_init,
+            pb_c_base=latent.pb_c_base,
+        )
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The search of one real game state; ``A`` = action ids.
+
+    Attributes:
+        visits: simulations that went through each legal root action.
+        policy: float32 ``[A]``, the training target: PUCT's visit distribution, or Gumbel's
+            improved policy ``softmax(logits + sigma(completed Q))`` over the legal actions.
+        action: the move Gumbel search chose (the last survivor of sequential halving); None
+            for PUCT, whose move the caller picks from ``policy``.
+        depth: mean depth of the search's simulations.
+        root_value: the search's value of the root (MuZero's latent search); None when the
+            search reports none (the ``trimcts`` searches).
+        tree: the ``trimcts`` tree of a PUCT search, whose subtree of the played move the next
+            search may start from; None for the other searches.
+    """
+
+    visits: dict[int, int]
+    policy: np.ndarray
+    action: int | None
+    depth: float
+    root_value: float | None = None
+    tree: object | None = None
+
+
 class Evaluator(Protocol):
-    """What the searches call to evaluate leaves: ``trimcts.run_mcts`` the dict methods, the
-    lockstep search (``search_many``) ``evaluate_arrays``. Both give the same numbers."""
+    """What the C++ searches call to evaluate a batch of leaves (the pending leaves of all the
+    trees of a lockstep)."""
 
-    def evaluate_state(self, state: GameState) -> PolicyValue: ...
-
-    def evaluate_batch(self, states: list[GameState]) -> list[PolicyValue]: ...
-
-    def evaluate_arrays(self, states: list[GameState]) -> PriorsValues: ...
+    def evaluate_arrays(self, states: Sequence[GameState]) -> PriorsValues: ...
 
 
 def action_dim(state: GameState) -> int:
@@ -53,34 +121,32 @@ def action_dim(state: GameState) -> int:
     return int(cfg.NUM_SHAPE_SLOTS * cfg.ROWS * cfg.COLS)
 
 
-def dense(results: Sequence[PolicyValue], actions: int) -> PriorsValues:
-    """``evaluate_batch`` results as ``evaluate_arrays`` ones."""
-    priors = np.zeros((len(results), actions), dtype=np.float32)
-    for row, (policy, _) in zip(priors, results, strict=True):
-        row[np.fromiter(policy.keys(), dtype=np.int64, count=len(policy))] = np.fromiter(
-            policy.values(), dtype=np.float64, count=len(policy)
-        )
-    values = np.array([value for _, value in results], dtype=np.float64).astype(np.float32)
-    return priors, values
+def legal_mask(state: GameState) -> np.ndarray:
+    """bool ``[A]``: the legal actions of ``state``."""
+    mask = np.zeros(action_dim(state), dtype=bool)
+    mask[list(state.valid_actions())] = True
+    return mask
 
 
 class UniformEvaluator:
-    """Uniform prior over the legal moves; value = the score already banked.
+    """Uniform prior over the legal moves; value = the score already banked (``value``).
 
     The value is on the scale of ``trimcts``' terminal outcome (the final game score), so a
     search with this evaluator does not prefer ending the game over continuing it.
     """
 
-    def evaluate_state(self, state: GameState) -> PolicyValue:
-        actions = state.valid_actions()
-        prior = 1.0 / len(actions) if actions else 0.0
-        return dict.fromkeys(actions, prior), state.game_score()
+    def evaluate_arrays(self, states: Sequence[GameState]) -> PriorsValues:
+        priors = np.zeros((len(states), action_dim(states[0])), dtype=np.float32)
+        for row, state in zip(priors, states, strict=True):
+            actions = list(state.valid_actions())
+            if actions:
+                row[actions] = 1.0 / len(actions)
+        values = np.fromiter((self.value(s) for s in states), dtype=np.float64, count=len(states))
+        return priors, values.astype(np.float32)
 
-    def evaluate_batch(self, states: list[GameState]) -> list[PolicyValue]:
-        return [self.evaluate_state(s) for s in states]
-
-    def evaluate_arrays(self, states: list[GameState]) -> PriorsValues:
-        return dense(self.evaluate_batch(states), action_dim(states[0]))
+    def value(self, state: GameState) -> float:
+        """A leaf's value, on the final-score scale."""
+        return state.game_score()
 
 
 class NetworkEvaluator:
@@ -104,27 +170,9 @@ class NetworkEvaluator:
         self.model.load_state_dict(state_dict)
         self.model.eval()
 
-    def evaluate_state(self, state: GameState) -> PolicyValue:
-        return self.evaluate_batch([state])[0]
-
-    def evaluate_batch(self, states: Sequence[GameState]) -> list[PolicyValue]:
-        """One forward pass over the ``B`` states; per state, (prior over its legal actions, value)."""
-        probs, mask, values = self._forward(states)
-        results: list[PolicyValue] = []
-        for i in range(len(states)):
-            actions = np.flatnonzero(mask[i])
-            policy = dict(zip(actions.tolist(), probs[i, actions].tolist(), strict=True))
-            results.append((policy, float(values[i])))
-        return results
-
     def evaluate_arrays(self, states: Sequence[GameState]) -> PriorsValues:
-        """``evaluate_batch`` as dense arrays, without a dict per state."""
-        probs, _, values = self._forward(states)
-        return probs, values.astype(np.float32)
-
-    def _forward(self, states: Sequence[GameState]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Priors float32 ``[B, A]`` (zero off the legal actions), the legal mask, and values
-        float64 ``[B]`` (banked score + clipped predicted gain)."""
+        """One forward pass over the ``B`` states: priors float32 ``[B, A]`` (zero off the legal
+        actions) and values float32 ``[B]`` (banked score + clipped predicted gain)."""
         grid, other = extract_batch(states)
         mask = valid_mask_from_grid(grid)  # [B, A]
         with torch.inference_mode():
@@ -133,35 +181,13 @@ class NetworkEvaluator:
             )
             mask_t = torch.from_numpy(mask).to(self.device)
             logits = logits.masked_fill(~mask_t, -torch.inf)
-            # A terminal state has no legal action; keep its row finite (its dict is empty anyway).
+            # A terminal state has no legal action; keep its row finite (the search reads none).
             logits = logits.masked_fill(~mask_t.any(dim=1, keepdim=True), 0.0)
             probs = torch.softmax(logits, dim=1).cpu().numpy()
             gain = (value.clamp(min=0.0) * self.value_scale).cpu().numpy()
         self.evaluations += len(states)
         banked = np.fromiter((s.game_score() for s in states), dtype=np.float64, count=len(states))
-        return probs, mask, banked + gain.astype(np.float64)
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """The search of one real game state; ``A`` = action ids.
-
-    Attributes:
-        visits: simulations that went through each legal root action.
-        policy: float32 ``[A]``, the training target: PUCT's visit distribution, or Gumbel's
-            improved policy ``softmax(logits + sigma(completed Q))`` over the legal actions.
-        action: the move Gumbel search chose (the last survivor of sequential halving); None
-            for PUCT, whose move the caller picks from ``policy``.
-        depth: mean depth of the search's simulations.
-        root_value: the search's value of the root (MuZero's latent search); None when the
-            search reports none (the ``trimcts`` searches).
-    """
-
-    visits: dict[int, int]
-    policy: np.ndarray
-    action: int | None
-    depth: float
-    root_value: float | None = None
+        return probs, (banked + gain.astype(np.float64)).astype(np.float32)
 
 
 def fair_root(state: GameState, seed: int) -> GameState:
@@ -177,65 +203,13 @@ def hand_size(state: GameState) -> int:
     return sum(shape is not None for shape in state.get_shapes())
 
 
-class GameSearch:
-    """The searches of one game, none of which can know the pieces the game has not dealt yet.
-
-    The hand is refilled at random once its last piece is played, and a state's ``copy()``
-    carries the generator that deals the refills, so a tree grown from copies of the real game
-    would deal itself exactly the hands the real game deals next. Each search here starts from
-    ``fair_root(state, seed)`` instead, with ``seed`` drawn from ``rng`` (the player's generator,
-    so that runs stay reproducible): the tree plans over one possible future (a single
-    determinization), and two games that differ only in their generators get the same search.
-
-    With ``mcts_cfg.tree_reuse``, the subtree of the played move becomes the next root while it
-    still matches the real game: a move that plays the hand's last piece makes the real game
-    deal a new hand, and the subtree's states hold a hand of the old determinization, so the
-    next search grows a new tree.
-
-    ``peek=True`` is the search as it was before this rule, from copies of the real game, kept
-    only to measure what knowing the future was worth (``bench/fair_play.py``).
-
-    With ``mcts_cfg.variant == "gumbel"`` every search grows a new tree, and with ``noise`` its
-    root Gumbel noise is drawn from ``rng`` too.
-    """
-
-    def __init__(
-        self,
-        evaluator: Evaluator,
-        mcts_cfg: MCTSConfig,
-        rng: np.random.Generator,
-        *,
-        noise: bool,
-        peek: bool = False,
-    ) -> None:
-        self.evaluator = evaluator
-        self.mcts_cfg = mcts_cfg
-        self.rng = rng
-        self.noise = noise
-        self.peek = peek
-        self._tree: object | None = None
-        self._last_action = -1
-        self._searched: object | None = None
-
-    def run(self, state: GameState) -> SearchResult:
-        """Search the (non-terminal) real ``state``."""
-        return search_games([self], [state])[0]
-
-    def _gumbel(self, actions: int) -> np.ndarray:
-        """Gumbel search's root noise g(a), float32 ``[A]``, from the player's generator; zeros
-        without noise (the search then plays the greedy move)."""
-        if not self.noise:
-            return np.zeros(actions, np.float32)
-        return self.rng.gumbel(size=actions).astype(np.float32)
-
-    def _root(self, state: GameState) -> GameState:
-        return state.copy() if self.peek else fair_root(state, int(self.rng.integers(2**32)))
-
-    def played(self, state: GameState, action: int) -> None:
-        """The real game plays ``action`` from ``state`` (call before stepping ``state``)."""
-        keep = self.mcts_cfg.tree_reuse and (self.peek or hand_size(state) > 1)
-        self._tree, self._last_action = (self._searched, action) if keep else (None, -1)
-        self._searched = None
+def dirichlet_noise(rng: np.random.Generator, legal: np.ndarray, alpha: float) -> np.ndarray:
+    """PUCT's root noise: float64 ``[A]``, one Dirichlet(alpha) sample over the legal actions
+    (bool ``[A]``) in action-id order, zero elsewhere. The root's priors become
+    ``(1 - dirichlet_epsilon) * prior + dirichlet_epsilon * noise``."""
+    noise = np.zeros(legal.shape[0])
+    noise[legal] = rng.dirichlet(np.full(int(legal.sum()), alpha))
+    return noise
 
 
 GameT = TypeVar("GameT")
@@ -244,190 +218,182 @@ GameT = TypeVar("GameT")
 class Searcher(Protocol[GameT]):
     """An algorithm's search as self-play and the players drive it: an object per game
     (``game``, from the game's generator), the next search of many games at once (``search``,
-    on their real, non-terminal states), and the move each game played (``played``).
-    ``mcts_cfg`` gives the simulations and the temperature of moves chosen from visits."""
+    on their real, non-terminal states), and the game's object after it played ``action``
+    (``played``, given that move's search). ``settings`` are the search's, fixed."""
 
-    mcts_cfg: MCTSConfig
+    settings: SearchSettings
 
     def game(self, rng: np.random.Generator) -> GameT: ...
 
     def search(self, games: Sequence[GameT], states: Sequence[GameState]) -> list[SearchResult]: ...
 
-    def played(self, game: GameT, state: GameState, action: int) -> None: ...
+    def played(self, game: GameT, state: GameState, action: int, result: SearchResult) -> GameT: ...
 
 
-class TreeSearcher:
-    """AlphaZero's search on the real game (``trimcts``, PUCT or Gumbel as ``mcts_cfg.variant``
-    says): a ``GameSearch`` per game, all of them in one lockstep (``search_games``)."""
+@dataclass(frozen=True)
+class GameSearch:
+    """One game's side of AlphaZero's searches, none of which can know the pieces the game has
+    not dealt yet.
+
+    The hand is refilled at random once its last piece is played, and a state's ``copy()``
+    carries the generator that deals the refills, so a tree grown from copies of the real game
+    would deal itself exactly the hands the real game deals next. Each search starts from
+    ``fair_root(state, seed)`` instead, with ``seed`` drawn from ``rng`` (the game's generator,
+    so that runs stay reproducible), then draws the root's noise from ``rng`` too: the tree
+    plans over one possible future (a single determinization), and two games that differ only
+    in their generators get the same search.
+
+    ``subtree``: the previous search's tree and the move played, whose subtree the next PUCT
+    search starts from (``PuctSearcher.played`` keeps it only while it matches the real game).
+    """
+
+    rng: np.random.Generator
+    subtree: tuple[object, int] | None = None
+
+
+class TreeSearcher(ABC):
+    """AlphaZero's search on the real game (``trimcts``): a ``GameSearch`` per game, all the
+    games' searches in one lockstep. ``peek=True`` searches from copies of the real game (the
+    search before the fair-root rule), kept only to measure what knowing the future was worth
+    (``bench/fair_play.py``)."""
 
     def __init__(
-        self, evaluator: Evaluator, mcts_cfg: MCTSConfig, *, noise: bool, peek: bool = False
+        self, evaluator: Evaluator, settings: SearchSettings, *, peek: bool = False
     ) -> None:
         self.evaluator = evaluator
-        self.mcts_cfg = mcts_cfg
-        self.noise = noise
+        self.settings = settings
         self.peek = peek
 
     def game(self, rng: np.random.Generator) -> GameSearch:
-        return GameSearch(self.evaluator, self.mcts_cfg, rng, noise=self.noise, peek=self.peek)
+        return GameSearch(rng)
+
+    @abstractmethod
+    def search(
+        self, games: Sequence[GameSearch], states: Sequence[GameState]
+    ) -> list[SearchResult]: ...
+
+    def played(
+        self, game: GameSearch, state: GameState, action: int, result: SearchResult
+    ) -> GameSearch:
+        return game
+
+    def _root(self, game: GameSearch, state: GameState) -> GameState:
+        return state.copy() if self.peek else fair_root(state, int(game.rng.integers(2**32)))
+
+
+class PuctSearcher(TreeSearcher):
+    """PUCT search (``mcts.variant = "puct"``): visit-count policies, the caller's move;
+    Dirichlet noise on the root's priors when ``settings.noise``; with ``tree_reuse`` the
+    subtree of the played move becomes the next root while it still matches the real game (a
+    move that plays the hand's last piece makes the real game deal a new hand, and the
+    subtree's states hold a hand of the old determinization, so the next search grows a new
+    tree)."""
 
     def search(
         self, games: Sequence[GameSearch], states: Sequence[GameState]
     ) -> list[SearchResult]:
-        return search_games(games, states)
-
-    def played(self, game: GameSearch, state: GameState, action: int) -> None:
-        game.played(state, action)
-
-
-def search_games(games: Sequence[GameSearch], states: Sequence[GameState]) -> list[SearchResult]:
-    """The next search of each game (``games[i]`` on its real, non-terminal ``states[i]``), all
-    in one lockstep: ``search_many`` (PUCT) or ``search_gumbel_many`` (Gumbel), as the games'
-    ``mcts_cfg.variant`` says.
-
-    Each game's result is the one its own ``run`` would give with an evaluator whose output for
-    a state does not depend on the rest of the batch. The games must share their evaluator,
-    search settings and noise.
-    """
-    if not games:
-        return []
-    first = games[0]
-    for game in games[1:]:
-        if (game.evaluator, game.mcts_cfg, game.noise) != (
-            first.evaluator,
-            first.mcts_cfg,
-            first.noise,
-        ):
-            raise ValueError("games searched together must share evaluator, settings and noise")
-    roots = [game._root(state) for game, state in zip(games, states, strict=True)]
-    if first.mcts_cfg.variant == "gumbel":
+        settings = self.settings
+        roots, noise = [], []
+        for game, state in zip(games, states, strict=True):
+            roots.append(self._root(game, state))
+            if settings.noise and settings.dirichlet_epsilon > 0:
+                noise.append(dirichlet_noise(game.rng, legal_mask(state), settings.dirichlet_alpha))
+        raw = puct_many(
+            roots,
+            self.evaluator,
+            settings,
+            np.stack(noise).astype(np.float32) if noise else None,
+            [game.subtree for game in games],
+        )
         actions = action_dim(states[0])
-        gumbel = np.stack([game._gumbel(actions) for game in games])
-        return search_gumbel_many(roots, first.evaluator, first.mcts_cfg, gumbel)
-    results = search_many(
-        roots,
-        first.evaluator,
-        first.mcts_cfg,
-        noise=first.noise,
-        previous=[game._tree for game in games],
-        last_actions=[game._last_action for game in games],
-    )
-    out = []
-    for game, root, (visits, handle, depth) in zip(games, roots, results, strict=True):
-        game._searched = handle
-        policy = visit_distribution(visits, action_dim(root))
-        out.append(SearchResult(visits, policy, None, depth))
-    return out
+        return [
+            SearchResult(visits, visit_distribution(visits, actions), None, depth, tree=tree)
+            for visits, tree, depth in raw
+        ]
+
+    def played(
+        self, game: GameSearch, state: GameState, action: int, result: SearchResult
+    ) -> GameSearch:
+        keep = self.settings.tree_reuse and (self.peek or hand_size(state) > 1)
+        return GameSearch(game.rng, (result.tree, action) if keep else None)
 
 
-def search_many(
+class GumbelSearcher(TreeSearcher):
+    """Gumbel search (``mcts.variant = "gumbel"``): the search chooses the move and its
+    improved policy is the target; every search grows a new tree; with ``settings.noise`` the
+    root's Gumbel noise g(a) is drawn from the game's generator (zeros otherwise: the search
+    plays its greedy move)."""
+
+    def search(
+        self, games: Sequence[GameSearch], states: Sequence[GameState]
+    ) -> list[SearchResult]:
+        actions = action_dim(states[0])
+        roots, gumbel = [], np.zeros((len(games), actions), dtype=np.float32)
+        for row, game, state in zip(gumbel, games, states, strict=True):
+            roots.append(self._root(game, state))
+            if self.settings.noise:
+                row[:] = game.rng.gumbel(size=actions)
+        return gumbel_many(roots, self.evaluator, self.settings, gumbel)
+
+
+def tree_searcher(
+    evaluator: Evaluator, settings: SearchSettings, *, peek: bool = False
+) -> TreeSearcher:
+    """AlphaZero's search with ``evaluator``, of the variant ``settings.variant`` (decided
+    here, once for the searcher)."""
+    kind = {"puct": PuctSearcher, "gumbel": GumbelSearcher}[settings.variant]
+    return kind(evaluator, settings, peek=peek)
+
+
+def puct_many(
     roots: Sequence[GameState],
     evaluator: Evaluator,
-    mcts_cfg: MCTSConfig,
-    *,
-    noise: bool,
-    previous: Sequence[object | None] | None = None,
-    last_actions: Sequence[int] | None = None,
+    settings: SearchSettings,
+    noise: np.ndarray | None = None,
+    subtrees: Sequence[tuple[object, int] | None] | None = None,
 ) -> list[tuple[dict[int, int], object, float]]:
-    """One search per root in lockstep (the patched ``trimcts`` ``run_mcts_many_cpp``): every
-    network call, ``evaluator.evaluate_arrays``, takes the pending leaves of all the trees.
-    Per root: ``(visits over legal root actions, tree handle, mean depth)``; ``previous[i]`` and
-    ``last_actions[i]`` reuse the subtree of that action in that earlier tree.
+    """One PUCT search per root in lockstep (the patched ``trimcts`` ``run_mcts_many_cpp``,
+    whose source comment explains the algorithm): every network call,
+    ``evaluator.evaluate_arrays``, takes the pending leaves of all the trees. ``noise``: None,
+    or float32 ``[R, A]``, each root's ``dirichlet_noise``; ``subtrees[i]``: an earlier tree
+    and the action whose subtree root i starts from. Per root: ``(visits over legal root
+    actions, tree handle, mean depth)``, no visits for a terminal root; each is the search
+    its root would get alone.
 
-    Each tree's search is the one ``search`` would run on its root alone, given an evaluator
-    whose output for a state does not depend on the other states of the call.
+    The trees are built from copies of the roots, random refills included: give them
+    ``fair_root`` s, not the real games.
     """
-    count = len(roots)
+    previous = list(subtrees) if subtrees is not None else [None] * len(roots)
     results: list[tuple[dict[int, int], object, float]] = engine.run_mcts_many_cpp(
         list(roots),
         evaluator,
-        search_configuration(mcts_cfg, noise),
-        list(previous) if previous is not None else [None] * count,
-        list(last_actions) if last_actions is not None else [-1] * count,
+        settings,
+        noise,
+        [kept[0] if kept else None for kept in previous],
+        [kept[1] if kept else -1 for kept in previous],
     )
-    for root, (visits, _, _) in zip(roots, results, strict=True):
-        if not root.is_over() and sum(visits.values()) == 0:
-            raise RuntimeError(
-                f"MCTS returned no visits for a non-terminal state (step {root.current_step})"
-            )
     return results
 
 
-def search_gumbel_many(
+def gumbel_many(
     roots: Sequence[GameState],
     evaluator: Evaluator,
-    mcts_cfg: MCTSConfig,
+    settings: SearchSettings,
     gumbel: np.ndarray,
 ) -> list[SearchResult]:
     """One Gumbel search per root in lockstep (the patched ``trimcts`` ``run_gumbel_many_cpp``,
     whose source comment explains the algorithm), one ``evaluate_arrays`` call for the pending
     leaves of all the trees. ``gumbel`` float32 ``[R, A]``: the root noise g(a) of each root by
-    action id (zeros: a deterministic search). No tree reuse, no Dirichlet noise.
+    action id (zeros: a deterministic search). No tree reuse, no Dirichlet noise. A terminal
+    root gets no visits and no move.
     """
     raw = engine.run_gumbel_many_cpp(
-        list(roots),
-        evaluator,
-        search_configuration(mcts_cfg, noise=False),
-        np.ascontiguousarray(gumbel, dtype=np.float32),
-        mcts_cfg.considered_actions,
-        mcts_cfg.c_visit,
-        mcts_cfg.c_scale,
+        list(roots), evaluator, settings, np.ascontiguousarray(gumbel, dtype=np.float32)
     )
-    results = []
-    for root, (visits, policy, action, depth) in zip(roots, raw, strict=True):
-        if not root.is_over() and action < 0:
-            raise RuntimeError(
-                f"Gumbel search chose no move for a non-terminal state (step {root.current_step})"
-            )
-        results.append(SearchResult(visits, policy, None if action < 0 else int(action), depth))
-    return results
-
-
-def search_configuration(mcts_cfg: MCTSConfig, noise: bool) -> SearchConfiguration:
-    """The ``trimcts`` configuration of ``mcts_cfg``; root Dirichlet noise only when ``noise``."""
-    return SearchConfiguration(
-        max_simulations=mcts_cfg.simulations,
-        max_depth=mcts_cfg.max_depth,
-        cpuct=mcts_cfg.cpuct,
-        dirichlet_alpha=mcts_cfg.dirichlet_alpha,
-        dirichlet_epsilon=mcts_cfg.dirichlet_epsilon if noise else 0.0,
-        discount=1.0,
-        mcts_batch_size=mcts_cfg.mcts_batch_size,
-    )
-
-
-def search(
-    root: GameState,
-    evaluator: Evaluator,
-    mcts_cfg: MCTSConfig,
-    *,
-    noise: bool,
-    previous: object | None = None,
-    last_action: int = -1,
-) -> tuple[dict[int, int], object | None, float]:
-    """One ``run_mcts`` call: ``(visits over legal root actions, tree handle, mean depth)``.
-
-    The tree is built from copies of ``root``, random refills included: give it a
-    ``fair_root`` (``GameSearch`` does), not the real game. ``previous`` and ``last_action``
-    reuse the subtree of ``last_action`` in the tree ``previous`` as the root.
-
-    Raises ``RuntimeError`` when the search returns nothing for a non-terminal state
-    (``trimcts`` reports C++ errors only by returning empty visits).
-    """
-    visits, handle, depth = run_mcts(
-        root,
-        evaluator,
-        search_configuration(mcts_cfg, noise),
-        previous,
-        last_action if previous is not None else -1,
-    )
-    if not visits or sum(visits.values()) == 0:
-        raise RuntimeError(
-            f"MCTS returned no visits for a non-terminal state (step {root.current_step}, "
-            f"{len(root.valid_actions())} legal moves); trimcts hides C++ errors this way - "
-            "see its log output above, and check the evaluator returns (policy, value) pairs"
-        )
-    return visits, handle, depth
+    return [
+        SearchResult(visits, policy, None if action < 0 else int(action), depth)
+        for visits, policy, action, depth in raw
+    ]
 
 
 def visit_distribution(visits: dict[int, int], action_dim: int) -> np.ndarray:

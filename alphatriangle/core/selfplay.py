@@ -5,7 +5,7 @@ network call for the pending leaves of all their trees), with any algorithm's ``
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,13 @@ from trianglengin import EnvConfig, GameState
 
 from alphatriangle.core.config import MCTSConfig
 from alphatriangle.core.features import extract_features, feature_spec, valid_mask_from_grid
-from alphatriangle.core.search import Evaluator, Searcher, TreeSearcher, choose_action
+from alphatriangle.core.search import (
+    Evaluator,
+    Searcher,
+    SearchSettings,
+    choose_action,
+    tree_searcher,
+)
 
 TRAINING_SEED_FLOOR = 1 << 20
 """Training games use seeds at or above this, so low seeds stay held out for evaluation."""
@@ -91,10 +97,10 @@ class SelfPlayGames:
     Every game is the one it would be alone: its own generator (``default_rng(seed)``, for move
     sampling and whatever its searches draw) and its own search object (``searcher.game``).
     Only the network calls are shared: the searches of all running games advance in lockstep.
-    A move is the searcher's choice (Gumbel) or drawn from the visit distribution at
-    ``mcts_cfg.temperature`` for the first ``temperature_moves`` moves, then the most visited.
-    A game that ends is returned by that ``step()`` and the next seed of ``seeds`` starts in its
-    slot; when the seeds run out the slots empty.
+    A move is the searcher's choice (Gumbel) or drawn from the visit distribution at the
+    searcher's ``settings.temperature`` for the first ``settings.temperature_moves`` moves,
+    then the most visited. A game that ends is returned by that ``step()`` and the next seed of
+    ``seeds`` starts in its slot; when the seeds run out the slots empty.
     """
 
     def __init__(
@@ -103,18 +109,13 @@ class SelfPlayGames:
         seeds: Iterable[int],
         games: int,
         *,
-        temperature_moves: int | None = None,
         env_cfg: EnvConfig | None = None,
     ) -> None:
         if games < 1:
             raise ValueError(f"games must be at least 1, got {games}")
         self.searcher = searcher
-        mcts_cfg = self.mcts_cfg = searcher.mcts_cfg
         self.env_cfg = env_cfg
         self.spec = feature_spec(env_cfg)
-        self.moves_with_temperature = (
-            mcts_cfg.temperature_moves if temperature_moves is None else temperature_moves
-        )
         self._seeds: Iterator[int] = iter(seeds)
         self._running: list[_Game] = []
         self.weight_version = -1
@@ -156,14 +157,15 @@ class SelfPlayGames:
             [g.searches for g in self._running], [g.state for g in self._running]
         )
         still = []
+        settings = self.searcher.settings
         for game, result in zip(self._running, results, strict=True):
             grid, other = extract_features(game.state)
             action = result.action
             if action is None:  # PUCT: sample the first moves from the visits, then argmax
-                sampled = len(game.policies) < self.moves_with_temperature
-                temperature = self.mcts_cfg.temperature if sampled else None
+                sampled = len(game.policies) < settings.temperature_moves
+                temperature = settings.temperature if sampled else None
                 action = choose_action(result.policy, temperature, game.rng)
-            self.searcher.played(game.searches, game.state, action)
+            game.searches = self.searcher.played(game.searches, game.state, action, result)
             game.state.step(action)
             game.cleared += game.state.get_last_cleared_triangles()
             game.grids.append(grid)
@@ -207,7 +209,7 @@ class SelfPlayGames:
             score=float(score_arr[-1]),
             length=length,
             triangles_cleared=game.cleared,
-            simulations=length * self.mcts_cfg.simulations,
+            simulations=length * self.searcher.settings.simulations,
             search_depth=float(np.mean(game.depths)) if game.depths else 0.0,
             seed=game.seed,
             actions=np.asarray(game.actions, dtype=np.int64),
@@ -226,15 +228,13 @@ def play_episodes(
     temperature_moves: int | None = None,
     env_cfg: EnvConfig | None = None,
 ) -> list[EpisodeRecord]:
-    """Every seed's AlphaZero episode, ``games`` at a time (``SelfPlayGames`` with a
-    ``TreeSearcher``), in the order they end."""
-    return SelfPlayGames(
-        TreeSearcher(evaluator, mcts_cfg, noise=noise),
-        seeds,
-        games,
-        temperature_moves=temperature_moves,
-        env_cfg=env_cfg,
-    ).play()
+    """Every seed's AlphaZero episode, ``games`` at a time (``SelfPlayGames`` with the
+    ``tree_searcher`` of ``mcts_cfg``), in the order they end; ``temperature_moves`` replaces
+    ``mcts_cfg.temperature_moves`` when given."""
+    settings = SearchSettings.of(mcts_cfg, noise=noise)
+    if temperature_moves is not None:
+        settings = replace(settings, temperature_moves=temperature_moves)
+    return SelfPlayGames(tree_searcher(evaluator, settings), seeds, games, env_cfg=env_cfg).play()
 
 
 def play_episode(
@@ -248,10 +248,11 @@ def play_episode(
 ) -> EpisodeRecord:
     """Play one game from ``GameState(initial_seed=seed)`` choosing every move by MCTS.
 
-    The first ``temperature_moves`` moves (``mcts_cfg.temperature_moves`` when None) are sampled
-    from the visit distribution at ``mcts_cfg.temperature``; later moves take the most visited
-    action. Root Dirichlet noise is on when ``noise``. Every search is a ``GameSearch`` one: it
-    cannot know the hands the game deals next, and reuses the played move's subtree (when
+    The first ``temperature_moves`` moves (``mcts_cfg.temperature_moves`` when None) of a PUCT
+    search are sampled from the visit distribution at ``mcts_cfg.temperature``; later moves take
+    the most visited action; a Gumbel search plays its own choice. Root noise (drawn from the
+    game's generator) is on when ``noise``. Every search is a ``GameSearch`` one: it cannot
+    know the hands the game deals next, and reuses the played move's subtree (PUCT with
     ``mcts_cfg.tree_reuse``) only until the game deals a new hand.
     """
     [record] = play_episodes(

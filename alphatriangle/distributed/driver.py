@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import ray
 import torch
 
 from alphatriangle import metric_names as m
+from alphatriangle import stopping
 from alphatriangle.core.algorithm import learner_sample_cost
 from alphatriangle.core.buffer import snapshot_problem
 from alphatriangle.core.config import AlphaTriangleConfig
@@ -77,12 +77,14 @@ def train(
     stops the loop (an error included), the final checkpoint is saved on the way out, and the
     run's end is recorded: FINISHED at ``max_steps``, STOPPED when a signal asked for it (both
     saved; MLflow shows FINISHED), FAILED otherwise, each with its reason. ``tags`` are set on
-    the MLflow run at each start (where it came from: command, code version, user).
+    the MLflow run at each start (where it came from: command, code version, user). A signal
+    during start-up, before the run has changed anything, raises ``KeyboardInterrupt``
+    instead (see ``alphatriangle.stopping``).
     """
     launched = time.monotonic()
     with (
+        stopping.handled(),
         RunLock(run.run_dir),
-        _stop_on_signals() as stop,
         _ray_session(address, run),
         _sidecar_loss_reported(run),
     ):
@@ -96,18 +98,18 @@ def train(
             simulations=cfg.mcts.simulations,
             sample_cost=learner_sample_cost(cfg),
         )
-        atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
         start_actor(run, metric_config())
         # Built while the sidecar's process starts: both take seconds.
         learner = Learner(cfg, "cuda" if gpu else "cpu")
         stats = connect(run)
         start_step = _resume(stats, learner, run, on_start)
+        atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
         stats.set_status("RUNNING")
         stats.set_tags(tags or {})
         pipeline = _Pipeline(cfg, run, stats, learner, workers)
         status, reason, diverged = "FAILED", "failed", None  # until the loop says otherwise
         try:
-            while learner.counters.step < cfg.train.max_steps and not stop.requested:
+            while learner.counters.step < cfg.train.max_steps and not stopping.requested():
                 can_train = learner.can_train()
                 # Block for episodes only when the learner has nothing to do.
                 pipeline.collect(timeout=0.0 if can_train else 0.25)
@@ -116,8 +118,8 @@ def train(
                         f"first gradient step {time.monotonic() - launched:.1f} s after launch"
                     )
                 pipeline.poll(on_progress)
-            if stop.requested:
-                status, reason = "STOPPED", f"stopped by {stop.signal}"
+            if stopping.requested():
+                status, reason = "STOPPED", f"stopped by {stopping.received()}"
             else:
                 status, reason = "FINISHED", "finished (max steps reached)"
         except NonFiniteLossError as err:
@@ -128,7 +130,7 @@ def train(
         finally:
             # Reached on success, on a signal and on an error alike: stop self-play, then save
             # everything trained so far, so a restart by name loses nothing.
-            saved = pipeline.close(status, reason, lambda: stop.requested, on_start)
+            saved = pipeline.close(status, reason, stopping.requested, on_start)
     if diverged is not None:
         raise NonFiniteLossError(
             f"{diverged}; training stopped, and the newest checkpoint ({saved or 'none'}) holds "
@@ -136,7 +138,13 @@ def train(
         )
     moves_per_s, samples_per_s = pipeline.meter.rates()
     return TrainResult(
-        run, start_step, learner.counters.step, stop.requested, saved, moves_per_s, samples_per_s
+        run,
+        start_step,
+        learner.counters.step,
+        status == "STOPPED",
+        saved,
+        moves_per_s,
+        samples_per_s,
     )
 
 
@@ -242,6 +250,9 @@ def _resume(
             f"run {run.run_name!r} cannot be resumed, {err.cause}; move the bad files out of "
             f"{run.checkpoint_dir} or use a new --run-name"
         ) from None
+    # Nothing of the run was written up to here: a signal before this line leaves it as it
+    # was (a finished run stays FINISHED); after it, a signal stops training with a final save.
+    stopping.run_started()
     for warning in ckpt.warnings if ckpt else []:
         on_start(f"warning: {warning}")
     if ckpt is None and run.exists():
@@ -364,54 +375,63 @@ def _sidecar_loss_reported(run: RunContext) -> Iterator[None]:
         ) from None
 
 
-@dataclass
-class _StopFlag:
-    requested: bool = False
-    signal: str | None = None
-    """The name of the first signal that asked to stop."""
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[_StopFlag]:
-    """First SIGINT/SIGTERM asks the loop to stop and save; a second SIGINT exits at once.
-
-    Exiting at once loses at most the work since the last checkpoint: every file the sidecar
-    writes is written atomically, so nothing on disk is left half-written.
-    """
-    flag = _StopFlag()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if flag.requested and signum == signal.SIGINT:
-            os._exit(130)
-        flag.requested = True
-        flag.signal = flag.signal or signal.Signals(signum).name
-        print(
-            f"\n{signal.Signals(signum).name}: stopping, saving a final checkpoint "
-            "(Ctrl-C again to quit at once)",
-            flush=True,
-        )
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 @contextmanager
 def _ray_session(address: str | None, run: RunContext) -> Iterator[None]:
-    """Join the cluster at ``address``, or start a local one sized to this machine."""
-    if address:
-        ray.init(address=address, namespace=run.namespace, log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=os.cpu_count() or 1,
-            include_dashboard=False,
-            namespace=run.namespace,
-            log_to_driver=False,
-        )
+    """Join the cluster at ``address``, or start a local one sized to this machine; SIGINT and
+    SIGTERM stay with ``alphatriangle.stopping`` throughout."""
+    try:
+        with _ray_init_leaves_signals_to_us():
+            if address:
+                ray.init(address=address, namespace=run.namespace, log_to_driver=False)
+            else:
+                ray.init(
+                    num_cpus=os.cpu_count() or 1,
+                    include_dashboard=False,
+                    namespace=run.namespace,
+                    log_to_driver=False,
+                )
+        stopping.check()
+        yield
+    finally:
+        # Also after a signal that interrupted ray.init: what it had started is stopped here.
+        ray.shutdown()
+
+
+@contextmanager
+def _ray_init_leaves_signals_to_us() -> Iterator[None]:
+    """Keep ``ray.init`` from taking SIGTERM over, and from being cut short where that breaks
+    Ray, so that a signal at any moment of start-up stops the run as a Ctrl-C does.
+
+    ray.init takes SIGTERM three times (its docstring says it overwrites the driver's
+    handler): its own Python handler exits with code 15; its local node's kills the node's
+    processes and exits 1; the driver's core worker installs Abseil's crash handler, which
+    prints a native stack dump and aborts the process (exit 134) 3 s later. The first two go
+    through ``ray._private.utils.set_sigterm_handler``, which does nothing meanwhile; the
+    third is Ray's documented ``RAY_DISABLE_FAILURE_SIGNAL_HANDLER`` switch, turned on for
+    this process only (in the environment, Ray's workers would inherit it), where Ray's
+    ``faulthandler`` still prints the Python stacks of a crash. What the node's handler would
+    clean up, ``ray.shutdown`` does on every way out, and the node's processes die with the
+    driver when it quits at once (Ray's fate sharing).
+
+    A ``KeyboardInterrupt`` while the driver connects to the node (about a second, after the
+    node's processes have started) leaves a half-made core worker that crashes the process
+    when it exits (SIGSEGV): a signal then waits for ``connect`` to return.
+    """
+    utils, constants, worker = ray._private.utils, ray._private.ray_constants, ray._private.worker
+    stand_ins: list[tuple[Any, str, Any]] = [
+        (utils, "set_sigterm_handler", _leave_sigterm_alone),
+        (constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", True),
+        (worker, "connect", stopping.uninterrupted(worker.connect)),
+    ]
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in stand_ins]
+    for owner, name, value in stand_ins:
+        setattr(owner, name, value)
     try:
         yield
     finally:
-        ray.shutdown()
+        for owner, name, value in originals:
+            setattr(owner, name, value)
+
+
+def _leave_sigterm_alone(handler: Callable[[int, FrameType | None], None]) -> None:
+    """Stands in for ``ray._private.utils.set_sigterm_handler`` while ``ray.init`` runs."""
