@@ -12,6 +12,10 @@ is declared in ``alphatriangle.distributed.metrics``.
 
 LOSS_POLICY = "loss/policy"
 LOSS_VALUE = "loss/value"
+"""Grows in a healthy run: its targets (the score still to come) grow with the games."""
+LOSS_VALUE_NORMALIZED = "loss/value_normalized"
+"""``loss/value``'s squared error over the variance of the batch's targets (1 - R² of the value
+head on the trained batch): it falls as the value head learns, however long the games grow."""
 LOSS_REWARD = "loss/reward"
 """MuZero: the dynamics' reward loss over the unrolled steps."""
 LOSS_CONSISTENCY = "loss/consistency"

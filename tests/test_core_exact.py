@@ -18,7 +18,11 @@ from alphatriangle.core.features import (
     feature_spec,
 )
 from alphatriangle.core.network import AlphaTriangleNet
-from alphatriangle.core.optimization import make_optimizer, make_scheduler
+from alphatriangle.core.optimization import (
+    make_optimizer,
+    make_scheduler,
+    normalized_value_loss,
+)
 from alphatriangle.core.search import choose_action, visit_distribution
 from alphatriangle.core.training import train_step
 from alphatriangle.errors import NonFiniteLossError
@@ -107,6 +111,10 @@ def test_train_step_loss_gradient_and_priorities_by_hand() -> None:
     result = train_step(model, optimizer, make_scheduler(optimizer, cfg), batch, cfg)
     assert result.metrics["loss/policy"] == pytest.approx(np.mean(policy_loss), abs=1e-6)
     assert result.metrics["loss/value"] == pytest.approx(np.mean(np.square(error)), abs=1e-6)
+    # Scaled targets 1.2 and 0.3: population variance 0.45² = 0.2025.
+    assert result.metrics["loss/value_normalized"] == pytest.approx(
+        np.mean(np.square(error)) / 0.2025, abs=1e-6
+    )
     assert result.metrics["loss/total"] == pytest.approx(total, abs=1e-6)
     grad = model.value[-1].bias.grad
     assert grad is not None
@@ -146,3 +154,12 @@ def test_choose_action_argmax_ties_to_lowest_and_temperature_sharpens() -> None:
     # Temperature 1 samples the visit distribution itself.
     draws = [choose_action(policy, 1.0, rng) for _ in range(20_000)]
     assert np.mean(draws) == pytest.approx(0.8, abs=0.01)
+
+
+def test_the_normalized_value_loss_is_the_error_over_the_targets_variance() -> None:
+    errors = torch.tensor([1.0, -1.0, 2.0])
+    # Targets 0, 2, 4: population variance 8/3; mean squared error 2.
+    assert normalized_value_loss(errors, torch.tensor([0.0, 2.0, 4.0])) == {
+        "loss/value_normalized": pytest.approx(2.0 / (8.0 / 3.0))
+    }
+    assert normalized_value_loss(errors, torch.tensor([5.0, 5.0, 5.0])) == {}

@@ -62,8 +62,13 @@ def test_eval_writes_table_and_json_with_the_right_seeds(trained: Path) -> None:
         assert summary["games"] == 3
         assert len(summary["scores"]) == len(summary["lengths"]) == 3
         assert summary["mean"] == pytest.approx(sum(summary["scores"]) / 3)
-    run_id = json.loads(ctx.run_json.read_text())["mlflow_run_id"]
+    parent = json.loads(ctx.run_json.read_text())["mlflow_run_id"]
     client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+    experiment_id = client.get_run(parent).info.experiment_id
+    [run] = client.search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{parent}' and params.seeds = '5:8'"
+    )
+    run_id = run.info.run_id
     [point] = client.get_metric_history(run_id, "eval_cli/network/mean")
     assert point.step == 4
     assert point.value == pytest.approx(report["players"]["network"]["mean"])

@@ -159,10 +159,14 @@ def test_a_run_whose_every_save_failed_ends_failed_in_one_line_and_is_not_starte
     # Recorded as failed, not left RUNNING (which `runs` would show as DIED).
     record = json.loads(ctx.run_json.read_text())
     mlflow = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
-    assert (record["status"], mlflow.get_run(record["mlflow_run_id"]).info.status) == (
-        "FAILED",
-        "FAILED",
-    )
+    run = mlflow.get_run(record["mlflow_run_id"])
+    assert (record["status"], run.info.status) == ("FAILED", "FAILED")
+    # Why, in one line: the save that failed, and the error's type and first line.
+    assert run.data.tags["trieye.end_reason"] == record["end_reason"], record
+    assert re.fullmatch(
+        r"failed: the final checkpoint \(step \d+\) could not be written: \w+Error: .+",
+        record["end_reason"],
+    ), record
     assert re.search(r"nosave +│ FAILED", run_cli(workdir, "runs").stdout)
 
     again = run_cli(workdir, *train_args("--run-name", "nosave", "--max-steps", "4"))

@@ -423,11 +423,18 @@ def test_muzero_self_play_of_k_games_delivers_trajectories_the_learner_trains_on
         assert not record.policy[~record.valid_mask].any()
         learner.add_episode(record)
     batch = learner.buffer.sample(cfg.train.batch_size)
+    learner.model.train()  # as the step computes its losses
+    with torch.no_grad():
+        _, _, errors = unrolled_loss(learner.model, batch, cfg, torch.device("cpu"))
     first = learner.step(batch)
     for _ in range(30):
         last = learner.step(batch)
     assert {"loss/policy", "loss/value", "loss/reward", "loss/total"} <= set(first)
     assert last["loss/total"] < first["loss/total"]  # it fits a fixed batch
+    # The first step's value errors against the variance of their n-step targets.
+    targets = batch.target_value[:, 0].astype(np.float64)
+    expected = np.mean(errors.numpy().astype(np.float64) ** 2) / targets.var()
+    assert first["loss/value_normalized"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_the_same_seed_plays_the_same_muzero_game() -> None:

@@ -48,8 +48,14 @@ def test_sigterm_while_training_saves_a_final_checkpoint_and_the_run_resumes_the
     ctx = run_context("term", workdir / "data")
     assert manifest_steps(ctx.checkpoint_dir)[-1] == step
     assert manifest_steps(ctx.buffer_dir)[-1] == step
-    assert json.loads(ctx.run_json.read_text())["status"] == "KILLED"
-    assert re.search(rf"term +│ KILLED +│ {step} ", ok(run_cli(workdir, "runs")))
+    record = json.loads(ctx.run_json.read_text())
+    assert (record["status"], record["end_reason"]) == ("STOPPED", "stopped by SIGTERM")
+    mlrun = MlflowClient(ctx.mlflow_tracking_uri).get_run(record["mlflow_run_id"])
+    assert (mlrun.info.status, mlrun.data.tags["trieye.end_reason"]) == (
+        "FINISHED",
+        "stopped by SIGTERM",
+    )
+    assert re.search(rf"term +│ STOPPED +│ {step} ", ok(run_cli(workdir, "runs")))
 
     again = ok(run_cli(workdir, *train_args("--run-name", "term", "--max-steps", str(step + 2))))
     assert f"resumed 'term' at step {step} from {ctx.checkpoint_dir}" in again

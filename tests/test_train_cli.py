@@ -181,7 +181,7 @@ def test_a_second_trainer_is_refused_and_sigint_saves_for_the_next_start(workdir
     final = re.search(r"stopped 'sig' at step (\d+)", out)
     assert final, out
     step = int(final.group(1))
-    assert json.loads(ctx.run_json.read_text())["status"] == "KILLED"
+    assert json.loads(ctx.run_json.read_text())["status"] == "STOPPED"
 
     out = ok(_train(workdir, "--run-name", "sig", "--max-steps", str(step + 2)))
     assert f"resumed 'sig' at step {step} from" in out

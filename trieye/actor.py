@@ -71,7 +71,14 @@ class TrieyeActor:
             record.client_events = {}
         self._intake = Intake(config, record, restarted, ctx.run_name)
         outages = Outages(ctx.run_name)
-        self._run = RunLifecycle(ctx, record, self._intake.restarts, outages, self._intake.progress)
+        self._run = RunLifecycle(
+            ctx,
+            record,
+            self._intake.restarts,
+            outages,
+            self._intake.progress,
+            experiment_kind=config.experiment_kind,
+        )
         self._sinks = SinkWriter(
             {
                 "tensorboard": TensorBoardSink(ctx.tensorboard_dir),
@@ -199,11 +206,17 @@ class TrieyeActor:
             **counters,
         }
 
-    def set_status(self, status: str) -> None:
-        """Record `status` in run.json and as the MLflow run status."""
+    def set_status(self, status: str, reason: str | None = None) -> None:
+        """Record `status` (and why the run ended) in run.json and MLflow (see
+        `RunLifecycle.set_status`)."""
         with self._sink_lock:
             self._open()
-            self._run.set_status(status)
+            self._run.set_status(status, reason)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        with self._sink_lock:
+            self._open()
+            self._run.set_tags(tags)
 
     def log_params(self, params: Mapping[str, Any]) -> list[str]:
         """Log (flattened) params; return the keys whose value differs from an earlier session

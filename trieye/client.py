@@ -327,9 +327,15 @@ class TrieyeClient:
         info: dict[str, Any] = self._get(self._actor.run_info.remote())
         return info
 
-    def set_status(self, status: str) -> None:
-        """Set the run status (RUNNING, FINISHED, FAILED, KILLED) in run.json and MLflow."""
-        self._get(self._actor.set_status.remote(status))
+    def set_status(self, status: str, reason: str | None = None) -> None:
+        """Set the run status in run.json and MLflow: RUNNING, FINISHED, STOPPED (asked to
+        stop, its work saved: MLflow shows it as FINISHED), FAILED or KILLED; `reason` says why
+        the run ended (run.json's ``end_reason``, the MLflow tag ``trieye.end_reason``)."""
+        self._get(self._actor.set_status.remote(status, reason))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set MLflow tags of the run, e.g. ``mlflow.source.name`` or ``mlflow.note.content``."""
+        self._get(self._actor.set_tags.remote(dict(tags)))
 
     def log_params(self, params: dict[str, Any]) -> list[str]:
         """Log nested params as MLflow params; returns keys whose value changed on a resume."""

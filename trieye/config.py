@@ -77,6 +77,11 @@ class TrieyeConfig(BaseModel):
     pins its state and buffer in Ray's object store, so this bounds that memory while the actor
     is slow or restarting."""
 
+    experiment_kind: str | None = "custom_model_development"
+    """The MLflow experiment tag ``mlflow.experimentKind``, set on the experiment whenever a
+    run opens: "custom_model_development" for model training, "genai_development" for GenAI
+    apps; None leaves the tag alone."""
+
     @model_validator(mode="after")
     def _check(self) -> TrieyeConfig:
         if self.flush_every_seconds is None and self.flush_every_steps is None:

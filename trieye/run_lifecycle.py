@@ -19,8 +19,22 @@ from trieye.sinks import MlflowSink, is_storage_error
 
 logger = logging.getLogger("trieye")
 
-MLFLOW_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
-TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+RUN_STATUSES = {
+    "RUNNING": "RUNNING",
+    "SCHEDULED": "SCHEDULED",
+    "FINISHED": "FINISHED",
+    "STOPPED": "FINISHED",
+    "FAILED": "FAILED",
+    "KILLED": "KILLED",
+}
+"""A run's statuses (run.json's ``status``) and the MLflow status each is shown as. STOPPED is a
+run its caller asked to stop once its work was saved, so that it resumes where it stopped:
+MLflow has no such status, and its KILLED is drawn in red, as a crash is."""
+TERMINAL_STATUSES = ("FINISHED", "STOPPED", "FAILED", "KILLED")
+END_REASON_TAG = "trieye.end_reason"
+"""The MLflow run tag that says, in the caller's words, why the run ended."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""The experiment tag by which MLflow's UI tells model training apart from GenAI apps."""
 MLFLOW_PARAM_BATCH_LIMIT = 100
 
 Progress = Callable[[], tuple[int, dict[str, int]]]
@@ -99,6 +113,8 @@ class RunLifecycle:
         restarts: int,
         outages: Outages,
         progress: Progress,
+        *,
+        experiment_kind: str | None,
     ) -> None:
         self.ctx = ctx
         self.record = record
@@ -109,6 +125,7 @@ class RunLifecycle:
         self._restarts = restarts
         self._outages = outages
         self._progress = progress
+        self._experiment_kind = experiment_kind
         self._mlflow: Any = None
 
     @property
@@ -141,10 +158,14 @@ class RunLifecycle:
         if self.record is None:
             self.record = self._create_mlflow_run()
         else:
-            self._mlflow.get_run(self.record.mlflow_run_id)  # raises when the id is unknown
+            run = self._mlflow.get_run(self.record.mlflow_run_id)  # raises for an unknown id
             self._mlflow.update_run(self.record.mlflow_run_id, status="RUNNING")
+            if END_REASON_TAG in run.data.tags:  # it ended before; it runs again now
+                self._mlflow.delete_tag(self.record.mlflow_run_id, END_REASON_TAG)
             self.record.starts += 1
             self.record.status = "RUNNING"
+            self.record.end_reason = None
+        self._tag_experiment(self.record.mlflow_experiment_id)
         self.mlflow_sink = MlflowSink(
             self._mlflow,
             self.record.mlflow_run_id,
@@ -181,6 +202,16 @@ class RunLifecycle:
             restarts=self._restarts,
         )
 
+    def _tag_experiment(self, experiment_id: str) -> None:
+        """Give the experiment the configured kind, also when an earlier version created it
+        without one or someone chose another in the UI: the setting is what this app is."""
+        kind = self._experiment_kind
+        if kind is None:
+            return
+        experiment = self._mlflow.get_experiment(experiment_id)
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != kind:
+            self._mlflow.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, kind)
+
     def continue_after_restart(self) -> None:
         """Count the restart in run.json at once (when the run has one): a process that dies
         again before its first write must not lose it."""
@@ -213,6 +244,7 @@ class RunLifecycle:
             "resumed": self.resumed,
             "starts": 0 if record is None else record.starts,
             "status": None if record is None else record.status,
+            "end_reason": None if record is None else record.end_reason,
             "last_step": -1 if record is None else record.last_step,
             "last_checkpoint": None if record is None else record.last_checkpoint,
             "last_checkpoint_step": None if record is None else record.last_checkpoint_step,
@@ -248,18 +280,22 @@ class RunLifecycle:
         else:
             self._outages.ok("run.json")
 
-    def set_status(self, status: str) -> None:
-        """Record `status` in run.json and as the MLflow run status; a terminal one ends the
-        MLflow run. A disk that refuses either is reported, and the status is kept in memory
-        for the next write of run.json."""
-        if status not in MLFLOW_STATUSES:
-            raise ValueError(f"status {status!r} is not one of {MLFLOW_STATUSES}")
+    def set_status(self, status: str, reason: str | None = None) -> None:
+        """Record `status` (one of `RUN_STATUSES`) in run.json and, as the MLflow status it
+        maps to, in MLflow; a terminal one ends the MLflow run. `reason` says why the run
+        ended, in run.json's ``end_reason`` and as the tag ``trieye.end_reason``. A disk that
+        refuses either is reported, and the status is kept in memory for the next write of
+        run.json."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"status {status!r} is not one of {tuple(RUN_STATUSES)}")
         record = self._opened()
         try:
+            if reason is not None:
+                self._mlflow.set_tag(record.mlflow_run_id, END_REASON_TAG, reason)
             if status in TERMINAL_STATUSES:
-                self._mlflow.set_terminated(record.mlflow_run_id, status=status)
+                self._mlflow.set_terminated(record.mlflow_run_id, status=RUN_STATUSES[status])
             else:
-                self._mlflow.update_run(record.mlflow_run_id, status=status)
+                self._mlflow.update_run(record.mlflow_run_id, status=RUN_STATUSES[status])
         except Exception as exc:
             if not is_storage_error(exc):
                 raise
@@ -267,7 +303,17 @@ class RunLifecycle:
         else:
             self._outages.ok("the MLflow run status")
         record.status = status
+        if reason is not None:
+            record.end_reason = reason
         self.save_record()
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set MLflow run tags (a later value replaces an earlier one), e.g. MLflow's own
+        ``mlflow.source.name``, ``mlflow.user`` or ``mlflow.note.content``."""
+        from mlflow.entities import RunTag
+
+        run_id = self._opened().mlflow_run_id
+        self._mlflow.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
 
     def log_params(self, params: Mapping[str, Any]) -> list[str]:
         """Log (flattened) params; return the keys whose value differs from an earlier session.

@@ -29,6 +29,9 @@ class RunRecord(BaseModel):
     created_at: str = Field(default_factory=utc_now)
     updated_at: str = Field(default_factory=utc_now)
     status: str = "RUNNING"
+    """One of RUNNING, FINISHED, STOPPED, FAILED, KILLED (see trieye.run_lifecycle)."""
+    end_reason: str | None = None
+    """Why the run ended, in its caller's words; None while it runs."""
     starts: int = 1
     """How many sidecar sessions opened this run (1 for a run never resumed)."""
     last_step: int = -1

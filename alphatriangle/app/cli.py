@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -132,6 +133,7 @@ def train(
     with _one_line_errors():
         if address:
             _use_cluster_token()
+        from alphatriangle.app.provenance import describe, source_tags
         from alphatriangle.app.runs import DATA_DIR_OPTION, check_path, resolve_config, run_context
         from alphatriangle.distributed.workers import worker_count
 
@@ -155,8 +157,11 @@ def train(
                 _print_ui_commands(run)
             view.say(message)
 
+        tags = source_tags(sys.argv, describe(cfg))
         with view:
-            result = run_training(cfg, run, address=address, on_start=say, on_progress=view.show)
+            result = run_training(
+                cfg, run, address=address, on_start=say, on_progress=view.show, tags=tags
+            )
     how = "stopped" if result.stopped_by_signal else "finished"
     console.print(
         f"{how} {run.run_name!r} at step {result.final_step} "
@@ -246,8 +251,28 @@ def ml(
     from alphatriangle.app.runs import app_context
 
     with _one_line_errors():
-        uri = app_context(data_dir).mlflow_tracking_uri
+        app_ctx = app_context(data_dir)
+    runs_json = sorted(app_ctx.runs_dir.glob("*/run.json")) if app_ctx.runs_dir.is_dir() else []
+    if runs_json:
+        experiment = json.loads(runs_json[0].read_text())["mlflow_experiment_id"]
+        console.print(
+            f"open {mlflow_url(port, experiment)} (MLflow's Model training view)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    uri = app_ctx.mlflow_tracking_uri
     _exec([_tool("mlflow"), "ui", "--backend-store-uri", uri, "--port", str(port)])
+
+
+def mlflow_url(port: int, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's page of an experiment (or of one of its runs) in its Model training view.
+
+    MLflow 3.17's UI chooses between its GenAI and Model training views with a switch in its
+    sidebar, which a new browser starts at GenAI whatever the experiment's
+    ``mlflow.experimentKind`` tag says, and which follows the ``workflowType`` of the address.
+    """
+    page = f"experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"http://127.0.0.1:{port}/#/{page}?workflowType=machine_learning"
 
 
 @app.command()
@@ -285,6 +310,7 @@ def eval_(
         import torch
 
         from alphatriangle.app import reports
+        from alphatriangle.app.provenance import source_tags
         from alphatriangle.app.runs import run_context
         from alphatriangle.core.algorithm import agent_player
         from alphatriangle.core.players import evaluate
@@ -325,8 +351,15 @@ def eval_(
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     try:
         with RunLock(run.run_dir):
-            reports.log_to_mlflow(run, rep, path)
-        console.print("logged to MLflow as eval_cli/* metrics and an evals/ artifact")
+            reports.log_to_mlflow(
+                run, rep, path, source_tags(sys.argv, reports.eval_description(rep))
+            )
+        console.print(
+            f"logged to MLflow as the run {reports.eval_run_name(rep)!r}, nested under "
+            f"{run.run_name!r}",
+            highlight=False,
+            soft_wrap=True,
+        )
     except RunLockedError:
         console.print("the run is training now, so MLflow logging was skipped (one writer per run)")
 
@@ -454,9 +487,17 @@ def _use_cluster_token() -> None:
 
 
 def _print_ui_commands(run: Any) -> None:
+    from trieye import read_run
+
+    record = read_run(run)
+    where = (
+        ""
+        if record is None
+        else f"\n    then open {mlflow_url(5000, record.mlflow_experiment_id, record.mlflow_run_id)}"
+    )
     console.print(
         "watch it with:\n"
-        f"  mlflow ui --backend-store-uri {run.mlflow_tracking_uri}\n"
+        f"  mlflow ui --backend-store-uri {run.mlflow_tracking_uri}{where}\n"
         f"  tensorboard --logdir {run.tensorboard_root}",
         highlight=False,
         soft_wrap=True,

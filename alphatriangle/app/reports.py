@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,24 +117,89 @@ def report_path(run: RunContext, rep: EvalReport) -> Path:
     return run.eval_dir / f"eval_step{rep.step:09d}_seeds{seeds}_sims{rep.simulations}.json"
 
 
-def log_to_mlflow(run: RunContext, rep: EvalReport, path: Path) -> None:
-    """Log a report's means as ``eval_cli/<player>/*`` metrics at the checkpoint's step and the
-    JSON as an artifact. Only for when no trainer holds the run (MLflow has one writer)."""
-    from mlflow.entities import Metric
+EVAL_TABLE = "eval_table.json"
+"""The artifact of an evaluation's MLflow run that holds its table (MLflow's table format)."""
+STATISTICS = ("mean", "median", "std", "max", "mean_length")
+"""Each player's statistics logged as ``eval_cli/<player>/<statistic>``."""
+
+
+def eval_run_name(rep: EvalReport) -> str:
+    """The name of an evaluation's MLflow run: the checkpoint's step and the settings."""
+    seeds = f"{rep.seeds[0]}:{rep.seeds[-1] + 1}"
+    return f"eval step {rep.step}, {rep.search} {rep.simulations} sims, seeds {seeds}"
+
+
+def eval_description(rep: EvalReport) -> str:
+    """An evaluation in one line, the note of its MLflow run."""
+    seeds = f"{rep.seeds[0]}:{rep.seeds[-1] + 1}"
+    return (
+        f"{Path(rep.checkpoint).name} of {rep.run_name} (step {rep.step}) on seeds {seeds} "
+        f"({len(rep.seeds)} games): {rep.search} search, {rep.simulations} simulations; "
+        f"players {', '.join(rep.players)}"
+    )
+
+
+def eval_params(rep: EvalReport, path: Path) -> dict[str, str]:
+    """An evaluation's settings, as the params of its MLflow run."""
+    return {
+        "checkpoint": Path(rep.checkpoint).name,
+        "step": str(rep.step),
+        "seeds": f"{rep.seeds[0]}:{rep.seeds[-1] + 1}",
+        "games": str(len(rep.seeds)),
+        "search": rep.search,
+        "simulations": str(rep.simulations),
+        "baseline_simulations": str(rep.baseline_simulations),
+        "players": ",".join(rep.players),
+        "report": path.name,
+    }
+
+
+def log_to_mlflow(run: RunContext, rep: EvalReport, path: Path, tags: Mapping[str, str]) -> str:
+    """Log a report as an MLflow run of its own, nested under the run's (tag
+    ``mlflow.parentRunId``), so that evaluations of one checkpoint with other settings never
+    share a chart point: its settings as params, each player's statistics as
+    ``eval_cli/<player>/<statistic>`` at the checkpoint's step, the table as ``EVAL_TABLE`` and
+    the JSON report under ``evals/``; ``tags`` say where it came from. Returns the nested run's
+    id. Only for when no trainer holds the run (MLflow has one writer)."""
+    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     record = read_run(run)
     if record is None:
         raise UsageError(f"run {run.run_name!r} has no {run.run_json}: it never started")
-    run_id = record.mlflow_run_id
     client = MlflowClient(tracking_uri=run.mlflow_tracking_uri)
+    child = client.create_run(
+        record.mlflow_experiment_id,
+        run_name=eval_run_name(rep),
+        tags={MLFLOW_PARENT_RUN_ID: record.mlflow_run_id, **tags},
+    )
+    run_id: str = child.info.run_id
     now = int(datetime.now(UTC).timestamp() * 1000)
+    step = max(rep.step, 0)
     metrics = [
-        Metric(
-            f"{EVAL_CLI_PREFIX}/{s.player}/{field}", float(getattr(s, field)), now, max(rep.step, 0)
-        )
+        Metric(f"{EVAL_CLI_PREFIX}/{s.player}/{field}", float(getattr(s, field)), now, step)
         for s in rep.players.values()
-        for field in ("mean", "median", "std", "max", "mean_length")
+        for field in STATISTICS
     ]
-    client.log_batch(run_id, metrics=metrics)
+    params = [Param(key, value) for key, value in eval_params(rep, path).items()]
+    client.log_batch(run_id, metrics=metrics, params=params)
+    client.log_table(run_id, data=table(rep), artifact_file=EVAL_TABLE)
     client.log_artifact(run_id, str(path), "evals")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def table(rep: EvalReport) -> dict[str, list[object]]:
+    """The report's table, one row per player, as columns (what ``eval`` prints)."""
+    players = list(rep.players.values())
+    return {
+        "player": [s.player for s in players],
+        "games": [s.games for s in players],
+        "mean": [s.mean for s in players],
+        "median": [s.median for s in players],
+        "sd": [s.std for s in players],
+        "max": [s.max for s in players],
+        "mean length": [s.mean_length for s in players],
+        "max length": [s.max_length for s in players],
+    }

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from alphatriangle import metric_names as m
 from alphatriangle.core.config import TrainConfig
 from alphatriangle.errors import NonFiniteLossError
 
@@ -81,3 +82,14 @@ def apply_gradients(
     optimizer.step()
     scheduler.step()
     return float(grad_norm.item()), lr
+
+
+def normalized_value_loss(errors: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """``{loss/value_normalized: mean(errors²) / Var(targets)}`` over a batch's value errors and
+    targets ``[B]`` (population variance): 0 for a perfect value head, 1 for one no better than
+    the batch's mean target, whatever the scale of the targets. Empty when the targets do not
+    vary."""
+    variance = float(targets.detach().double().var(unbiased=False)) if len(targets) else 0.0
+    if variance == 0.0:
+        return {}
+    return {m.LOSS_VALUE_NORMALIZED: float(errors.detach().double().square().mean()) / variance}

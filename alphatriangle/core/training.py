@@ -10,7 +10,11 @@ from alphatriangle import metric_names as m
 from alphatriangle.core.buffer import Batch
 from alphatriangle.core.config import TrainConfig
 from alphatriangle.core.network import AlphaTriangleNet
-from alphatriangle.core.optimization import TrainStepResult, apply_gradients
+from alphatriangle.core.optimization import (
+    TrainStepResult,
+    apply_gradients,
+    normalized_value_loss,
+)
 
 
 def train_step(
@@ -78,4 +82,5 @@ def train_step(
     )
     metrics = dict(zip(names, values, strict=True))
     metrics[m.LEARNING_RATE] = float(lr)
+    metrics.update(normalized_value_loss(value_error, target_value))
     return TrainStepResult(metrics=metrics, priorities=priorities)

@@ -6,7 +6,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,11 +69,15 @@ def train(
     address: str | None = None,
     on_start: Callable[[str], None] = print,
     on_progress: Callable[[Snapshot], None] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> TrainResult:
     """Train ``run`` until ``cfg.train.max_steps`` or SIGINT/SIGTERM, then save and shut down.
 
     An existing run of the same name is resumed from its newest usable checkpoint. Whatever
-    stops the loop (an error included), the final checkpoint is saved on the way out. A signal
+    stops the loop (an error included), the final checkpoint is saved on the way out, and the
+    run's end is recorded: FINISHED at ``max_steps``, STOPPED when a signal asked for it (both
+    saved; MLflow shows FINISHED), FAILED otherwise, each with its reason. ``tags`` are set on
+    the MLflow run at each start (where it came from: command, code version, user). A signal
     during start-up, before the run has changed anything, raises ``KeyboardInterrupt``
     instead (see ``alphatriangle.stopping``).
     """
@@ -101,8 +105,9 @@ def train(
         start_step = _resume(stats, learner, run, on_start)
         atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
         stats.set_status("RUNNING")
+        stats.set_tags(tags or {})
         pipeline = _Pipeline(cfg, run, stats, learner, workers)
-        status, diverged = "FAILED", None
+        status, reason, diverged = "FAILED", "failed", None  # until the loop says otherwise
         try:
             while learner.counters.step < cfg.train.max_steps and not stopping.requested():
                 can_train = learner.can_train()
@@ -113,13 +118,19 @@ def train(
                         f"first gradient step {time.monotonic() - launched:.1f} s after launch"
                     )
                 pipeline.poll(on_progress)
-            status = "KILLED" if stopping.requested() else "FINISHED"
+            if stopping.requested():
+                status, reason = "STOPPED", f"stopped by {stopping.received()}"
+            else:
+                status, reason = "FINISHED", "finished (max steps reached)"
         except NonFiniteLossError as err:
-            diverged = err
+            diverged, reason = err, f"failed: {_one_line(err)}"
+        except BaseException as err:
+            reason = f"failed: {_one_line(err)}"
+            raise
         finally:
             # Reached on success, on a signal and on an error alike: stop self-play, then save
             # everything trained so far, so a restart by name loses nothing.
-            saved = pipeline.close(status, stopping.requested, on_start)
+            saved = pipeline.close(status, reason, stopping.requested, on_start)
     if diverged is not None:
         raise NonFiniteLossError(
             f"{diverged}; training stopped, and the newest checkpoint ({saved or 'none'}) holds "
@@ -130,7 +141,7 @@ def train(
         run,
         start_step,
         learner.counters.step,
-        status == "KILLED",
+        status == "STOPPED",
         saved,
         moves_per_s,
         samples_per_s,
@@ -191,10 +202,15 @@ class _Pipeline:
             on_progress(snapshot)
 
     def close(
-        self, status: str, stopping: Callable[[], bool], on_start: Callable[[str], None]
+        self,
+        status: str,
+        reason: str,
+        stopping: Callable[[], bool],
+        on_start: Callable[[str], None],
     ) -> Path | None:
         """Stop self-play, let a finished run's evaluation in flight report (unless
-        ``stopping()``), then save the final checkpoint: its path, or None if it failed."""
+        ``stopping()``), then save the final checkpoint and record how the run ended: the
+        checkpoint's path, or None if it failed."""
         self.workers.stop()
         if self.evals is not None:
             pending = self.evals.pending_step
@@ -202,7 +218,7 @@ class _Pipeline:
                 on_start(f"waiting for the evaluation of step {pending} (Ctrl-C skips it)")
                 self.evals.finish(self.stats, self.learner.counters, stopping)
             self.evals.stop()
-        return _final_save(self.stats, self.learner, status, self.checkpoint_dir)
+        return _final_save(self.stats, self.learner, status, reason, self.checkpoint_dir)
 
 
 def _progress(learner: Learner) -> dict[str, float]:
@@ -304,11 +320,17 @@ def _queue_save(
     return stats.save_checkpoint(step, state, buffer=buffer, is_best=is_best)
 
 
+def _one_line(err: BaseException) -> str:
+    """An error as one line for a tag: its type and the first line of its message."""
+    first = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {first[0]}" if first else type(err).__name__
+
+
 def _final_save(
-    stats: TrieyeClient, learner: Learner, status: str, checkpoint_dir: Path
+    stats: TrieyeClient, learner: Learner, status: str, reason: str, checkpoint_dir: Path
 ) -> Path | None:
-    """Save the learner with its buffer, wait for the save, record ``status`` and shut the
-    sidecar down.
+    """Save the learner with its buffer, wait for the save, record ``status`` and ``reason``
+    and shut the sidecar down.
 
     A failed save records the run as FAILED where the sidecar still can (so ``runs`` never
     shows it as running) and raises ``FinalSaveError``, unless the run is already failing
@@ -327,13 +349,16 @@ def _final_save(
         if not isinstance(err, SidecarDiedError | ray.exceptions.RayActorError):
             # This one line covers the saves that failed before it, too.
             stats.failed_saves()
-            stats.set_status("FAILED")
+            if status != "FAILED":  # else the error that stopped training is the reason
+                reason = f"failed: the final checkpoint (step {step}) could not be written: "
+                reason += _one_line(cause)
+            stats.set_status("FAILED", reason)
             stats.shutdown_actor()
         if status != "FAILED":
             raise FinalSaveError(message) from err
         log.error(message)
         return None
-    stats.set_status(status)
+    stats.set_status(status, reason)
     stats.shutdown_actor()
     return path
 

@@ -160,9 +160,18 @@ def ctx(root: Path) -> RunContext:
     return RunContext(root_dir=root, app_name="app", run_name="life")
 
 
-def lifecycle(ctx: RunContext, last_step: int = -1) -> RunLifecycle:
+def lifecycle(
+    ctx: RunContext, last_step: int = -1, kind: str | None = "custom_model_development"
+) -> RunLifecycle:
     record = RunRecord.load(ctx.run_json) if ctx.exists() else None
-    return RunLifecycle(ctx, record, 0, Outages(ctx.run_name), lambda: (last_step, {"events": 3}))
+    return RunLifecycle(
+        ctx,
+        record,
+        0,
+        Outages(ctx.run_name),
+        lambda: (last_step, {"events": 3}),
+        experiment_kind=kind,
+    )
 
 
 def test_a_run_is_created_once_ended_with_its_status_and_reopened_by_a_later_session(
@@ -172,17 +181,24 @@ def test_a_run_is_created_once_ended_with_its_status_and_reopened_by_a_later_ses
     assert not ctx.exists()  # nothing is written before the run opens
     assert (first.open(), first.open()) == (True, False)
     assert first.log_params({"train": {"lr": 0.1}, "seed": 1}) == []
-    first.set_status("KILLED")
+    first.set_status("FAILED", "failed: OSError: disk full")
     first.log.detach()
     mlflow = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
     record = json.loads(ctx.run_json.read_text())
     run = mlflow.get_run(record["mlflow_run_id"])
-    assert (run.info.status, record["status"], record["starts"]) == ("KILLED", "KILLED", 1)
+    assert (run.info.status, record["status"], record["starts"]) == ("FAILED", "FAILED", 1)
+    assert (
+        run.data.tags["trieye.end_reason"] == record["end_reason"] == "failed: OSError: disk full"
+    )
     assert (record["last_step"], record["counters"]) == (7, {"events": 3})
     assert run.data.params == {"train.lr": "0.1", "seed": "1"}
 
     second = lifecycle(ctx)
     assert second.open()
+    record = json.loads(ctx.run_json.read_text())
+    run = mlflow.get_run(record["mlflow_run_id"])
+    assert (run.info.status, record["status"], record["end_reason"]) == ("RUNNING", "RUNNING", None)
+    assert "trieye.end_reason" not in run.data.tags
     assert second.log_params({"train": {"lr": 0.2}, "seed": 1}) == ["train.lr"]
     second.close()
     record = json.loads(ctx.run_json.read_text())
@@ -193,6 +209,60 @@ def test_a_run_is_created_once_ended_with_its_status_and_reopened_by_a_later_ses
     assert run.data.params["train.lr"] == "0.1"
     with pytest.raises(ValueError, match="not one of"):
         second.set_status("DONE")
+
+
+def test_a_stopped_run_is_finished_in_mlflow_stopped_in_run_json_and_says_why(
+    ctx: RunContext,
+) -> None:
+    run = lifecycle(ctx)
+    run.set_status("STOPPED", "stopped by SIGTERM")
+    run.close()  # a status was set: close keeps it
+    record = json.loads(ctx.run_json.read_text())
+    mlrun = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri).get_run(record["mlflow_run_id"])
+    assert (mlrun.info.status, record["status"]) == ("FINISHED", "STOPPED")
+    assert mlrun.data.tags["trieye.end_reason"] == record["end_reason"] == "stopped by SIGTERM"
+    assert mlrun.info.end_time is not None
+
+
+def test_the_experiment_is_of_the_configured_kind_in_a_new_store_and_an_existing_one(
+    tmp_path: Path, ctx: RunContext
+) -> None:
+    new = RunContext(root_dir=tmp_path / "empty", app_name="app", run_name="first")
+    lifecycle(new).open()
+    client = MlflowClient(tracking_uri=new.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name("app")
+    assert experiment is not None
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    # An existing store: the experiment made by an earlier version, or switched in the UI.
+    client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+    experiment_id = client.create_experiment(
+        "app", tags={"mlflow.experimentKind": "genai_development"}
+    )
+    untouched = lifecycle(ctx, kind=None)
+    untouched.open()
+    untouched.log.detach()
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "genai_development"
+    resumed = lifecycle(ctx)
+    resumed.open()
+    resumed.log.detach()
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == (
+        "custom_model_development"
+    )
+
+
+def test_run_tags_are_set_and_a_later_value_replaces_an_earlier_one(ctx: RunContext) -> None:
+    run = lifecycle(ctx)
+    run.set_tags({"mlflow.source.name": "prog train", "mlflow.user": "ada"})
+    run.set_tags({"mlflow.source.name": "prog train --again"})
+    run.log.detach()
+    record = json.loads(ctx.run_json.read_text())
+    tags = (
+        MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+        .get_run(record["mlflow_run_id"])
+        .data.tags
+    )
+    assert (tags["mlflow.source.name"], tags["mlflow.user"]) == ("prog train --again", "ada")
 
 
 def test_a_refused_run_json_is_reported_once_and_kept_current_in_memory(

@@ -12,7 +12,11 @@ from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.muzero.network import MuZeroNet
 from alphatriangle.core.muzero.replay import MuZeroBatch
 from alphatriangle.core.muzero.support import from_logits, to_support
-from alphatriangle.core.optimization import TrainStepResult, apply_gradients
+from alphatriangle.core.optimization import (
+    TrainStepResult,
+    apply_gradients,
+    normalized_value_loss,
+)
 
 
 def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -114,4 +118,6 @@ def muzero_train_step(
     metrics[m.LOSS_TOTAL] = float(total.item())
     metrics[m.GRAD_NORM] = grad_norm
     metrics[m.LEARNING_RATE] = lr
+    # The first step's value errors against their n-step targets, as AlphaZero's are.
+    metrics.update(normalized_value_loss(errors, torch.from_numpy(batch.target_value[:, 0])))
     return TrainStepResult(metrics=metrics, priorities=errors.float().cpu().numpy())
