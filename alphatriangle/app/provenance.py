@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
+from alphatriangle.core.algorithm import algorithm_name
 from alphatriangle.core.config import AlphaTriangleConfig
 
 COMMAND_TAG = "alphatriangle.command"
@@ -50,10 +51,7 @@ def source_tags(argv: Sequence[str], description: str) -> dict[str, str]:
 def describe(cfg: AlphaTriangleConfig) -> str:
     """The config in one line: algorithm, search, network, learner and budget."""
     m, mc, t = cfg.model, cfg.mcts, cfg.train
-    algorithm = "AlphaZero" if cfg.algorithm == "alphazero" else "MuZero"
-    if cfg.algorithm == "muzero":
-        mz = cfg.muzero
-        algorithm += f" (unroll {mz.unroll_steps}, td {mz.td_steps}, discount {mz.discount:g})"
+    algorithm = algorithm_name(cfg)
     search = f"{mc.variant} search, {mc.simulations} simulations"
     if mc.variant == "gumbel":
         search += f" ({mc.considered_actions} considered)"

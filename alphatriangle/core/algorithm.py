@@ -117,6 +117,14 @@ def gradient_step(
     return train_step(model, optimizer, scheduler, batch, cfg.train, device)
 
 
+def algorithm_name(cfg: AlphaTriangleConfig) -> str:
+    """The run's algorithm for people, with what sets MuZero's learning apart."""
+    if cfg.algorithm == "alphazero":
+        return "AlphaZero"
+    mz = cfg.muzero
+    return f"MuZero (unroll {mz.unroll_steps}, td {mz.td_steps}, discount {mz.discount:g})"
+
+
 def learner_sample_cost(cfg: AlphaTriangleConfig) -> float:
     """Network passes one training sample costs the learner: one for AlphaZero; MuZero's
     unrolls ``K`` steps, each about one more pass, so ``1 + K``."""
