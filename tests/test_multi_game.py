@@ -8,7 +8,14 @@ import pytest
 from trianglengin import GameState
 
 from alphatriangle.core.config import MCTSConfig
-from alphatriangle.core.players import MCTSPlayer, play_game, play_games, uniform_mcts_player
+from alphatriangle.core.players import (
+    MCTSPlayer,
+    Player,
+    RandomPlayer,
+    play_game,
+    play_games,
+    uniform_mcts_player,
+)
 from alphatriangle.core.search import (
     NetworkEvaluator,
     PriorsValues,
@@ -160,3 +167,29 @@ def test_evaluation_of_many_seeds_together_equals_sequential_games(player: MCTSP
     together = play_games(player, seeds)
     assert [r.seed for r in together] == seeds
     assert [(r.score, r.length) for r in together] == [play_game(player, s) for s in seeds]
+
+
+@pytest.mark.parametrize("player", [uniform_mcts_player(8), RandomPlayer()], ids=["mcts", "random"])
+def test_play_games_calls_between_moves_before_every_move_and_stops_when_it_raises(
+    player: Player,
+) -> None:
+    seeds = [1000, 1001, 1002]
+    calls: list[int] = []
+    results = play_games(player, seeds, between_moves=lambda: calls.append(1))
+    lengths = [r.length for r in results]
+    # Together: one call per lockstep round, as many rounds as the longest game has moves.
+    expected = max(lengths) if isinstance(player, MCTSPlayer) else sum(lengths)
+    assert len(calls) == expected
+
+    class StopError(Exception):
+        pass
+
+    def stop_at_third() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise StopError
+
+    calls.clear()
+    with pytest.raises(StopError):
+        play_games(player, seeds, between_moves=stop_at_third)
+    assert len(calls) == 3

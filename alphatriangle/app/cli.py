@@ -329,7 +329,11 @@ def eval_(
             soft_wrap=True,
         )
         agent = agent_player(model, cfg, cfg.mcts.model_copy(update={"simulations": n_sims}))
-        players = evaluate(agent, cfg.mcts, seed_list, n_base, baselines)
+        # A signal's KeyboardInterrupt can be lost where Python cannot raise it (a callback of
+        # the search's C++ or a finalizer); the check between moves raises it again.
+        players = evaluate(
+            agent, cfg.mcts, seed_list, n_base, baselines, between_moves=stopping.check
+        )
         rep = reports.report(run, ckpt, seed_list, cfg.mcts.variant, n_sims, n_base, players)
     table = Table("player", "games", "mean", "median", "sd", "max", "mean length", "max length")
     for summary in players.values():
@@ -411,6 +415,7 @@ def play(
         highlight=False,
     )
     while not state.is_over():
+        stopping.check()  # as in eval: a signal whose KeyboardInterrupt was lost
         action = player.choose(state)
         state.step(action)
         texts.append(render.board_text(state))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import random
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -183,12 +183,19 @@ class GameResult:
     length: int
 
 
-def play_game(player: Player, seed: int, env_cfg: EnvConfig | None = None) -> tuple[float, int]:
-    """Play ``GameState(initial_seed=seed)`` to the end; returns ``(final score, moves)``."""
+def play_game(
+    player: Player,
+    seed: int,
+    env_cfg: EnvConfig | None = None,
+    between_moves: Callable[[], None] = lambda: None,
+) -> tuple[float, int]:
+    """Play ``GameState(initial_seed=seed)`` to the end; returns ``(final score, moves)``.
+    ``between_moves`` is called before every move (a caller's chance to stop the game)."""
     player.reset(seed)
     state = GameState(env_cfg, initial_seed=seed)
     moves = 0
     while not state.is_over():
+        between_moves()
         state.step(player.choose(state))
         moves += 1
     return state.game_score(), moves
@@ -199,9 +206,13 @@ GAMES_AT_ONCE = 128
 
 
 def play_games(
-    player: Player, seeds: Iterable[int], env_cfg: EnvConfig | None = None
+    player: Player,
+    seeds: Iterable[int],
+    env_cfg: EnvConfig | None = None,
+    between_moves: Callable[[], None] = lambda: None,
 ) -> list[GameResult]:
-    """``play_game`` over ``seeds``, results in seed order.
+    """``play_game`` over ``seeds``, results in seed order; ``between_moves`` is called before
+    every move (of all the games played together).
 
     A ``SearchPlayer`` plays up to ``GAMES_AT_ONCE`` of the games together, their searches in
     lockstep (one network call for the pending leaves of all their trees), and a
@@ -211,16 +222,19 @@ def play_games(
     """
     seeds = list(seeds)
     if isinstance(player, SearchPlayer | PolicyPlayer):
-        return _play_together(player, seeds, env_cfg)
+        return _play_together(player, seeds, env_cfg, between_moves)
     results = []
     for seed in seeds:
-        score, length = play_game(player, seed, env_cfg)
+        score, length = play_game(player, seed, env_cfg, between_moves)
         results.append(GameResult(seed, score, length))
     return results
 
 
 def _play_together(
-    player: SearchPlayer | PolicyPlayer, seeds: list[int], env_cfg: EnvConfig | None
+    player: SearchPlayer | PolicyPlayer,
+    seeds: list[int],
+    env_cfg: EnvConfig | None,
+    between_moves: Callable[[], None],
 ) -> list[GameResult]:
     states = [GameState(env_cfg, initial_seed=seed) for seed in seeds]
     moves = [0] * len(seeds)
@@ -231,6 +245,7 @@ def _play_together(
             running[i] = player.game(seeds[i])
         if not running:
             break
+        between_moves()
         games = list(running)
         chosen = player.choose_together([running[i] for i in games], [states[i] for i in games])
         for i, (action, searches) in zip(games, chosen, strict=True):
@@ -292,10 +307,12 @@ def evaluate(
     seeds: Sequence[int],
     baseline_simulations: int,
     baselines: bool = True,
+    between_moves: Callable[[], None] = lambda: None,
 ) -> dict[str, Summary]:
     """Play ``seeds`` with the trained ``agent`` (``alphatriangle.core.algorithm.agent_player``:
     the run's own search, without noise) and, when ``baselines``, with random, greedy one-step
-    and uniform-prior MCTS players (``mcts_cfg``'s settings, PUCT)."""
+    and uniform-prior MCTS players (``mcts_cfg``'s settings, PUCT); ``between_moves`` as in
+    ``play_games``."""
     players: dict[str, Player] = {NETWORK: agent}
     if baselines:
         players[f"uniform-mcts-{baseline_simulations}"] = uniform_mcts_player(
@@ -303,4 +320,7 @@ def evaluate(
         )
         players["greedy"] = GreedyPlayer()
         players["random"] = RandomPlayer()
-    return {name: summarize(name, play_games(p, seeds)) for name, p in players.items()}
+    return {
+        name: summarize(name, play_games(p, seeds, between_moves=between_moves))
+        for name, p in players.items()
+    }
