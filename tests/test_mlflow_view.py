@@ -197,7 +197,8 @@ def test_resuming_puts_the_run_back_to_running_and_reaching_max_steps_finishes_i
     run = client.get_run(run_id)
     assert (run.info.status, record["status"], record["end_reason"]) == ("RUNNING", "RUNNING", None)
     assert "trieye.end_reason" not in run.data.tags
-    assert re.search(rf"{NAME} +│ RUNNING \(pid {proc.pid}\) +│", ok(run_cli(workdir, "runs")))
+    # (`runs` is not asked here: its start takes longer than the few steps left to train;
+    # test_cli_output checks what it shows of a live trainer.)
     out = proc.finish(timeout=240)
     assert proc.returncode == 0, out
     record = json.loads(ctx.run_json.read_text())
