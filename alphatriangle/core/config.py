@@ -131,6 +131,24 @@ class MCTSConfig(BaseModel):
     )
 
 
+SymmetryName = Literal[
+    "identity",
+    "rot60",
+    "rot120",
+    "rot180",
+    "rot240",
+    "rot300",
+    "mirror0",
+    "mirror60",
+    "mirror120",
+    "mirror180",
+    "mirror240",
+    "mirror300",
+]
+"""The isometries of the hexagonal board (``alphatriangle.core.symmetry``): turns clockwise as
+drawn, and ``mirrorK``, the left-right mirror followed by the turn ``rotK``."""
+
+
 CPU_GAMES_PER_WORKER = 8
 """Default games per CPU worker: batches of 64 leaves. What that buys depends on the CPU
 (``bench/selfplay.py`` prints moves/s at 1 and at 8 games): on the 2026-11-24 development box
@@ -197,6 +215,12 @@ class TrainConfig(BaseModel):
     )
     seed: int = Field(
         0, ge=0, description="Seed of the run (network init, buffer sampling, games)."
+    )
+    augment_symmetries: list[SymmetryName] = Field(
+        default_factory=list,
+        description="AlphaZero: board symmetries to train on; each sample is turned by one "
+        "drawn uniformly from the identity and those listed that map its hand onto shapes "
+        "trianglengin deals (alphatriangle/core/symmetry.py); empty: no augmentation.",
     )
 
     def games_at_once(self, on_gpu: bool) -> int:
@@ -292,6 +316,14 @@ class AlphaTriangleConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Learner and loop.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Periodic evaluation.")
     muzero: MuZeroConfig = Field(default_factory=MuZeroConfig, description="MuZero settings.")
+
+    @model_validator(mode="after")
+    def _check_algorithm_settings(self) -> AlphaTriangleConfig:
+        if self.algorithm == "muzero" and self.train.augment_symmetries:
+            raise ValueError(
+                "train.augment_symmetries applies to AlphaZero only; remove it for muzero"
+            )
+        return self
 
     @classmethod
     def from_file(cls, path: str | Path) -> AlphaTriangleConfig:

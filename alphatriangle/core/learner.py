@@ -21,6 +21,7 @@ from alphatriangle.core.algorithm import build_model, gradient_step, new_buffer
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.optimization import make_optimizer, make_scheduler
 from alphatriangle.core.selfplay import EpisodeRecord
+from alphatriangle.core.symmetry import augment_batch, choose_symmetries, symmetry_tables
 from alphatriangle.errors import NonFiniteLossError
 
 
@@ -62,6 +63,9 @@ class Learner:
         # been sampled; not checkpointed (a resume loses at most one step's worth).
         self._evicted = 0
         self._evicted_samples = 0
+        self._symmetries = (
+            symmetry_tables().index(tc.augment_symmetries) if tc.augment_symmetries else None
+        )
 
     def add_episode(self, record: EpisodeRecord) -> None:
         evicted = self.buffer.add_episode(record)
@@ -88,8 +92,18 @@ class Learner:
         weights that searched it; positions of unknown version are left out), and
         ``learn/times_sampled_at_eviction``, how often the positions that left the buffer since
         the previous step had been sampled (only when some left).
+
+        With ``train.augment_symmetries``, each sample is first turned by a symmetry that
+        ``choose_symmetries`` draws from a generator seeded by the run's seed and this step's
+        number (so a resumed run draws what it would have).
         """
         ages = self.buffer.version_ages(batch.indices, self.counters.step)
+        if self._symmetries is not None:
+            rng = np.random.default_rng([self.cfg.train.seed, self.counters.step])
+            tables = symmetry_tables()
+            batch = augment_batch(
+                batch, choose_symmetries(batch.other, self._symmetries, tables, rng), tables
+            )
         try:
             result = gradient_step(
                 self.model, self.optimizer, self.scheduler, batch, self.cfg, self.device
