@@ -3,15 +3,19 @@ value targets and the simulation schedule, with exact values."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig, ModelConfig
+from alphatriangle.core.diagnostics import diagnose_episodes, episode_value_targets, network_outputs
 from alphatriangle.core.learner import Learner
 from alphatriangle.core.search import SearchSettings, UniformEvaluator, tree_searcher
 from alphatriangle.core.selfplay import EpisodeRecord, SelfPlayGames
 from alphatriangle.core.symmetry import augment_batch, choose_symmetries, symmetry_tables
+from alphatriangle.core.targets import alphazero_value_targets, discounted_returns
 from alphatriangle.errors import ConfigError
 
 TINY = ModelConfig(channels=4, num_blocks=0, extra_hidden=8, policy_hidden=4, value_hidden=8)
@@ -62,3 +66,90 @@ def test_augmentation_is_refused_for_muzero_and_unknown_names() -> None:
         )
     with pytest.raises(ConfigError, match=r"train\.augment_symmetries\.0: Input should be"):
         AlphaTriangleConfig.from_dict({"train": {"augment_symmetries": ["flip"]}})
+
+
+REWARDS = [1.0, 0.0, 2.0, 5.0, 0.5]
+ROOT_VALUES = [10.0, 8.0, 6.0, 4.0, 1.0]
+# By hand, gamma = 0.5. Monte Carlo: the sums of the rewards to the end.
+MONTE_CARLO = [8.5, 7.5, 7.5, 5.5, 0.5]
+# n = 2: two rewards, then 0.25 x the root value two moves on (none from t = 3: the game ends).
+N_STEP = [1 + 0 + 0.25 * 6, 0 + 1 + 0.25 * 4, 2 + 2.5 + 0.25 * 1, 5 + 0.25, 0.5]
+# Discounted to the end: 0.5, 5 + 0.25, 2 + 2.625, 0 + 2.3125, 1 + 1.15625.
+DISCOUNTED = [2.15625, 2.3125, 4.625, 5.25, 0.5]
+
+
+def hand_made(root_values: list[float] | None = None) -> EpisodeRecord:
+    """A real record cut to five positions, with the rewards (and root values) above."""
+    [record] = uniform_games([9])
+    assert record.length >= 5
+    return dataclasses.replace(
+        record,
+        grid=record.grid[:5],
+        other=record.other[:5],
+        policy=record.policy[:5],
+        valid_mask=record.valid_mask[:5],
+        rewards=np.asarray(REWARDS, np.float32),
+        length=5,
+        root_values=np.asarray(root_values or [], np.float32),
+        weight_versions=record.weight_versions[:5],
+    )
+
+
+@pytest.mark.parametrize(
+    ("train", "expected"),
+    [
+        ({}, MONTE_CARLO),
+        ({"value_target": "n_step", "value_n_steps": 2, "value_discount": 0.5}, N_STEP),
+        ({"value_target": "discounted", "value_discount": 0.5}, DISCOUNTED),
+    ],
+)
+def test_each_value_target_by_hand(train: dict[str, object], expected: list[float]) -> None:
+    cfg = config(**train)
+    record = hand_made(ROOT_VALUES)
+    np.testing.assert_array_equal(alphazero_value_targets(record, cfg.train), expected)
+    # The learner's buffer stores the same numbers, and the diagnostics compare against them.
+    learner = Learner(cfg)
+    learner.add_episode(record)
+    np.testing.assert_array_equal(learner.buffer.value_target[:5], expected)
+    np.testing.assert_array_equal(episode_value_targets(record, cfg), expected)
+
+
+def test_discounting_by_one_is_the_monte_carlo_return() -> None:
+    np.testing.assert_array_equal(discounted_returns(np.asarray(REWARDS), 1.0), MONTE_CARLO)
+
+
+def test_n_step_without_root_values_bootstraps_from_the_learners_network() -> None:
+    cfg = config(value_target="n_step", value_n_steps=2, value_discount=0.5)
+    learner = Learner(cfg)
+    record = hand_made()
+    _, v = network_outputs(learner.model, record.grid, record.other)
+    r = REWARDS
+    by_hand = [
+        r[0] + 0.5 * r[1] + 0.25 * v[2],
+        r[1] + 0.5 * r[2] + 0.25 * v[3],
+        r[2] + 0.5 * r[3] + 0.25 * v[4],
+        r[3] + 0.5 * r[4],
+        r[4],
+    ]
+    learner.add_episode(record)
+    np.testing.assert_allclose(learner.buffer.value_target[:5], by_hand, rtol=1e-6)
+    # Self-play's diagnosis bootstraps from its network the same way, on every position even
+    # when it diagnoses one in two.
+    diagnosis = diagnose_episodes(learner.model, [record], cfg, every=2)
+    np.testing.assert_allclose(diagnosis.targets, by_hand[::2], rtol=1e-6)
+    np.testing.assert_allclose(diagnosis.predictions, v[::2], rtol=1e-6)
+    with pytest.raises(ValueError, match="need a value of every position"):
+        alphazero_value_targets(record, cfg.train)
+
+
+def test_value_target_settings_are_validated() -> None:
+    with pytest.raises(ConfigError, match="value_discount 1 is 'monte_carlo'"):
+        AlphaTriangleConfig.from_dict({"train": {"value_target": "discounted"}})
+    with pytest.raises(ConfigError, match=r"train\.value_target: Input should be"):
+        AlphaTriangleConfig.from_dict({"train": {"value_target": "td"}})
+    with pytest.raises(ConfigError, match=r"train\.value_n_steps: Input should be greater"):
+        AlphaTriangleConfig.from_dict({"train": {"value_n_steps": 0}})
+    with pytest.raises(ConfigError, match=r"train\.value_discount: Input should be less"):
+        AlphaTriangleConfig.from_dict({"train": {"value_discount": 1.5}})
+    with pytest.raises(ConfigError, match="value_target applies to AlphaZero only"):
+        AlphaTriangleConfig.from_dict({"algorithm": "muzero", "train": {"value_target": "n_step"}})

@@ -216,6 +216,18 @@ class TrainConfig(BaseModel):
     seed: int = Field(
         0, ge=0, description="Seed of the run (network init, buffer sampling, games)."
     )
+    value_target: Literal["monte_carlo", "n_step", "discounted"] = Field(
+        "monte_carlo",
+        description="AlphaZero's value target: 'monte_carlo' the score still to come, 'n_step' "
+        "value_n_steps rewards then the network's value of the position reached, 'discounted' "
+        "the return discounted by value_discount (alphatriangle/core/targets.py).",
+    )
+    value_n_steps: int = Field(
+        10, ge=1, le=10_000, description="n of value_target 'n_step': moves before bootstrapping."
+    )
+    value_discount: float = Field(
+        1.0, gt=0, le=1, description="gamma of value_target 'n_step' and 'discounted'."
+    )
     augment_symmetries: list[SymmetryName] = Field(
         default_factory=list,
         description="AlphaZero: board symmetries to train on; each sample is turned by one "
@@ -235,6 +247,11 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"min_buffer_size ({self.min_buffer_size}) exceeds buffer_capacity "
                 f"({self.buffer_capacity}); training would never start"
+            )
+        if self.value_target == "discounted" and self.value_discount == 1.0:
+            raise ValueError(
+                "value_target 'discounted' with value_discount 1 is 'monte_carlo'; set "
+                "value_discount below 1"
             )
         return self
 
@@ -322,6 +339,11 @@ class AlphaTriangleConfig(BaseModel):
         if self.algorithm == "muzero" and self.train.augment_symmetries:
             raise ValueError(
                 "train.augment_symmetries applies to AlphaZero only; remove it for muzero"
+            )
+        if self.algorithm == "muzero" and self.train.value_target != "monte_carlo":
+            raise ValueError(
+                "train.value_target applies to AlphaZero only; MuZero's targets are set by "
+                "[muzero] td_steps and discount"
             )
         return self
 

@@ -19,9 +19,11 @@ import torch
 from alphatriangle import metric_names as m
 from alphatriangle.core.algorithm import build_model, gradient_step, new_buffer
 from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.diagnostics import network_outputs
 from alphatriangle.core.optimization import make_optimizer, make_scheduler
 from alphatriangle.core.selfplay import EpisodeRecord
 from alphatriangle.core.symmetry import augment_batch, choose_symmetries, symmetry_tables
+from alphatriangle.core.targets import has_bootstrap, needs_bootstrap, with_bootstrap
 from alphatriangle.errors import NonFiniteLossError
 
 
@@ -68,6 +70,12 @@ class Learner:
         )
 
     def add_episode(self, record: EpisodeRecord) -> None:
+        """Store the episode's positions with their targets; an n-step value target
+        (``core.targets``) of a record without root values bootstraps from this network's
+        values of its positions."""
+        if needs_bootstrap(self.cfg.train) and not has_bootstrap(record):
+            _, values = network_outputs(self.model, record.grid, record.other, self.device)
+            record = with_bootstrap(record, values)
         evicted = self.buffer.add_episode(record)
         self._evicted += len(evicted)
         self._evicted_samples += int(evicted.sum())
