@@ -12,7 +12,7 @@ import torch
 from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig, ModelConfig
 from alphatriangle.core.diagnostics import diagnose_episodes, episode_value_targets, network_outputs
 from alphatriangle.core.learner import Learner
-from alphatriangle.core.search import SearchSettings, UniformEvaluator, tree_searcher
+from alphatriangle.core.search import SearchSettings, TreeSearcher, UniformEvaluator, tree_searcher
 from alphatriangle.core.selfplay import EpisodeRecord, SelfPlayGames
 from alphatriangle.core.symmetry import augment_batch, choose_symmetries, symmetry_tables
 from alphatriangle.core.targets import alphazero_value_targets, discounted_returns
@@ -153,3 +153,40 @@ def test_value_target_settings_are_validated() -> None:
         AlphaTriangleConfig.from_dict({"train": {"value_discount": 1.5}})
     with pytest.raises(ConfigError, match="value_target applies to AlphaZero only"):
         AlphaTriangleConfig.from_dict({"algorithm": "muzero", "train": {"value_target": "n_step"}})
+
+
+def test_the_simulation_schedule_by_hand() -> None:
+    grow = MCTSConfig(simulations=8, simulations_final=32, simulations_ramp_steps=100)
+    # 8 + floor(24 * step / 100), from step 0 to 100, then 32.
+    steps = [-1, 0, 1, 4, 5, 50, 99, 100, 1_000]
+    assert [grow.simulations_at(s) for s in steps] == [8, 8, 8, 8, 9, 20, 31, 32, 32]
+    shrink = MCTSConfig(simulations=32, simulations_final=8, simulations_ramp_steps=3)
+    assert [shrink.simulations_at(s) for s in range(5)] == [32, 24, 16, 8, 8]
+    fixed = MCTSConfig(simulations=32)
+    assert {fixed.simulations_at(s) for s in (0, 10**6)} == {32}
+    # The schedule is self-play's: a searcher's settings hold one count.
+    assert SearchSettings.of(grow, noise=True).simulations == 8
+    with pytest.raises(ConfigError, match=r"mcts\.simulations_final: Input should be greater"):
+        AlphaTriangleConfig.from_dict({"mcts": {"simulations_final": 0}})
+    with pytest.raises(ConfigError, match=r"mcts\.simulations_ramp_steps: Input should be"):
+        AlphaTriangleConfig.from_dict({"mcts": {"simulations_ramp_steps": 0}})
+
+
+def test_games_searched_by_a_new_searcher_count_each_moves_simulations() -> None:
+    def uniform(simulations: int) -> TreeSearcher:
+        mcts = MCTSConfig(simulations=simulations, variant="puct")
+        return tree_searcher(UniformEvaluator(), SearchSettings.of(mcts, noise=True))
+
+    games = SelfPlayGames(uniform(4), [5, 6], 2)
+    for _ in range(3):
+        assert not games.step()
+    games.set_searcher(uniform(6))
+    records = games.step()
+    while games.running:
+        records += games.step()
+    assert len(records) == 2
+    for record in records:
+        assert record.simulations == 4 * 3 + 6 * (record.length - 3)
+    # Alone, with one searcher throughout, the same games take their own count per move.
+    [alone] = SelfPlayGames(uniform(6), [5], 1).play()
+    assert alone.simulations == 6 * alone.length

@@ -10,7 +10,7 @@ import json
 import stat
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -74,6 +74,17 @@ class MCTSConfig(BaseModel):
         "(alphatriangle/core/muzero/search.py).",
     )
     simulations: int = Field(32, ge=1, le=100_000, description="Simulations per move.")
+    simulations_final: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Self-play's simulations grow linearly from `simulations` at weight version "
+        "(learner step) 0 to this at `simulations_ramp_steps`, then stay (`simulations_at`); "
+        "None: always `simulations`. Evaluation keeps `simulations` unless [eval] sets its own.",
+    )
+    simulations_ramp_steps: int = Field(
+        10_000, ge=1, description="Learner steps over which `simulations_final` is reached."
+    )
     cpuct: float = Field(
         1.0,
         gt=0,
@@ -130,6 +141,18 @@ class MCTSConfig(BaseModel):
         "value is their mean; 1: no chance nodes, the tree plans against one imagined deal.",
     )
 
+    SCHEDULE_FIELDS: ClassVar[tuple[str, ...]] = ("simulations_final", "simulations_ramp_steps")
+    """Fields that say how self-play's count changes; a searcher runs one count."""
+
+    def simulations_at(self, step: int) -> int:
+        """Self-play's simulations per move with the weights of learner step ``step``:
+        ``simulations + floor((simulations_final - simulations) * min(step, ramp) / ramp)``."""
+        if self.simulations_final is None:
+            return self.simulations
+        done = min(max(step, 0), self.simulations_ramp_steps)
+        grown = (self.simulations_final - self.simulations) * done
+        return self.simulations + grown // self.simulations_ramp_steps
+
 
 SymmetryName = Literal[
     "identity",
@@ -147,7 +170,6 @@ SymmetryName = Literal[
 ]
 """The isometries of the hexagonal board (``alphatriangle.core.symmetry``): turns clockwise as
 drawn, and ``mirrorK``, the left-right mirror followed by the turn ``rotK``."""
-
 
 CPU_GAMES_PER_WORKER = 8
 """Default games per CPU worker: batches of 64 leaves. What that buys depends on the CPU

@@ -22,7 +22,8 @@ def train_locally(
 ) -> Learner:
     """Alternate self-play episodes (with the learner's current network) and gradient steps,
     ``replay_ratio`` samples trained per sample generated, for ``seconds`` or until
-    ``train.max_steps``. ``report(learner, last_metrics)`` is called after every episode."""
+    ``train.max_steps``. Each episode is searched with ``mcts.simulations_at`` the learner's
+    step. ``report(learner, last_metrics)`` is called after every episode."""
     tc = cfg.train
     learner = Learner(cfg)
     games = searcher(learner.model, cfg, noise=True)
@@ -30,6 +31,10 @@ def train_locally(
     metrics: dict[str, float] = {}
     while time.perf_counter() < deadline and learner.counters.step < tc.max_steps:
         learner.model.eval()
+        simulations = cfg.mcts.simulations_at(learner.counters.step)
+        if simulations != games.settings.simulations:
+            mcts = cfg.mcts.model_copy(update={"simulations": simulations})
+            games = searcher(learner.model, cfg, noise=True, mcts=mcts)
         seed = TRAINING_SEED_FLOOR + tc.seed * 1_000_003 + learner.counters.episodes
         [episode] = SelfPlayGames(games, [seed], 1).play()
         learner.add_episode(episode)
