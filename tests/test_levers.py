@@ -4,6 +4,10 @@ value targets and the simulation schedule, with exact values."""
 from __future__ import annotations
 
 import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +194,74 @@ def test_games_searched_by_a_new_searcher_count_each_moves_simulations() -> None
     # Alone, with one searcher throughout, the same games take their own count per move.
     [alone] = SelfPlayGames(uniform(6), [5], 1).play()
     assert alone.simulations == 6 * alone.length
+
+
+LEARNING_BENCH = Path(__file__).parents[1] / "bench" / "learning.py"
+TINY_TOML = """
+[model]
+channels = 4
+num_blocks = 0
+extra_hidden = 8
+policy_hidden = 4
+value_hidden = 8
+[mcts]
+simulations = 4
+[train]
+batch_size = 16
+min_buffer_size = 16
+augment_symmetries = ["mirror0", "rot180"]
+value_target = "n_step"
+"""
+
+
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_TOML)
+    command = [sys.executable, str(LEARNING_BENCH), "--config", str(config), "--games", "1"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_the_learning_bench_stops_at_a_step_or_position_budget(tmp_path: Path) -> None:
+    steps = _bench(tmp_path, "--steps", "3")
+    assert steps.returncode in (0, 1), steps.stdout + steps.stderr  # 1: did not beat MCTS-128
+    trained = re.search(r"trained: (\d+) steps, (\d+) positions", steps.stdout)
+    assert trained is not None, steps.stdout
+    assert int(trained[1]) == 3
+    positions = _bench(tmp_path, "--positions", "40")
+    trained = re.search(r"trained: (\d+) steps, (\d+) positions", positions.stdout)
+    assert trained is not None, positions.stdout + positions.stderr
+    assert int(trained[2]) >= 40
+    refused = _bench(tmp_path, "--steps", "0")
+    assert refused.returncode == 2
+    assert "argument --steps: '0' is not a positive whole number" in refused.stderr
+
+
+LEVER_FIELDS = {
+    "levers_symmetries.toml": {"train.augment_symmetries"},
+    "levers_value_n_step.toml": {"train.value_target"},
+    "levers_value_discounted.toml": {"train.value_target", "train.value_discount"},
+    "levers_simulations_growing.toml": {
+        "mcts.simulations_final",
+        "mcts.simulations_ramp_steps",
+        "eval.simulations",
+    },
+}
+
+
+def test_each_lever_config_changes_its_lever_and_nothing_else() -> None:
+    configs = Path(__file__).parents[1] / "bench" / "configs"
+    assert {p.name for p in configs.glob("levers_*.toml")} == set(LEVER_FIELDS)
+    defaults = _flat(AlphaTriangleConfig().model_dump())
+    for name, fields in LEVER_FIELDS.items():
+        lever = _flat(AlphaTriangleConfig.from_file(configs / name).model_dump())
+        assert {key for key in lever if lever[key] != defaults[key]} == fields, name
+
+
+def _flat(data: dict[str, object], prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
