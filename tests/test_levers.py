@@ -252,6 +252,10 @@ def test_each_lever_config_changes_its_lever_and_nothing_else() -> None:
     configs = Path(__file__).parents[1] / "bench" / "configs"
     assert {p.name for p in configs.glob("levers_*.toml")} == set(LEVER_FIELDS)
     defaults = _flat(AlphaTriangleConfig().model_dump())
+    # Every lever is off by default.
+    assert defaults["train.augment_symmetries"] == []
+    assert defaults["train.value_target"] == "monte_carlo"
+    assert defaults["mcts.simulations_final"] is None
     for name, fields in LEVER_FIELDS.items():
         lever = _flat(AlphaTriangleConfig.from_file(configs / name).model_dump())
         assert {key for key in lever if lever[key] != defaults[key]} == fields, name

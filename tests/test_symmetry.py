@@ -121,6 +121,9 @@ def test_no_symmetry_but_the_identity_maps_the_shape_set_onto_itself() -> None:
     outside = (tables.shape_image < 0).sum(axis=1)
     assert outside[0] == 0
     assert (outside[1:] >= 1).all()
+    mirror = tables.names.index("mirror0")
+    undealt = [tables.shapes[k] for k in np.flatnonzero(tables.shape_image[mirror] < 0)]
+    assert sorted(len(shape) for shape in undealt) == [4, 5]
 
 
 def test_shape_discovery_finds_every_shape_the_engine_deals() -> None:
