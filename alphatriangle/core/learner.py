@@ -74,7 +74,9 @@ class Learner:
         (``core.targets``) of a record without root values bootstraps from this network's
         values of its positions."""
         if needs_bootstrap(self.cfg.train) and not has_bootstrap(record):
-            _, values = network_outputs(self.model, record.grid, record.other, self.device)
+            # Records from Ray's object store are read-only, which torch warns about.
+            grid, other = record.grid.copy(), record.other.copy()
+            _, values = network_outputs(self.model, grid, other, self.device)
             record = with_bootstrap(record, values)
         evicted = self.buffer.add_episode(record)
         self._evicted += len(evicted)
