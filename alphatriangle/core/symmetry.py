@@ -15,7 +15,8 @@ engine for every symmetry). No symmetry but the identity maps trianglengin's set
 itself: two shapes of the set (a four-triangle bent strip and a five-triangle zigzag) have
 mirror images that it does not deal, and the set holds one down-triangle but two up-triangles,
 so the hands dealt *after* the current one are distributed slightly differently in the
-transformed game (4 to 7 of the 31 templates move per deal). The value target is therefore
+transformed game (by trianglengin's template list in ``shape_logic.cpp``, 4 to 7 of its 31
+templates per deal change under each symmetry). The value target is therefore
 an approximation under every symmetry; the policy target and the move's consequences are exact.
 
 ``augment_batch`` transforms a batch: the grid planes (cells permuted, line planes also swapped
@@ -69,6 +70,7 @@ class SymmetryTables:
 
     Attributes:
         names: the symmetries that map this board onto itself.
+        num_slots: the hand's slots.
         cell_map: int64 ``[G, N]`` image of each playable cell (off-board cells map to
             themselves; every plane is constant there).
         direction_map: int64 ``[G, 3]`` the direction (index into ``DIRECTIONS``) that the
@@ -85,6 +87,7 @@ class SymmetryTables:
     """
 
     names: tuple[SymmetryName, ...]
+    num_slots: int
     cell_map: np.ndarray
     direction_map: np.ndarray
     shapes: tuple[Triangles, ...]
@@ -239,6 +242,7 @@ def _tables(
         code_to_shape[_slot_code(encoding[k : k + 1])[0]] = k
     return SymmetryTables(
         names=tuple(names),
+        num_slots=num_slots,
         cell_map=np.stack(cell_maps),
         direction_map=np.asarray(direction_maps, dtype=np.int64),
         shapes=shapes,
@@ -260,9 +264,8 @@ def _slot_code(slots: np.ndarray) -> np.ndarray:
 def hand_shapes(other: np.ndarray, tables: SymmetryTables) -> np.ndarray:
     """int64 ``[B, S]`` shape index (into ``tables.shapes``; 0 empty) of each slot of extra
     features ``[B, F]``. Raises ``ValueError`` on a slot that holds no shape trianglengin deals."""
-    slots = tables.encoding.shape[1]
-    num_slots = (other.shape[1] - (other.shape[1] % slots)) // slots
-    blocks = other[:, : num_slots * slots].reshape(len(other), num_slots, slots)
+    blocks = other[:, : tables.num_slots * SLOT_FEATURES]
+    blocks = blocks.reshape(len(other), tables.num_slots, SLOT_FEATURES)
     ids = np.where(blocks[:, :, 0] > 0.5, tables.code_to_shape[_slot_code(blocks)], 0)
     if (ids < 0).any():
         raise ValueError("a slot's features describe no shape that trianglengin deals")
