@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from alphatriangle import metric_names as m
 from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig, ModelConfig
 from alphatriangle.core.diagnostics import diagnose_episodes, episode_value_targets, network_outputs
 from alphatriangle.core.learner import Learner
@@ -55,8 +56,9 @@ def test_the_learner_trains_on_the_batch_turned_by_seeded_symmetries() -> None:
         rng = np.random.default_rng([5, step])
         chosen = choose_symmetries(batch.other, tables.index(names), tables, rng)
         assert step > 0 or (chosen != 0).any()
-        augmenting.step(batch)
-        plain.step(augment_batch(batch, chosen, tables))
+        metrics = augmenting.step(batch)
+        assert metrics[m.LEARN_AUGMENTED] == np.mean(chosen != 0)
+        assert m.LEARN_AUGMENTED not in plain.step(augment_batch(batch, chosen, tables))
         for (name, a), b in zip(
             augmenting.model.state_dict().items(), plain.model.state_dict().values(), strict=True
         ):

@@ -105,15 +105,17 @@ class Learner:
 
         With ``train.augment_symmetries``, each sample is first turned by a symmetry that
         ``choose_symmetries`` draws from a generator seeded by the run's seed and this step's
-        number (so a resumed run draws what it would have).
+        number (so a resumed run draws what it would have), and ``learn/augmented_fraction``
+        says how many were turned by another symmetry than the identity.
         """
         ages = self.buffer.version_ages(batch.indices, self.counters.step)
+        augmented = None
         if self._symmetries is not None:
             rng = np.random.default_rng([self.cfg.train.seed, self.counters.step])
             tables = symmetry_tables()
-            batch = augment_batch(
-                batch, choose_symmetries(batch.other, self._symmetries, tables, rng), tables
-            )
+            chosen = choose_symmetries(batch.other, self._symmetries, tables, rng)
+            batch = augment_batch(batch, chosen, tables)
+            augmented = float(np.mean(chosen != 0))
         try:
             result = gradient_step(
                 self.model, self.optimizer, self.scheduler, batch, self.cfg, self.device
@@ -125,6 +127,8 @@ class Learner:
         self.counters.step += 1
         self.counters.samples_trained += len(batch.indices)
         metrics = dict(result.metrics)
+        if augmented is not None:
+            metrics[m.LEARN_AUGMENTED] = augmented
         if len(ages):
             metrics[m.LEARN_SAMPLE_AGE] = float(np.mean(ages))
         if self._evicted:
