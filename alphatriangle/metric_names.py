@@ -39,6 +39,9 @@ LEARN_SAMPLE_AGE = "learn/sample_age"
 """Learner: mean age, in learner steps (weight versions), of the positions of a batch."""
 LEARN_TIMES_SAMPLED_AT_EVICTION = "learn/times_sampled_at_eviction"
 """Learner: how often the positions that left the replay buffer had been sampled, on average."""
+LEARN_AUGMENTED = "learn/augmented_fraction"
+"""Learner, with ``[train] augment_symmetries``: the fraction of a batch's positions turned by
+a symmetry other than the identity."""
 
 BUFFER_SIZE = "buffer/size"
 EPISODES = "progress/episodes"

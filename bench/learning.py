@@ -2,10 +2,14 @@
 
 Run: ``.venv/bin/python bench/learning.py`` (opt-in; ``--minutes`` of training, 10 by default,
 plus a few minutes of evaluation). Self-play and the learner alternate in this one process on
-one thread, keeping ``replay_ratio`` samples trained per sample generated. Then every player
-plays the same fixed seeds: the trained network (MCTS, no noise, most visited move), random
-play, greedy one-step play and uniform-prior MCTS with 128 simulations. Exit status 1 when the
-trained agent does not beat the uniform-prior search.
+one thread, keeping ``replay_ratio`` samples trained per sample generated. ``--steps N`` (gradient
+steps) or ``--positions N`` (self-play positions) sets a compute budget instead, which a loaded
+machine does not shrink: with either, training runs without a time limit unless ``--minutes``
+is also given (the first budget reached ends it). Then every player plays the same fixed seeds:
+the trained network (its search without noise, with ``[eval] simulations`` when set, else
+``[mcts] simulations``), random play, greedy one-step play and uniform-prior MCTS with 128
+simulations. Exit status 1 when the trained agent does not beat the uniform-prior search; 2 on
+bad arguments.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -33,6 +38,7 @@ from alphatriangle.core.players import (
     play_games,
     uniform_mcts_player,
 )
+from alphatriangle.errors import ConfigError
 
 
 class _Progress:
@@ -66,25 +72,59 @@ def evaluate(name: str, player: Player, seeds: range) -> tuple[str, float, float
     return row
 
 
+def _positive(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0, help="training time")
+    parser.add_argument(
+        "--minutes", type=float, help="training time (default 10 without --steps/--positions)"
+    )
+    parser.add_argument("--steps", type=_positive, help="budget: gradient steps")
+    parser.add_argument("--positions", type=_positive, help="budget: self-play positions")
     parser.add_argument("--config", type=Path, help="a .toml/.json AlphaTriangleConfig")
     parser.add_argument("--first-seed", type=int, default=1000, help="first evaluation seed")
     parser.add_argument("--games", type=int, default=100, help="evaluation games per player")
     args = parser.parse_args()
+    if args.minutes is not None and not args.minutes > 0:
+        parser.error("--minutes must be a positive number of minutes")
     torch.set_num_threads(1)
-    cfg = AlphaTriangleConfig.from_file(args.config) if args.config else AlphaTriangleConfig()
-    print(f"training {args.minutes:g} min from scratch with {cfg.model_dump_json()}", flush=True)
-    model = train_locally(cfg, 60 * args.minutes, _Progress()).model
+    try:
+        cfg = AlphaTriangleConfig.from_file(args.config) if args.config else AlphaTriangleConfig()
+    except ConfigError as err:
+        parser.error(str(err))
+    if args.steps is not None:
+        cfg = cfg.model_copy(
+            update={"train": cfg.train.model_copy(update={"max_steps": args.steps})}
+        )
+    unbounded = args.steps is not None or args.positions is not None
+    minutes = args.minutes if args.minutes is not None else (math.inf if unbounded else 10.0)
+    budget = ", ".join(
+        f"{value:g} {name}"
+        for name, value in (
+            ("min", minutes),
+            ("steps", args.steps),
+            ("positions", args.positions),
+        )
+        if value is not None and value != math.inf
+    )
+    print(f"training from scratch ({budget}) with {cfg.model_dump_json()}", flush=True)
+    learner = train_locally(cfg, 60 * minutes, _Progress(), positions=args.positions)
+    model = learner.model
     assert isinstance(model, AlphaTriangleNet), "bench/learning.py trains AlphaZero"
+    c = learner.counters
+    print(f"trained: {c.step} steps, {c.samples_generated} positions, {c.episodes} episodes")
 
     seeds = range(args.first_seed, args.first_seed + args.games)
     print(f"\nevaluation on seeds {seeds.start}-{seeds.stop - 1}:")
     print(f"  {'player':<32} {'mean score':>16} {'length':>8} {'time':>8}")
-    trained = evaluate(
-        f"trained network, MCTS-{cfg.mcts.simulations}", network_player(model, cfg.mcts), seeds
-    )
+    sims = cfg.eval.simulations or cfg.mcts.simulations
+    mcts = cfg.mcts.model_copy(update={"simulations": sims})
+    trained = evaluate(f"trained network, MCTS-{sims}", network_player(model, mcts), seeds)
     evaluate("random", RandomPlayer(), seeds)
     evaluate("greedy one-step", GreedyPlayer(), seeds)
     uniform = evaluate("uniform-prior MCTS-128", uniform_mcts_player(128, cfg.mcts), seeds)

@@ -116,3 +116,32 @@ def test_a_worker_killed_in_the_middle_of_its_games_is_replaced_and_nothing_else
     assert infos[0]["episodes"] == len(set(by_seed) & replacement) > 0
     assert (infos[0]["weight_version"], infos[0]["games"]) == (4, 3)
     assert all(r.weight_version == 4 for r in records)
+
+
+def test_a_worker_searches_with_the_scheduled_simulations_of_its_weights(tmp_path: Path) -> None:
+    _fresh_ray()
+    try:
+        run = run_context("w", tmp_path / "data")
+        start_actor(run, metric_config())
+        cfg = AlphaTriangleConfig.model_validate(
+            {
+                "mcts": {"simulations": 4, "simulations_final": 8, "simulations_ramp_steps": 10},
+                "train": {"games_per_worker": 2},
+            }
+        )
+        worker = SelfPlayWorker.remote(run, cfg, 0, [7])  # type: ignore[attr-defined]
+        weights = AlphaTriangleNet(cfg.model).state_dict()
+        assert ray.get(worker.info.remote())["simulations"] == 4
+        ray.get(worker.set_weights.remote(weights, 5))
+        assert ray.get(worker.info.remote())["simulations"] == 6  # 4 + floor(4 * 5 / 10)
+        first = ray.get(worker.play.remote())
+        assert all(r.simulations == 6 * r.length for r in first)
+        ray.get(worker.set_weights.remote(weights, 10))
+        assert ray.get(worker.info.remote())["simulations"] == 8
+        records: list[EpisodeRecord] = []
+        while not any(r.simulations == 8 * r.length for r in records):
+            records += ray.get(worker.play.remote())
+            assert len(records) < 20
+        assert all(6 * r.length < r.simulations <= 8 * r.length for r in records)
+    finally:
+        ray.shutdown()

@@ -4,13 +4,14 @@ it needs), the gradient step (and its cost), and the search that plays with the 
 Everything else (self-play, the learner loop, players, the pipeline) takes these.
 
 - ``alphazero``: ``AlphaTriangleNet`` searched by ``trimcts`` on the real game (PUCT or Gumbel);
-  positions with Monte Carlo value targets; policy and value losses.
+  positions with the value targets of ``[train] value_target`` (``core.targets``); policy and value losses.
 - ``muzero``: ``MuZeroNet`` searched in its latent space (``core.muzero.search``); whole games,
   sampled with K unroll steps and n-step targets; the unrolled loss.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -29,6 +30,7 @@ from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.optimization import TrainStepResult
 from alphatriangle.core.players import SearchPlayer
 from alphatriangle.core.search import NetworkEvaluator, Searcher, SearchSettings, tree_searcher
+from alphatriangle.core.targets import alphazero_value_targets
 from alphatriangle.core.training import train_step
 from alphatriangle.errors import ConfigError
 
@@ -98,6 +100,7 @@ def _buffer(cfg: AlphaTriangleConfig, capacity: int) -> PositionBuffer[Any]:
         alpha=tc.per_alpha,
         beta=tc.per_beta,
         seed=tc.seed,
+        targets=functools.partial(alphazero_value_targets, train=tc),
     )
 
 

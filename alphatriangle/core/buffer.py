@@ -3,7 +3,7 @@ replay) and the value targets it stores."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -313,8 +313,24 @@ class PositionBuffer(Generic[BatchT]):
         self.rng = _decode_rng(state["rng"])
 
 
+def monte_carlo_targets(record: EpisodeRecord) -> np.ndarray:
+    """``value_targets`` of the record's rewards."""
+    return value_targets(record.rewards)
+
+
 class ReplayBuffer(PositionBuffer[Batch]):
-    """AlphaZero's buffer: positions with their Monte Carlo value targets (``value_targets``)."""
+    """AlphaZero's buffer: positions with the value targets ``targets`` gives an episode
+    (``monte_carlo_targets`` unless told otherwise: see ``core.targets``); the other arguments
+    are ``PositionBuffer``'s."""
+
+    def __init__(
+        self,
+        *args: Any,
+        targets: Callable[[EpisodeRecord], np.ndarray] = monte_carlo_targets,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.targets = targets
 
     def rows(self, record: EpisodeRecord) -> dict[str, np.ndarray]:
         return {
@@ -322,7 +338,7 @@ class ReplayBuffer(PositionBuffer[Batch]):
             "other": record.other,
             "policy": record.policy,
             "valid_mask": record.valid_mask,
-            "value_target": value_targets(record.rewards),
+            "value_target": self.targets(record),
         }
 
     def batch(self, indices: np.ndarray, weights: np.ndarray) -> Batch:

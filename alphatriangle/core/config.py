@@ -10,7 +10,7 @@ import json
 import stat
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -74,6 +74,17 @@ class MCTSConfig(BaseModel):
         "(alphatriangle/core/muzero/search.py).",
     )
     simulations: int = Field(32, ge=1, le=100_000, description="Simulations per move.")
+    simulations_final: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Self-play's simulations grow linearly from `simulations` at weight version "
+        "(learner step) 0 to this at `simulations_ramp_steps`, then stay (`simulations_at`); "
+        "None: always `simulations`. Evaluation keeps `simulations` unless [eval] sets its own.",
+    )
+    simulations_ramp_steps: int = Field(
+        10_000, ge=1, description="Learner steps over which `simulations_final` is reached."
+    )
     cpuct: float = Field(
         1.0,
         gt=0,
@@ -130,6 +141,35 @@ class MCTSConfig(BaseModel):
         "value is their mean; 1: no chance nodes, the tree plans against one imagined deal.",
     )
 
+    SCHEDULE_FIELDS: ClassVar[tuple[str, ...]] = ("simulations_final", "simulations_ramp_steps")
+    """Fields that say how self-play's count changes; a searcher runs one count."""
+
+    def simulations_at(self, step: int) -> int:
+        """Self-play's simulations per move with the weights of learner step ``step``:
+        ``simulations + floor((simulations_final - simulations) * min(step, ramp) / ramp)``."""
+        if self.simulations_final is None:
+            return self.simulations
+        done = min(max(step, 0), self.simulations_ramp_steps)
+        grown = (self.simulations_final - self.simulations) * done
+        return self.simulations + grown // self.simulations_ramp_steps
+
+
+SymmetryName = Literal[
+    "identity",
+    "rot60",
+    "rot120",
+    "rot180",
+    "rot240",
+    "rot300",
+    "mirror0",
+    "mirror60",
+    "mirror120",
+    "mirror180",
+    "mirror240",
+    "mirror300",
+]
+"""The isometries of the hexagonal board (``alphatriangle.core.symmetry``): turns clockwise as
+drawn, and ``mirrorK``, the left-right mirror followed by the turn ``rotK``."""
 
 CPU_GAMES_PER_WORKER = 8
 """Default games per CPU worker: batches of 64 leaves. What that buys depends on the CPU
@@ -198,6 +238,24 @@ class TrainConfig(BaseModel):
     seed: int = Field(
         0, ge=0, description="Seed of the run (network init, buffer sampling, games)."
     )
+    value_target: Literal["monte_carlo", "n_step", "discounted"] = Field(
+        "monte_carlo",
+        description="AlphaZero's value target: 'monte_carlo' the score still to come, 'n_step' "
+        "value_n_steps rewards then the network's value of the position reached, 'discounted' "
+        "the return discounted by value_discount (alphatriangle/core/targets.py).",
+    )
+    value_n_steps: int = Field(
+        10, ge=1, le=10_000, description="n of value_target 'n_step': moves before bootstrapping."
+    )
+    value_discount: float = Field(
+        1.0, gt=0, le=1, description="gamma of value_target 'n_step' and 'discounted'."
+    )
+    augment_symmetries: list[SymmetryName] = Field(
+        default_factory=list,
+        description="AlphaZero: board symmetries to train on; each sample is turned by one "
+        "drawn uniformly from the identity and those listed that map its hand onto shapes "
+        "trianglengin deals (alphatriangle/core/symmetry.py); empty: no augmentation.",
+    )
 
     def games_at_once(self, on_gpu: bool) -> int:
         """``games_per_worker``, or its default for a worker on CPU or on a GPU share."""
@@ -211,6 +269,11 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"min_buffer_size ({self.min_buffer_size}) exceeds buffer_capacity "
                 f"({self.buffer_capacity}); training would never start"
+            )
+        if self.value_target == "discounted" and self.value_discount == 1.0:
+            raise ValueError(
+                "value_target 'discounted' with value_discount 1 is 'monte_carlo'; set "
+                "value_discount below 1"
             )
         return self
 
@@ -292,6 +355,19 @@ class AlphaTriangleConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Learner and loop.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Periodic evaluation.")
     muzero: MuZeroConfig = Field(default_factory=MuZeroConfig, description="MuZero settings.")
+
+    @model_validator(mode="after")
+    def _check_algorithm_settings(self) -> AlphaTriangleConfig:
+        if self.algorithm == "muzero" and self.train.augment_symmetries:
+            raise ValueError(
+                "train.augment_symmetries applies to AlphaZero only; remove it for muzero"
+            )
+        if self.algorithm == "muzero" and self.train.value_target != "monte_carlo":
+            raise ValueError(
+                "train.value_target applies to AlphaZero only; MuZero's targets are set by "
+                "[muzero] td_steps and discount"
+            )
+        return self
 
     @classmethod
     def from_file(cls, path: str | Path) -> AlphaTriangleConfig:

@@ -5,8 +5,9 @@ value head explains positions it has not been trained on (``explained_variance``
 
 Both apply to either algorithm: ``network_outputs`` reads AlphaZero's network or MuZero's
 initial inference ``f(h(o))`` on real positions, and ``episode_value_targets`` gives each
-position the target its algorithm trains the value head toward (AlphaZero's Monte Carlo return
-to go; MuZero's n-step target, bootstrapped from the search's root values).
+position the target its algorithm trains the value head toward (AlphaZero's of ``[train]
+value_target``, ``core.targets``; MuZero's n-step target, bootstrapped from the search's root
+values).
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from alphatriangle.core.buffer import value_targets
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.muzero.network import MuZeroNet
 from alphatriangle.core.muzero.replay import n_step_targets
 from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.selfplay import EpisodeRecord
+from alphatriangle.core.targets import (
+    alphazero_value_targets,
+    has_bootstrap,
+    needs_bootstrap,
+    with_bootstrap,
+)
 
 
 def explained_variance(target: np.ndarray, prediction: np.ndarray) -> float | None:
@@ -87,7 +93,7 @@ def episode_value_targets(record: EpisodeRecord, cfg: AlphaTriangleConfig) -> np
     if cfg.algorithm == "muzero":
         mz = cfg.muzero
         return n_step_targets(record.rewards, record.root_values, mz.discount, mz.td_steps)
-    return value_targets(record.rewards)
+    return alphazero_value_targets(record, cfg.train)
 
 
 @dataclass(frozen=True)
@@ -132,9 +138,21 @@ def diagnose_episodes(
         empty = np.zeros(0, dtype=np.float64)
         return EpisodeDiagnostics(empty, empty.astype(np.float32), empty)
     picked = slice(None, None, every)
-    grid = np.concatenate([r.grid for r in records])[picked]
-    other = np.concatenate([r.other for r in records])[picked]
-    logits, values = network_outputs(model, grid, other, device)
+    grid = np.concatenate([r.grid for r in records])
+    other = np.concatenate([r.other for r in records])
+    if cfg.algorithm == "alphazero" and needs_bootstrap(cfg.train):
+        # n-step targets read the value of positions that are not picked: predict them all,
+        # and bootstrap records without root values from these predictions (as the learner
+        # does from its own).
+        logits, values = network_outputs(model, grid, other, device)
+        ends = np.cumsum([r.length for r in records])[:-1]
+        records = [
+            r if has_bootstrap(r) else with_bootstrap(r, v)
+            for r, v in zip(records, np.split(values, ends), strict=True)
+        ]
+        logits, values = logits[picked], values[picked]
+    else:
+        logits, values = network_outputs(model, grid[picked], other[picked], device)
     policy = np.concatenate([r.policy for r in records])[picked]
     legal = np.concatenate([r.valid_mask for r in records])[picked]
     targets = np.concatenate([episode_value_targets(r, cfg) for r in records])[picked]

@@ -19,8 +19,11 @@ import torch
 from alphatriangle import metric_names as m
 from alphatriangle.core.algorithm import build_model, gradient_step, new_buffer
 from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.diagnostics import network_outputs
 from alphatriangle.core.optimization import make_optimizer, make_scheduler
 from alphatriangle.core.selfplay import EpisodeRecord
+from alphatriangle.core.symmetry import augment_batch, choose_symmetries, symmetry_tables
+from alphatriangle.core.targets import has_bootstrap, needs_bootstrap, with_bootstrap
 from alphatriangle.errors import NonFiniteLossError
 
 
@@ -62,8 +65,19 @@ class Learner:
         # been sampled; not checkpointed (a resume loses at most one step's worth).
         self._evicted = 0
         self._evicted_samples = 0
+        self._symmetries = (
+            symmetry_tables().index(tc.augment_symmetries) if tc.augment_symmetries else None
+        )
 
     def add_episode(self, record: EpisodeRecord) -> None:
+        """Store the episode's positions with their targets; an n-step value target
+        (``core.targets``) of a record without root values bootstraps from this network's
+        values of its positions."""
+        if needs_bootstrap(self.cfg.train) and not has_bootstrap(record):
+            # Records from Ray's object store are read-only, which torch warns about.
+            grid, other = record.grid.copy(), record.other.copy()
+            _, values = network_outputs(self.model, grid, other, self.device)
+            record = with_bootstrap(record, values)
         evicted = self.buffer.add_episode(record)
         self._evicted += len(evicted)
         self._evicted_samples += int(evicted.sum())
@@ -88,8 +102,20 @@ class Learner:
         weights that searched it; positions of unknown version are left out), and
         ``learn/times_sampled_at_eviction``, how often the positions that left the buffer since
         the previous step had been sampled (only when some left).
+
+        With ``train.augment_symmetries``, each sample is first turned by a symmetry that
+        ``choose_symmetries`` draws from a generator seeded by the run's seed and this step's
+        number (so a resumed run draws what it would have), and ``learn/augmented_fraction``
+        says how many were turned by another symmetry than the identity.
         """
         ages = self.buffer.version_ages(batch.indices, self.counters.step)
+        augmented = None
+        if self._symmetries is not None:
+            rng = np.random.default_rng([self.cfg.train.seed, self.counters.step])
+            tables = symmetry_tables()
+            chosen = choose_symmetries(batch.other, self._symmetries, tables, rng)
+            batch = augment_batch(batch, chosen, tables)
+            augmented = float(np.mean(chosen != 0))
         try:
             result = gradient_step(
                 self.model, self.optimizer, self.scheduler, batch, self.cfg, self.device
@@ -101,6 +127,8 @@ class Learner:
         self.counters.step += 1
         self.counters.samples_trained += len(batch.indices)
         metrics = dict(result.metrics)
+        if augmented is not None:
+            metrics[m.LEARN_AUGMENTED] = augmented
         if len(ages):
             metrics[m.LEARN_SAMPLE_AGE] = float(np.mean(ages))
         if self._evicted:

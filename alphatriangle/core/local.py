@@ -6,6 +6,7 @@ self-play in a plain loop, for learning checks that must not depend on the pipel
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -19,17 +20,29 @@ def train_locally(
     cfg: AlphaTriangleConfig,
     seconds: float,
     report: Callable[[Learner, dict[str, float]], None] | None = None,
+    positions: int | None = None,
 ) -> Learner:
     """Alternate self-play episodes (with the learner's current network) and gradient steps,
-    ``replay_ratio`` samples trained per sample generated, for ``seconds`` or until
-    ``train.max_steps``. ``report(learner, last_metrics)`` is called after every episode."""
+    ``replay_ratio`` samples trained per sample generated, for ``seconds``, until
+    ``train.max_steps`` or until self-play has generated ``positions`` (when given; the last
+    episode is played to its end and trained on). Each episode is searched with ``mcts.simulations_at`` the learner's
+    step. ``report(learner, last_metrics)`` is called after every episode."""
     tc = cfg.train
     learner = Learner(cfg)
     games = searcher(learner.model, cfg, noise=True)
     deadline = time.perf_counter() + seconds
     metrics: dict[str, float] = {}
-    while time.perf_counter() < deadline and learner.counters.step < tc.max_steps:
+    limit = math.inf if positions is None else positions
+    while (
+        time.perf_counter() < deadline
+        and learner.counters.step < tc.max_steps
+        and learner.counters.samples_generated < limit
+    ):
         learner.model.eval()
+        simulations = cfg.mcts.simulations_at(learner.counters.step)
+        if simulations != games.settings.simulations:
+            mcts = cfg.mcts.model_copy(update={"simulations": simulations})
+            games = searcher(learner.model, cfg, noise=True, mcts=mcts)
         seed = TRAINING_SEED_FLOOR + tc.seed * 1_000_003 + learner.counters.episodes
         [episode] = SelfPlayGames(games, [seed], 1).play()
         learner.add_episode(episode)

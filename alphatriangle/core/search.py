@@ -76,10 +76,12 @@ class SearchSettings:
         cls, mcts: MCTSConfig, *, noise: bool, muzero: MuZeroConfig | None = None
     ) -> SearchSettings:
         """``mcts``' settings, ``noise``, and the latent search's from ``muzero`` (its defaults
-        when None). Every ``MCTSConfig`` field is carried: a new one must be added here."""
+        when None). Every ``MCTSConfig`` field but the schedule of self-play's simulations
+        (``SCHEDULE_FIELDS``, which picks ``simulations`` per searcher) is carried: a new one
+        must be added here."""
         latent = muzero or MuZeroConfig()
         return cls(
-            **mcts.model_dump(),
+            **mcts.model_dump(exclude=set(MCTSConfig.SCHEDULE_FIELDS)),
             noise=noise,
             discount=latent.discount,
             pb_c_init=latent.pb_c_init,

@@ -89,6 +89,10 @@ class _Game:
     root_values: list[float] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
     cleared: int = 0
+    banked_moves: int = 0
+    """Moves searched by earlier searchers (``SelfPlayGames.set_searcher``)..."""
+    banked_simulations: int = 0
+    """... and the simulations they ran."""
 
 
 class SelfPlayGames:
@@ -146,6 +150,16 @@ class SelfPlayGames:
             else:
                 self._running.append(game)
         return ended
+
+    def set_searcher(self, searcher: Searcher[Any]) -> None:
+        """Search the next moves of every game with ``searcher`` (of the same kind: the games'
+        search objects carry over), e.g. with another number of simulations."""
+        done = self.searcher.settings.simulations
+        for game in self._running:
+            moves = len(game.policies)
+            game.banked_simulations += (moves - game.banked_moves) * done
+            game.banked_moves = moves
+        self.searcher = searcher
 
     def step(self) -> list[EpisodeRecord]:
         """One move in every running game; the records of the games that ended, in slot order."""
@@ -209,7 +223,8 @@ class SelfPlayGames:
             score=float(score_arr[-1]),
             length=length,
             triangles_cleared=game.cleared,
-            simulations=length * self.searcher.settings.simulations,
+            simulations=game.banked_simulations
+            + (length - game.banked_moves) * self.searcher.settings.simulations,
             search_depth=float(np.mean(game.depths)) if game.depths else 0.0,
             seed=game.seed,
             actions=np.asarray(game.actions, dtype=np.int64),

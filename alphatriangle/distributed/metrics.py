@@ -34,5 +34,6 @@ def metric_config() -> TrieyeConfig:
             MetricSpec(name=m.LEARN_SEARCH_KL, aggregation="mean"),
             MetricSpec(name=m.LEARN_SAMPLE_AGE, aggregation="mean"),
             MetricSpec(name=m.LEARN_TIMES_SAMPLED_AT_EVICTION, aggregation="mean"),
+            MetricSpec(name=m.LEARN_AUGMENTED, aggregation="mean"),
         ],
     )

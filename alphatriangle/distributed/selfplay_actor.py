@@ -71,12 +71,24 @@ class SelfPlayWorker:
             yield int(self.rng.integers(TRAINING_SEED_FLOOR, 2**32 - 1))
 
     def set_weights(self, weights: dict[str, torch.Tensor], version: int) -> int:
-        """Load published weights (the driver passes one ``ray.put`` reference to all workers)."""
+        """Load published weights (the driver passes one ``ray.put`` reference to all workers);
+        the next moves are searched with ``mcts.simulations_at(version)`` simulations."""
         self.model.load_state_dict(weights)
         self.model.eval()
         self.weight_version = version
         self.games.weight_version = version
+        simulations = self.cfg.mcts.simulations_at(version)
+        if simulations != self.simulations:
+            mcts = self.cfg.mcts.model_copy(update={"simulations": simulations})
+            self.games.set_searcher(
+                searcher(self.model, self.cfg, noise=True, mcts=mcts, device=self.device)
+            )
         return version
+
+    @property
+    def simulations(self) -> int:
+        """Simulations per move of the worker's current search."""
+        return self.games.searcher.settings.simulations
 
     def play(self) -> list[EpisodeRecord]:
         """Advance the worker's games until at least one ends; report each finished one to the
@@ -109,9 +121,7 @@ class SelfPlayWorker:
         self._log_diagnostics(ended, step)
         self.stats.log_dict(self.system.sample(), step)
         self.stats.log(m.WORKER_MOVES_PER_S, moves / elapsed, step)
-        self.stats.log(
-            m.WORKER_SIMULATIONS_PER_S, moves * self.cfg.mcts.simulations / elapsed, step
-        )
+        self.stats.log(m.WORKER_SIMULATIONS_PER_S, moves * self.simulations / elapsed, step)
         # One small RPC per finished batch of games, so that killing a worker loses only the
         # games it was playing.
         self.stats.deliver()
@@ -139,4 +149,5 @@ class SelfPlayWorker:
             "weight_version": self.weight_version,
             "device": self.device,
             "games": self.games.running,
+            "simulations": self.simulations,
         }
