@@ -40,6 +40,17 @@ LEARN_SAMPLE_AGE = "learn/sample_age"
 LEARN_TIMES_SAMPLED_AT_EVICTION = "learn/times_sampled_at_eviction"
 """Learner: how often the positions that left the replay buffer had been sampled, on average."""
 
+MUZERO_REWARD_RANK_CLEAR = "muzero/reward_rank_clear"
+"""Learner, MuZero: on a fixed set of positions that each offer a line clear, the share where
+the move with the highest predicted reward clears (``core.muzero.probe``): near 0 for a model
+whose reward cannot see the action, 1 for one that ranks clears first."""
+MUZERO_REWARD_RANK_PAIRS = "muzero/reward_rank_pairs"
+"""Learner, MuZero: on the same positions, the share of (clearing, non-clearing) move pairs
+whose predicted rewards are in that order, averaged over the positions."""
+MUZERO_Q_SPREAD = "muzero/q_spread"
+"""Learner, MuZero: on the same positions, the mean of ``max - min`` of the predicted
+``r + discount v(s')`` over each position's legal moves."""
+
 BUFFER_SIZE = "buffer/size"
 EPISODES = "progress/episodes"
 SAMPLES_GENERATED = "progress/samples_generated"

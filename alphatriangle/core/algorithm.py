@@ -44,7 +44,8 @@ def network_settings(cfg: AlphaTriangleConfig) -> tuple[object, ...]:
     """The settings that shape the network's weights: a checkpoint loads only into a network
     built with equal ones."""
     if cfg.algorithm == "muzero":
-        return (cfg.model, cfg.muzero.value_support, cfg.muzero.reward_support)
+        mz = cfg.muzero
+        return (cfg.model, mz.value_support, mz.reward_support, mz.reward_read)
     return (cfg.model,)
 
 

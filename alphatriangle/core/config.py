@@ -264,6 +264,14 @@ class MuZeroConfig(BaseModel):
     value_loss_weight: float = Field(
         0.25, ge=0, description="Weight of the value loss (the paper's 0.25 for reanalysed data)."
     )
+    reward_read: Literal["pooled", "cells"] = Field(
+        "cells",
+        description="What the reward head reads of the state the dynamics reaches: 'cells' "
+        "(the default) pooled features and the features at the cells the placement may cover "
+        "(a window at the anchor, the shape's footprint where the hand is known); 'pooled': "
+        "pooled features only, which cannot tell one move's reward from another's "
+        "(bench/muzero_reward.py). Shapes the network's weights.",
+    )
     consistency_weight: float = Field(
         0.0,
         ge=0,

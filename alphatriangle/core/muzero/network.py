@@ -8,8 +8,14 @@ supports from ``MuZeroConfig``.
   embedded extra features, then ``num_blocks`` residual blocks), so the latent state ``s`` is a
   ``[channels, ROWS, COLS]`` map over the board.
 - ``g(s, a) -> (r, s')``: the action as one-hot planes (one per hand slot, a 1 at the anchor
-  cell), concatenated to ``s``, a 3x3 convolution and ``num_blocks`` residual blocks; the reward
-  from pooled features of ``s'``.
+  cell), concatenated to ``s``, a 3x3 convolution and ``num_blocks`` residual blocks. The
+  reward (``[muzero] reward_read``) from pooled features of ``s'`` and, with ``"cells"`` (the
+  default), from the features of ``s'`` at the cells the placement may cover: the
+  ``FOOTPRINT_OFFSETS`` window at the anchor, each offset's channels in its own place of the
+  head's input (zeros off the board), times the cell's ``mask`` (1: read; the shape's footprint
+  where the hand is known, see ``cell_masks``). Pooled features alone cannot see the action:
+  it enters as one anchor cell and is washed out by the convolutions and the pooling
+  (``bench/muzero_reward.py`` measures it).
 - ``f(s) -> (policy logits, value)``: per slot, a ``(3, 5)`` convolution (it sees the cells a
   shape anchored there can cover) gives one logit per (slot, row, col), which flattens to
   trianglengin's action ids; the value from pooled features.
@@ -21,13 +27,20 @@ rewards are categorical over ``-S..S`` (``alphatriangle.core.muzero.support``).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional alias)
 from torch import nn
 from trianglengin import EnvConfig
 
 from alphatriangle.core.config import ModelConfig, MuZeroConfig
-from alphatriangle.core.features import feature_spec
+from alphatriangle.core.features import (
+    FOOTPRINT_OFFSETS,
+    FOOTPRINT_START,
+    NUM_GLOBAL_FEATURES,
+    SLOT_FEATURES,
+    feature_spec,
+)
 from alphatriangle.core.muzero.support import from_logits
 from alphatriangle.core.network import ResidualBlock
 
@@ -46,6 +59,57 @@ def _pooled_head(channels: int, hidden: int, outputs: int) -> nn.Sequential:
 
 def _pool(s: torch.Tensor) -> torch.Tensor:
     return torch.cat([s.mean(dim=(2, 3)), s.amax(dim=(2, 3))], dim=1)
+
+
+WINDOW = len(FOOTPRINT_OFFSETS)
+"""Cells the reward reads at an action's anchor (``reward_read = "cells"``)."""
+_ROW_PAD = max(dr for dr, _ in FOOTPRINT_OFFSETS)
+_COL_PAD = max(abs(dc) for _, dc in FOOTPRINT_OFFSETS)
+
+
+def window_cells(actions: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cells the reward reads for action ids ``[B]``: ``(row, col)`` int64 ``[B, WINDOW]``
+    in the padded map (``rows + _ROW_PAD`` by ``cols + 2 _COL_PAD``, the board at row 0,
+    column ``_COL_PAD``), offset ``i`` of ``FOOTPRINT_OFFSETS`` from the anchor in column ``i``."""
+    cell = actions % (rows * cols)
+    offsets = torch.tensor(FOOTPRINT_OFFSETS, dtype=torch.int64, device=actions.device)
+    row = (cell // cols)[:, None] + offsets[None, :, 0]
+    col = (cell % cols)[:, None] + offsets[None, :, 1] + _COL_PAD
+    return row, col
+
+
+def cell_masks(
+    other: np.ndarray, actions: np.ndarray, depth: np.ndarray | int, action_dim: int
+) -> np.ndarray:
+    """The window cells the reward reads, float32 ``[B, WINDOW]``, for moves ``actions [B]``
+    played ``depth`` moves after a real position with extra features ``other [B, F]`` (0: the
+    move at that position): while the position's hand is not used up (``depth`` below the
+    shapes it holds), the footprint bits of the action's slot there, the cells the shape
+    covers (zeros for an empty slot); after it, every cell of the window, because the game
+    deals the next hand at random and nothing in the observation says what it holds.
+    ``action_dim`` = slots x ROWS x COLS."""
+    other = np.asarray(other, dtype=np.float32)
+    actions = np.asarray(actions, dtype=np.int64)
+    num_slots = (other.shape[1] - NUM_GLOBAL_FEATURES) // SLOT_FEATURES
+    hand = other[:, : num_slots * SLOT_FEATURES : SLOT_FEATURES].sum(axis=1)  # present bits
+    start = (actions // (action_dim // num_slots)) * SLOT_FEATURES + FOOTPRINT_START
+    footprint = other[np.arange(len(actions))[:, None], start[:, None] + np.arange(WINDOW)]
+    known = (np.asarray(depth) < np.rint(hand))[:, None]
+    out: np.ndarray = np.where(known, footprint, 1.0).astype(np.float32)
+    return out
+
+
+def read_cells(s: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``s [B, ch, H, W]`` at each action's window cells, ``[B, WINDOW * ch]`` (offset-major),
+    each cell's channels times ``mask [B, WINDOW]`` (None: all read); zeros off the board."""
+    b, _, rows, cols = s.shape
+    padded = F.pad(s, (_COL_PAD, _COL_PAD, 0, _ROW_PAD))
+    row, col = window_cells(actions, rows, cols)
+    batch = torch.arange(b, device=s.device)[:, None]
+    cells = padded.permute(0, 2, 3, 1)[batch, row, col]  # [B, WINDOW, ch]
+    if mask is not None:
+        cells = cells * mask[:, :, None].to(cells.dtype)
+    return cells.flatten(1)
 
 
 class MuZeroNet(nn.Module):
@@ -74,7 +138,12 @@ class MuZeroNet(nn.Module):
 
         self.dynamics_in = nn.Conv2d(ch + spec.num_slots, ch, 3, padding=1)
         self.dynamics_blocks = nn.Sequential(*(ResidualBlock(ch) for _ in range(cfg.num_blocks)))
-        self.reward_head = _pooled_head(ch, cfg.value_hidden, 2 * mz.reward_support + 1)
+        reward_inputs = 2 * ch + (WINDOW * ch if mz.reward_read == "cells" else 0)
+        self.reward_head = nn.Sequential(
+            nn.Linear(reward_inputs, cfg.value_hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.value_hidden, 2 * mz.reward_support + 1),
+        )
 
         self.policy_hidden = nn.Conv2d(ch, cfg.policy_hidden, (3, 5), padding=(1, 2))
         self.policy_out = nn.Conv2d(cfg.policy_hidden, spec.num_slots, 1)
@@ -93,11 +162,17 @@ class MuZeroNet(nn.Module):
         planes[torch.arange(actions.shape[0], device=actions.device), actions] = 1.0
         return planes.view(-1, self.num_slots, self.rows, self.cols)
 
-    def dynamics(self, s: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``g``: ``(reward logits [B, 2R + 1], s' [B, ch, H, W])``."""
+    def dynamics(
+        self, s: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``g``: ``(reward logits [B, 2R + 1], s' [B, ch, H, W])``; ``mask [B, WINDOW]`` the
+        window cells the reward reads (None: all of them)."""
         x = F.relu(self.dynamics_in(torch.cat([s, self.action_planes(actions)], dim=1)))
         nxt = scale_latent(self.dynamics_blocks(x))
-        return self.reward_head(_pool(nxt)), nxt
+        features = _pool(nxt)
+        if self.muzero_cfg.reward_read == "cells":
+            features = torch.cat([features, read_cells(nxt, actions, mask)], dim=1)
+        return self.reward_head(features), nxt
 
     def predict(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``f``: ``(policy logits [B, A] by action id, value logits [B, 2V + 1])``."""
@@ -113,9 +188,9 @@ class MuZeroNet(nn.Module):
         return s, policy, from_logits(value)
 
     def recurrent(
-        self, s: torch.Tensor, actions: torch.Tensor
+        self, s: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step in the model: ``(s', reward, policy logits, value)``."""
-        reward, nxt = self.dynamics(s, actions)
+        reward, nxt = self.dynamics(s, actions, mask)
         policy, value = self.predict(nxt)
         return nxt, from_logits(reward), policy, from_logits(value)

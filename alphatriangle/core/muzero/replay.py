@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from alphatriangle.core.buffer import PositionBuffer
+from alphatriangle.core.muzero.network import cell_masks
 from alphatriangle.core.selfplay import EpisodeRecord
 
 
@@ -63,6 +64,10 @@ class MuZeroBatch:
             past the end; ``policy_mask[:, 1:]`` says which are inside), for the consistency
             loss; None when not drawn.
         next_other: float32 ``[B, K, F]`` their extra features.
+        cell_masks: float32 ``[B, K, WINDOW]`` the cells the reward of step ``k`` reads
+            (``network.cell_masks`` of the start position, ``k`` moves after it: the shape's
+            footprint while the start's hand lasts, the whole window after the deal, as the
+            search reads them); None: the whole window at every step.
     """
 
     grid: np.ndarray
@@ -76,6 +81,7 @@ class MuZeroBatch:
     indices: np.ndarray
     next_grid: np.ndarray | None = None
     next_other: np.ndarray | None = None
+    cell_masks: np.ndarray | None = None
 
 
 class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
@@ -151,10 +157,19 @@ class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
         next_grid[~later_inside] = 0.0
         next_other = self.other[later].astype(np.float32)
         next_other[~later_inside] = 0.0
+        other = self.other[indices].astype(np.float32)
+        actions = np.where(moves, self.action[slots[:, :-1]], random_actions).astype(np.int64)
+        masks = np.stack(
+            [
+                cell_masks(other, actions[:, k], k, self.action_dim)
+                for k in range(self.unroll_steps)
+            ],
+            axis=1,
+        )
         return MuZeroBatch(
             grid=self.grid[indices].astype(np.float32),
-            other=self.other[indices].astype(np.float32),
-            actions=np.where(moves, self.action[slots[:, :-1]], random_actions).astype(np.int64),
+            other=other,
+            actions=actions,
             target_policy=policy,
             policy_mask=inside,
             target_value=np.where(inside, self.value_target[slots], 0.0).astype(np.float32),
@@ -163,4 +178,5 @@ class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
             indices=indices,
             next_grid=next_grid,
             next_other=next_other,
+            cell_masks=masks,
         )

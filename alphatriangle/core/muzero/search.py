@@ -46,8 +46,8 @@ import torch
 from trianglengin import GameState
 
 from alphatriangle.core import gumbel_rules as rules
-from alphatriangle.core.features import extract_batch, valid_mask_from_grid
-from alphatriangle.core.muzero.network import MuZeroNet
+from alphatriangle.core.features import extract_batch, feature_spec, valid_mask_from_grid
+from alphatriangle.core.muzero.network import WINDOW, MuZeroNet, cell_masks
 from alphatriangle.core.search import SearchResult, SearchSettings, dirichlet_noise
 
 
@@ -59,9 +59,10 @@ class LatentModel(Protocol):
         ...
 
     def recurrent(
-        self, latents: np.ndarray, actions: np.ndarray
+        self, latents: np.ndarray, actions: np.ndarray, masks: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """One step: ``(next latents [B, ...], rewards [B], policy logits [B, A], values [B])``."""
+        """One step: ``(next latents [B, ...], rewards [B], policy logits [B, A], values [B])``;
+        ``masks [B, WINDOW]`` the cells each reward reads (``network.cell_masks``)."""
         ...
 
 
@@ -299,12 +300,13 @@ class MuZeroEvaluator:
         return s.cpu().numpy(), logits.float().cpu().numpy(), value.float().cpu().numpy()
 
     def recurrent(
-        self, latents: np.ndarray, actions: np.ndarray
+        self, latents: np.ndarray, actions: np.ndarray, masks: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         with torch.inference_mode():
             s, reward, logits, value = self.model.recurrent(
                 torch.from_numpy(latents).to(self.device),
                 torch.from_numpy(actions).to(self.device),
+                torch.from_numpy(masks).to(self.device),
             )
         self.evaluations += len(actions)
         return (
@@ -333,10 +335,10 @@ class LatentSearcher:
     def search(
         self, games: Sequence[np.random.Generator], states: Sequence[GameState]
     ) -> list[SearchResult]:
-        grid, _ = extract_batch(states)
+        grid, other = extract_batch(states)
         legal = valid_mask_from_grid(grid)
         rngs = list(games) if self.settings.noise else [None] * len(games)
-        return [tree.result() for tree in self.run(states, legal, rngs)]
+        return [tree.result() for tree in self.run(states, legal, rngs, other)]
 
     def played(
         self, game: np.random.Generator, state: GameState, action: int, result: SearchResult
@@ -348,10 +350,14 @@ class LatentSearcher:
         observations: Sequence[object],
         legal: np.ndarray,
         rngs: Sequence[np.random.Generator | None],
+        other: np.ndarray | None = None,
     ) -> list[LatentTree]:
         """One search per observation, in lockstep: every simulation round makes one
         ``model.recurrent`` call for all the trees. ``legal`` bool ``[G, A]`` are the real
-        games' legal moves; ``rngs[i]`` draws root i's noise (None: no noise)."""
+        games' legal moves; ``rngs[i]`` draws root i's noise (None: no noise); ``other``
+        ``[G, F]`` the roots' extra features, whose hands say which cells each edge's reward
+        reads (``network.cell_masks``, by the edge's depth below the root; None: the whole
+        window everywhere)."""
         latents, logits, values = self.model.initial(observations)
         trees: list[LatentTree] = []
         for i, rng in enumerate(rngs):
@@ -363,7 +369,11 @@ class LatentSearcher:
             paths = [tree.descend() for tree in trees]
             parents = np.stack([t.latents[p[-1][0]] for t, p in zip(trees, paths, strict=True)])
             actions = np.array([p[-1][1] for p in paths], dtype=np.int64)
-            nxt, rewards, child_logits, child_values = self.model.recurrent(parents, actions)
+            masks = np.ones((len(trees), WINDOW), dtype=np.float32)
+            if other is not None:
+                depths = np.array([len(p) - 1 for p in paths])
+                masks = cell_masks(other, actions, depths, feature_spec().action_dim)
+            nxt, rewards, child_logits, child_values = self.model.recurrent(parents, actions, masks)
             for i, (tree, path) in enumerate(zip(trees, paths, strict=True)):
                 tree.expand(
                     path, nxt[i], float(rewards[i]), child_logits[i], float(child_values[i])

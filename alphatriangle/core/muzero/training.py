@@ -24,7 +24,7 @@ def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
     return x * scale + x.detach() * (1.0 - scale)
 
 
-def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``-sum(target * log_softmax(logits))`` over the last axis."""
     return -(target * torch.log_softmax(logits, dim=-1)).sum(dim=-1)
 
@@ -56,19 +56,21 @@ def unrolled_loss(
 
     state = model.represent(grid, other)
     policy, value = model.predict(state)
-    policy_loss = _cross_entropy(policy, policy_t[:, 0]) * mask[:, 0]
-    value_loss = _cross_entropy(value, value_t[:, 0])
+    policy_loss = cross_entropy(policy, policy_t[:, 0]) * mask[:, 0]
+    value_loss = cross_entropy(value, value_t[:, 0])
     reward_loss = torch.zeros_like(value_loss)
     value_error = (from_logits(value) - torch.from_numpy(batch.target_value[:, 0]).to(device)).abs()
     steps = actions.shape[1]
     targets = _encoded_next_states(model, batch, device) if mz.consistency_weight > 0 else None
     consistency = torch.zeros_like(value_loss)
+    read = None if batch.cell_masks is None else torch.from_numpy(batch.cell_masks).to(device)
     for k in range(1, steps + 1):
-        reward, state = model.dynamics(scale_gradient(state, 0.5), actions[:, k - 1])
+        cells = None if read is None else read[:, k - 1]
+        reward, state = model.dynamics(scale_gradient(state, 0.5), actions[:, k - 1], cells)
         policy, value = model.predict(state)
-        policy_loss = policy_loss + _cross_entropy(policy, policy_t[:, k]) * mask[:, k] / steps
-        value_loss = value_loss + _cross_entropy(value, value_t[:, k]) / steps
-        reward_loss = reward_loss + _cross_entropy(reward, reward_t[:, k - 1]) / steps
+        policy_loss = policy_loss + cross_entropy(policy, policy_t[:, k]) * mask[:, k] / steps
+        value_loss = value_loss + cross_entropy(value, value_t[:, k]) / steps
+        reward_loss = reward_loss + cross_entropy(reward, reward_t[:, k - 1]) / steps
         if targets is not None:
             cosine = F.cosine_similarity(state.flatten(1), targets[:, k - 1], dim=1)
             consistency = consistency + (1.0 - cosine) * mask[:, k] / steps
