@@ -27,7 +27,7 @@ def test_a_muzero_run_trains_resumes_evaluates_and_keeps_its_algorithm(workdir: 
         + toml
         + "[model]\n"
         + "".join(f"{k} = {v}\n" for k, v in MODEL.items())
-        + "[muzero]\nunroll_steps = 3\ntd_steps = 5\n"
+        + "[muzero]\nunroll_steps = 3\ntd_steps = 5\nprobe_every = 5\n"
     )
     args = ["train", "--config", "mz.toml", "--workers", "1"]
     first = ok(run_cli(workdir, *args, "--run-name", "mz", "--max-steps", "6"))
@@ -48,6 +48,9 @@ def test_a_muzero_run_trains_resumes_evaluates_and_keeps_its_algorithm(workdir: 
         "eval/policy_score_mean",
     ):
         assert metric_steps(workdir, "mz", name), f"no {name} in MLflow"
+    # MuZero's model diagnostics, every probe_every steps of both runs.
+    for name in ("muzero/reward_rank_clear", "muzero/reward_rank_pairs", "muzero/q_spread"):
+        assert metric_steps(workdir, "mz", name) == [5, 10], name
 
     result = ok(run_cli(workdir, "eval", "--run-name", "mz", "--games", "2", "--sims", "4"))
     assert "uniform-mcts-4" in result

@@ -8,14 +8,26 @@ import numpy as np
 import pytest
 import torch
 
+from alphatriangle import metric_names as m
 from alphatriangle.core import algorithm
-from alphatriangle.core.config import AlphaTriangleConfig, ModelConfig, MuZeroConfig
-from alphatriangle.core.features import FOOTPRINT_START, SLOT_FEATURES
+from alphatriangle.core.config import AlphaTriangleConfig, MuZeroConfig, TrainConfig
+from alphatriangle.core.features import FOOTPRINT_START, SLOT_FEATURES, valid_mask_from_grid
+from alphatriangle.core.learner import Learner
 from alphatriangle.core.muzero.network import WINDOW, MuZeroNet, cell_masks, read_cells
-from alphatriangle.core.muzero.probe import ranking
+from alphatriangle.core.muzero.probe import (
+    CLEAR_REWARD,
+    PROBE_POSITIONS,
+    PROBE_SEEDS,
+    PROBE_SPACING,
+    clear_probe,
+    predicted_rewards_and_q,
+    probe_metrics,
+    ranking,
+)
 from alphatriangle.core.muzero.replay import TrajectoryBuffer
 from alphatriangle.core.muzero.search import LatentSearcher
-from tests.test_muzero import TableModel, _record, latent_settings
+from alphatriangle.core.muzero.support import from_logits
+from tests.test_muzero import TINY_MODEL, TableModel, _record, latent_settings
 
 CELLS = 8 * 15
 
@@ -75,9 +87,8 @@ def test_the_cells_read_are_the_footprint_while_the_hand_lasts_then_the_whole_wi
 
 def test_the_network_reads_the_cells_only_with_reward_read_cells() -> None:
     torch.manual_seed(0)
-    tiny = ModelConfig(channels=2, num_blocks=0, extra_hidden=3, policy_hidden=2, value_hidden=4)
-    cells = MuZeroNet(tiny, MuZeroConfig(reward_read="cells"))
-    pooled = MuZeroNet(tiny, MuZeroConfig(reward_read="pooled"))
+    cells = MuZeroNet(TINY_MODEL, MuZeroConfig(reward_read="cells"))
+    pooled = MuZeroNet(TINY_MODEL, MuZeroConfig(reward_read="pooled"))
     assert cells.reward_head[0].in_features == 2 * 2 + WINDOW * 2
     assert pooled.reward_head[0].in_features == 2 * 2
     # A mask that reads nothing gives the reward of the pooled features alone.
@@ -138,3 +149,52 @@ def test_the_ranking_of_clearing_moves_by_hand() -> None:
     # is not above. Pairs: row 0 2/2, row 1 (1 > 3, 1 > 2, 0.5 > 3, 0.5 > 2) 0/4, row 2 0/1.
     assert top == pytest.approx(1 / 3)
     assert pairs == pytest.approx((1.0 + 0.0 + 0.0) / 3)
+
+
+def test_the_probe_holds_positions_that_offer_a_clear_with_the_real_rewards() -> None:
+    probe = clear_probe(range(40), 6, every=2)
+    assert len(probe.grid) == 6
+    np.testing.assert_array_equal(probe.legal, valid_mask_from_grid(probe.grid))
+    assert probe.clears.any(axis=1).all()
+    assert not (probe.clears & ~probe.legal).any()
+    assert (probe.rewards[probe.clears] >= CLEAR_REWARD).all()
+    assert (probe.rewards[probe.legal & ~probe.clears] < CLEAR_REWARD).all()
+    # Q of every legal move is its predicted reward plus the discounted value after it, the
+    # reward reading the footprint of the move's shape.
+    torch.manual_seed(0)
+    model = MuZeroNet(TINY_MODEL, MuZeroConfig(reward_support=2, value_support=3)).eval()
+    rewards, q = predicted_rewards_and_q(model, probe.grid, probe.other, probe.legal, 0.5)
+    action = int(np.flatnonzero(probe.legal[1])[0])
+    with torch.no_grad():
+        s = model.represent(torch.from_numpy(probe.grid[1:2]), torch.from_numpy(probe.other[1:2]))
+        mask = torch.from_numpy(cell_masks(probe.other[1:2], np.array([action]), 0, 360))
+        reward_logits, nxt = model.dynamics(s, torch.tensor([action]), mask)
+        reward = float(from_logits(reward_logits)[0])
+        value = float(from_logits(model.predict(nxt)[1])[0])
+    assert rewards[1, action] == pytest.approx(reward, rel=1e-6)
+    assert q[1, action] == pytest.approx(reward + 0.5 * value, rel=1e-6)
+    assert np.isnan(q[~probe.legal]).all()
+    metrics = probe_metrics(model, probe, 0.5)
+    spread = np.nanmax(q, axis=1) - np.nanmin(q, axis=1)
+    assert metrics[m.MUZERO_Q_SPREAD] == pytest.approx(float(spread.mean()), rel=1e-6)
+    top, pairs = ranking(rewards, probe.clears, probe.legal)
+    assert metrics[m.MUZERO_REWARD_RANK_CLEAR] == top
+    assert metrics[m.MUZERO_REWARD_RANK_PAIRS] == pytest.approx(pairs, rel=1e-9)
+
+
+def test_the_muzero_learner_reports_the_probe_every_probe_every_steps() -> None:
+    cfg = AlphaTriangleConfig(
+        algorithm="muzero",
+        model=TINY_MODEL,
+        muzero=MuZeroConfig(unroll_steps=2, value_support=3, reward_support=2, probe_every=2),
+        train=TrainConfig(batch_size=4, min_buffer_size=1, buffer_capacity=64),
+    )
+    learner = Learner(cfg)
+    learner.add_episode(_record(6))
+    first = learner.step(learner.buffer.sample(4))
+    assert not [name for name in first if name.startswith("muzero/")]
+    second = learner.step(learner.buffer.sample(4))
+    probe = clear_probe(PROBE_SEEDS, PROBE_POSITIONS, every=PROBE_SPACING)
+    assert len(probe.grid) == PROBE_POSITIONS
+    expected = probe_metrics(learner.model, probe, cfg.muzero.discount)
+    assert {k: v for k, v in second.items() if k.startswith("muzero/")} == expected

@@ -279,6 +279,14 @@ class MuZeroConfig(BaseModel):
         "2021): each unrolled state g(..g(h(o_t), a_t)..) is pulled toward h(o_{t+k}) of the "
         "real next observation (target without gradient), 1 - cosine per step; 0 turns it off.",
     )
+    probe_every: int = Field(
+        100,
+        ge=0,
+        description="Learner steps between the muzero/* diagnostics (core.muzero.probe: on 64 "
+        "fixed positions that each offer a line clear, how often the predicted reward ranks a "
+        "clearing move first, and the spread of the predicted Q over the legal moves); 0 "
+        "turns them off.",
+    )
     pb_c_init: float = Field(
         1.25, gt=0, description="c1 of the search's pUCT rule (on min-max normalised Q)."
     )

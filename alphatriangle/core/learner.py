@@ -19,6 +19,15 @@ import torch
 from alphatriangle import metric_names as m
 from alphatriangle.core.algorithm import build_model, gradient_step, new_buffer
 from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.muzero.network import MuZeroNet
+from alphatriangle.core.muzero.probe import (
+    PROBE_POSITIONS,
+    PROBE_SEEDS,
+    PROBE_SPACING,
+    ClearProbe,
+    clear_probe,
+    probe_metrics,
+)
 from alphatriangle.core.optimization import make_optimizer, make_scheduler
 from alphatriangle.core.selfplay import EpisodeRecord
 from alphatriangle.errors import NonFiniteLossError
@@ -62,6 +71,9 @@ class Learner:
         # been sampled; not checkpointed (a resume loses at most one step's worth).
         self._evicted = 0
         self._evicted_samples = 0
+        self._probe: ClearProbe | None = None
+        """MuZero's probe positions, found at the first ``muzero/*`` diagnosis (seconds of
+        random play that a learner that never gets there should not pay)."""
 
     def add_episode(self, record: EpisodeRecord) -> None:
         evicted = self.buffer.add_episode(record)
@@ -87,7 +99,8 @@ class Learner:
         step's weights are version ``counters.step``; a position's version is that of the
         weights that searched it; positions of unknown version are left out), and
         ``learn/times_sampled_at_eviction``, how often the positions that left the buffer since
-        the previous step had been sampled (only when some left).
+        the previous step had been sampled (only when some left). MuZero's learner adds the
+        ``muzero/*`` diagnostics (``core.muzero.probe``) every ``[muzero] probe_every`` steps.
         """
         ages = self.buffer.version_ages(batch.indices, self.counters.step)
         try:
@@ -106,6 +119,11 @@ class Learner:
         if self._evicted:
             metrics[m.LEARN_TIMES_SAMPLED_AT_EVICTION] = self._evicted_samples / self._evicted
             self._evicted = self._evicted_samples = 0
+        every = self.cfg.muzero.probe_every
+        if isinstance(self.model, MuZeroNet) and every and self.counters.step % every == 0:
+            if self._probe is None:
+                self._probe = clear_probe(PROBE_SEEDS, PROBE_POSITIONS, every=PROBE_SPACING)
+            metrics.update(probe_metrics(self.model, self._probe, self.cfg.muzero.discount))
         return metrics
 
     def weights(self) -> dict[str, torch.Tensor]:

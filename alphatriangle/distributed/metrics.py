@@ -34,5 +34,8 @@ def metric_config() -> TrieyeConfig:
             MetricSpec(name=m.LEARN_SEARCH_KL, aggregation="mean"),
             MetricSpec(name=m.LEARN_SAMPLE_AGE, aggregation="mean"),
             MetricSpec(name=m.LEARN_TIMES_SAMPLED_AT_EVICTION, aggregation="mean"),
+            MetricSpec(name=m.MUZERO_REWARD_RANK_CLEAR, aggregation="latest"),
+            MetricSpec(name=m.MUZERO_REWARD_RANK_PAIRS, aggregation="latest"),
+            MetricSpec(name=m.MUZERO_Q_SPREAD, aggregation="latest"),
         ],
     )

@@ -46,8 +46,12 @@ PROBE_POSITIONS = 64
 """Positions of the trainer's probe: enough that one position moves the share by 1.6 %, few
 enough that all their legal moves (some 6,000) are one quick forward pass."""
 
-PROBE_SEEDS = range(900_000, 900_064)
-"""Seeds of the trainer's probe games, far from evaluation's (0..) and self-play's seeds."""
+PROBE_SEEDS = range(900_000, 901_000)
+"""Seeds of the trainer's probe games, far from evaluation's (0..) and self-play's seeds (a
+random game offers some 5 positions to the probe, so these are never used up)."""
+PROBE_SPACING = 4
+"""The probe takes every fourth position of a game that offers a clear: a clear stays on offer
+for some moves once a line is nearly full, and neighbours would be near copies."""
 
 
 @dataclass(frozen=True)
