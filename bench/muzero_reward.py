@@ -40,12 +40,12 @@ from alphatriangle.core.config import MuZeroConfig
 from alphatriangle.core.features import extract_batch, feature_spec
 from alphatriangle.core.muzero.network import MuZeroNet, cell_masks
 from alphatriangle.core.muzero.probe import (
-    CLEAR_REWARD,
     ClearProbe,
     clear_probe,
     move_rewards,
     ranking,
 )
+from alphatriangle.core.muzero.replay import CLEAR_REWARD
 from alphatriangle.core.muzero.support import from_logits, to_support
 from alphatriangle.core.muzero.training import cross_entropy
 

@@ -15,7 +15,6 @@ from alphatriangle.core.features import FOOTPRINT_START, SLOT_FEATURES, valid_ma
 from alphatriangle.core.learner import Learner
 from alphatriangle.core.muzero.network import WINDOW, MuZeroNet, cell_masks, read_cells
 from alphatriangle.core.muzero.probe import (
-    CLEAR_REWARD,
     PROBE_POSITIONS,
     PROBE_SEEDS,
     PROBE_SPACING,
@@ -24,9 +23,10 @@ from alphatriangle.core.muzero.probe import (
     probe_metrics,
     ranking,
 )
-from alphatriangle.core.muzero.replay import TrajectoryBuffer
+from alphatriangle.core.muzero.replay import CLEAR_REWARD, TrajectoryBuffer
 from alphatriangle.core.muzero.search import LatentSearcher
 from alphatriangle.core.muzero.support import from_logits
+from alphatriangle.core.selfplay import EpisodeRecord
 from tests.test_muzero import TINY_MODEL, TableModel, _record, latent_settings
 
 CELLS = 8 * 15
@@ -198,3 +198,48 @@ def test_the_muzero_learner_reports_the_probe_every_probe_every_steps() -> None:
     assert len(probe.grid) == PROBE_POSITIONS
     expected = probe_metrics(learner.model, probe, cfg.muzero.discount)
     assert {k: v for k, v in second.items() if k.startswith("muzero/")} == expected
+
+
+def _game(rewards: list[float]) -> EpisodeRecord:
+    record = _record(len(rewards))
+    return EpisodeRecord(**{**record.__dict__, "rewards": np.array(rewards, np.float32)})
+
+
+def test_positions_whose_unroll_holds_a_clear_are_oversampled_with_exact_weights() -> None:
+    def buffer(oversample: float) -> TrajectoryBuffer:
+        return TrajectoryBuffer(
+            16,
+            (9, 8, 15),
+            45,
+            360,
+            unroll_steps=2,
+            td_steps=1,
+            discount=1.0,
+            seed=5,
+            clear_oversample=oversample,
+        )
+
+    replay = buffer(4.0)
+    replay.add_episode(_game([0.015, 0.015, 5.5, 0.015]))  # slots 0..3, a clear at move 2
+    replay.add_episode(_game([0.015, 0.045]))  # slots 4, 5
+    # Unrolls of 2 moves: t = 1 (moves 1, 2) and t = 2 (move 2, 3) hold the clear; t = 3's
+    # only move is 3 (the game ends), slot 4 starts the next game.
+    np.testing.assert_array_equal(replay.clear_ahead[:6], [0, 1, 1, 0, 0, 0])
+    # sum c = 2 * 4 + 4 * 1 = 12: P = c / 12, weights 1 / (6 P).
+    probs = replay.sampling_probabilities()
+    np.testing.assert_allclose(probs, np.array([1, 4, 4, 1, 1, 1]) / 12, rtol=1e-15)
+    batch = replay.sample(4000)
+    expected_weight = {0: 2.0, 1: 0.5, 2: 0.5, 3: 2.0, 4: 2.0, 5: 2.0}
+    assert batch.weights.tolist() == [expected_weight[int(i)] for i in batch.indices]
+    # The weights average 1 over the draws: the loss keeps the uniform mean's expectation.
+    assert float(probs @ (1.0 / (6 * probs))) == pytest.approx(1.0, rel=1e-15)
+    share = np.isin(batch.indices, [1, 2]).mean()
+    assert share == pytest.approx(8 / 12, abs=0.03)  # 2/6 of the positions, 8/12 of draws
+    # Off (1): uniform draws, unit weights, as PositionBuffer's.
+    plain = buffer(1.0)
+    plain.add_episode(_game([0.015, 0.015, 5.5, 0.015]))
+    assert plain.sample(64).weights.tolist() == [1.0] * 64
+    # A snapshot recomputes which positions hold a clear.
+    again = buffer(4.0)
+    again.load_state_dict(replay.state_dict())
+    np.testing.assert_array_equal(again.clear_ahead, replay.clear_ahead)

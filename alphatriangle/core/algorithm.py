@@ -85,6 +85,7 @@ def _buffer(cfg: AlphaTriangleConfig, capacity: int) -> PositionBuffer[Any]:
             unroll_steps=mz.unroll_steps,
             td_steps=mz.td_steps,
             discount=mz.discount,
+            clear_oversample=mz.clear_oversample,
             prioritized=tc.prioritized_replay,
             alpha=tc.per_alpha,
             beta=tc.per_beta,

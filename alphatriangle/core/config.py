@@ -279,6 +279,16 @@ class MuZeroConfig(BaseModel):
         "2021): each unrolled state g(..g(h(o_t), a_t)..) is pulled toward h(o_{t+k}) of the "
         "real next observation (target without gradient), 1 - cosine per step; 0 turns it off.",
     )
+    clear_oversample: float = Field(
+        4.0,
+        ge=1,
+        le=1000,
+        description="Uniform replay draws a position whose K-step unroll holds a line clear this "
+        "many times as often as one that does not, with importance weights 1 / (N P(i)) that "
+        "keep the loss an unbiased estimate of the uniform one (clears are about 1% of moves, "
+        "so most batches would hold one or none); 1 turns it off. With "
+        "train.prioritized_replay, PER's priorities decide instead.",
+    )
     probe_every: int = Field(
         100,
         ge=0,

@@ -36,11 +36,8 @@ from trianglengin import GameState
 from alphatriangle import metric_names as m
 from alphatriangle.core.features import extract_batch, feature_spec
 from alphatriangle.core.muzero.network import MuZeroNet, cell_masks
+from alphatriangle.core.muzero.replay import CLEAR_REWARD
 from alphatriangle.core.muzero.support import from_logits
-
-CLEAR_REWARD = 0.5
-"""A move clears when it gains at least this (trianglengin's reward per cleared triangle; a
-placement alone gains 0.01 per triangle and 0.005 for staying alive)."""
 
 PROBE_POSITIONS = 64
 """Positions of the trainer's probe: enough that one position moves the share by 1.6 %, few
