@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from alphatriangle import metric_names as m
-from alphatriangle.core import algorithm
-from alphatriangle.core.config import AlphaTriangleConfig, MuZeroConfig, TrainConfig
+from alphatriangle.core import algorithm, gumbel_rules
+from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig, MuZeroConfig, TrainConfig
 from alphatriangle.core.features import FOOTPRINT_START, SLOT_FEATURES, valid_mask_from_grid
 from alphatriangle.core.learner import Learner
 from alphatriangle.core.muzero.network import WINDOW, MuZeroNet, cell_masks, read_cells
@@ -24,8 +24,9 @@ from alphatriangle.core.muzero.probe import (
     ranking,
 )
 from alphatriangle.core.muzero.replay import CLEAR_REWARD, TrajectoryBuffer
-from alphatriangle.core.muzero.search import LatentSearcher
+from alphatriangle.core.muzero.search import GumbelTree, LatentSearcher, PuctTree
 from alphatriangle.core.muzero.support import from_logits
+from alphatriangle.core.search import SearchSettings
 from alphatriangle.core.selfplay import EpisodeRecord
 from tests.test_muzero import TINY_MODEL, TableModel, _record, latent_settings
 
@@ -243,3 +244,51 @@ def test_positions_whose_unroll_holds_a_clear_are_oversampled_with_exact_weights
     again = buffer(4.0)
     again.load_state_dict(replay.state_dict())
     np.testing.assert_array_equal(again.clear_ahead, replay.clear_ahead)
+
+
+def test_the_q_range_floor_of_sigma_by_hand() -> None:
+    visits = np.array([1, 1, 1])
+    # Scale (50 + 1) * 0.1 = 5.1. A spread of 0.01 (a model blind to the move): under the
+    # floor of 1 it moves sigma by 0.051 at most; without a floor, by the whole 5.1.
+    blind = np.array([0.0, 0.005, 0.01])
+    np.testing.assert_allclose(
+        gumbel_rules.sigma(blind, visits, 50.0, 0.1, 1.0), [0.0, 0.0255, 0.051], rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        gumbel_rules.sigma(blind, visits, 50.0, 0.1), [0.0, 2.55, 5.1], rtol=1e-12
+    )
+    # A clear (5.5 over the others) spans more than the floor: rescaled by its own range.
+    clear = np.array([0.0, 5.5, 0.011])
+    np.testing.assert_allclose(
+        gumbel_rules.sigma(clear, visits, 50.0, 0.1, 1.0), [0.0, 5.1, 0.0102], rtol=1e-12
+    )
+
+
+def _floor_settings(variant: str, floor: float) -> SearchSettings:
+    mcts = MCTSConfig(variant=variant, simulations=4, considered_actions=2)  # type: ignore[arg-type]
+    return SearchSettings.of(
+        mcts, noise=False, muzero=MuZeroConfig(discount=0.9, q_range_floor=floor)
+    )
+
+
+def test_the_latent_search_rescales_q_by_at_least_its_floor() -> None:
+    [gumbel] = LatentSearcher(TableModel(), _floor_settings("gumbel", 100.0)).run(
+        ["root"], np.array([[True, True]]), [None]
+    )
+    assert isinstance(gumbel, GumbelTree)
+    q = gumbel.value_sum[0] / gumbel.visits[0]
+    assert gumbel.visits[0].tolist() == [2, 2]
+    # Both root edges visited: sigma = (50 + 2) * 0.1 * (q - min q) / 100.
+    _, sigma = gumbel.completed_sigma(0)
+    np.testing.assert_allclose(sigma, 5.2 * (q - q.min()) / 100.0, rtol=1e-12)
+    [puct] = LatentSearcher(TableModel(), _floor_settings("puct", 10.0)).run(
+        ["root"], np.array([[True, True]]), [None]
+    )
+    assert isinstance(puct, PuctTree)
+    # Q seen in the tree span [low, high] (here 2 to 4.1): rescaled by 10.
+    assert (puct.low, puct.high) == (pytest.approx(2.0), pytest.approx(4.1))
+    np.testing.assert_allclose(
+        puct._normalised(np.array([puct.low, puct.high, 5.0])),
+        [0.0, 0.21, 0.3],
+        rtol=1e-12,
+    )

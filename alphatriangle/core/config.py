@@ -297,6 +297,15 @@ class MuZeroConfig(BaseModel):
         "clearing move first, and the spread of the predicted Q over the legal moves); 0 "
         "turns them off.",
     )
+    q_range_floor: float = Field(
+        1.0,
+        gt=0,
+        description="The latent search rescales Q by max(max Q - min Q, this) (Gumbel's sigma "
+        "over a node's edges, PUCT's over the tree). 1 point: a line clear (4.5 points and "
+        "more) still spans the whole range, while a spread of predicted Q that a model blind "
+        "to the move produces (some 0.05, bench/muzero_reward.py) moves sigma by under 0.3 "
+        "logits instead of several.",
+    )
     pb_c_init: float = Field(
         1.25, gt=0, description="c1 of the search's pUCT rule (on min-max normalised Q)."
     )

@@ -70,6 +70,8 @@ class SearchSettings:
     """c1 of the latent search's PUCT rule (``[muzero] pb_c_init``)."""
     pb_c_base: float
     """c2 of the latent search's PUCT rule (``[muzero] pb_c_base``)."""
+    q_range_floor: float
+    """The smallest Q range the latent search rescales by (``[muzero] q_range_floor``)."""
 
     @classmethod
     def of(
@@ -84,6 +86,7 @@ class SearchSettings:
             discount=latent.discount,
             pb_c_init=latent.pb_c_init,
             pb_c_base=latent.pb_c_base,
+            q_range_floor=latent.q_range_floor,
         )
 
 

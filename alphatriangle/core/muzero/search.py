@@ -19,7 +19,8 @@ is built (``GumbelTree`` or ``PuctTree``):
 - ``"gumbel"`` (Danihelka et al. 2022): the rules of ``core.gumbel_rules``, the reference the
   C++ search on the real game follows too, on the node's edges (the legal moves at the root,
   every action below it). The completed Q of an unexpanded edge is the mixed value, the
-  completed Q are min-max rescaled over the node's edges into ``sigma``; the root spends the
+  completed Q are min-max rescaled over the node's edges, by a range of at least ``[muzero]
+  q_range_floor``, into ``sigma``; the root spends the
   simulations by sequential halving over the top ``considered_actions`` by ``g + logits`` (``g``
   the root's Gumbel noise, zeros without noise), a deeper node descends to ``argmax pi' - N / (1
   + sum N)`` with ``pi' = softmax(logits + sigma)``. The move is the best by ``g + logits +
@@ -27,7 +28,8 @@ is built (``GumbelTree`` or ``PuctTree``):
   Dirichlet noise.
 - ``"puct"``: ``Q_norm(s, a) + P(s, a) sqrt(N(s)) / (1 + N(s, a)) (c1 + log((N(s) + c2 + 1) /
   c2))``, where ``Q_norm`` rescales Q by the lowest and highest Q seen in the tree so far (scores
-  have no fixed range) and an unvisited edge takes the node's value; Dirichlet noise on the root
+  have no fixed range), by at least ``[muzero] q_range_floor``, and an unvisited edge takes the
+  node's value; Dirichlet noise on the root
   priors in self-play (``core.search.dirichlet_noise``); the policy target is the visit
   distribution, the move the caller's (temperature, then the most visited).
 
@@ -196,7 +198,7 @@ class PuctTree(LatentTree):
 
     def _normalised(self, q: np.ndarray) -> np.ndarray:
         if self.high > self.low:
-            return (q - self.low) / (self.high - self.low)
+            return (q - self.low) / max(self.high - self.low, self.settings.q_range_floor)
         return np.zeros_like(q)
 
     def select(self, node: int) -> int:
@@ -259,7 +261,8 @@ class GumbelTree(LatentTree):
         q = np.divide(self.value_sum[node, edges], visits, out=np.zeros_like(prior), where=known)
         completed = rules.completed_q(float(self.node_value[node]), prior, q, visits)
         s = self.settings
-        return rules.logits(prior), rules.sigma(completed, visits, s.c_visit, s.c_scale)
+        floor = s.q_range_floor
+        return rules.logits(prior), rules.sigma(completed, visits, s.c_visit, s.c_scale, floor)
 
     def select(self, node: int) -> int:
         logits, sigma = self.completed_sigma(node)
