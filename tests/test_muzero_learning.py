@@ -28,6 +28,7 @@ from alphatriangle.core.muzero.search import GumbelTree, LatentSearcher, PuctTre
 from alphatriangle.core.muzero.support import from_logits
 from alphatriangle.core.search import SearchSettings
 from alphatriangle.core.selfplay import EpisodeRecord
+from alphatriangle.errors import ConfigError
 from tests.test_muzero import TINY_MODEL, TableModel, _record, latent_settings
 
 CELLS = 8 * 15
@@ -292,3 +293,27 @@ def test_the_latent_search_rescales_q_by_at_least_its_floor() -> None:
         [0.0, 0.21, 0.3],
         rtol=1e-12,
     )
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value", "instead"),
+    [
+        ("train", "value_loss_weight", 0.5, "[muzero] value_loss_weight"),
+        ("mcts", "cpuct", 2.0, "[muzero] pb_c_init and pb_c_base"),
+        ("mcts", "max_depth", 8, "as deep as the simulations take it"),
+        ("mcts", "tree_reuse", False, "starts afresh at every move"),
+    ],
+)
+def test_settings_muzero_does_not_read_are_refused_under_muzero_only(
+    section: str, name: str, value: object, instead: str
+) -> None:
+    data = {"algorithm": "muzero", section: {name: value}}
+    with pytest.raises(ConfigError) as refused:
+        AlphaTriangleConfig.from_dict(data, source="mz.toml")
+    message = str(refused.value)
+    assert f"{section}.{name} = {value!r} is not used by algorithm = 'muzero'" in message
+    assert instead in message
+    # AlphaZero reads it; MuZero takes it at its default.
+    assert getattr(AlphaTriangleConfig.from_dict({**data, "algorithm": "alphazero"}), section)
+    default = type(getattr(AlphaTriangleConfig(), section)).model_fields[name].default
+    AlphaTriangleConfig.from_dict({"algorithm": "muzero", section: {name: default}})

@@ -312,6 +312,17 @@ class MuZeroConfig(BaseModel):
     pb_c_base: float = Field(19_652.0, gt=0, description="c2 of the search's pUCT rule.")
 
 
+MUZERO_IGNORES: dict[tuple[str, str], str] = {
+    ("train", "value_loss_weight"): "its value loss is weighed by [muzero] value_loss_weight",
+    ("mcts", "cpuct"): "its PUCT rule uses [muzero] pb_c_init and pb_c_base",
+    ("mcts", "max_depth"): "its latent tree grows as deep as the simulations take it",
+    ("mcts", "tree_reuse"): "its latent search starts afresh at every move",
+}
+"""Settings of the search on the real game and of AlphaZero's loss that MuZero does not read,
+and what it does instead: set to anything but their defaults under ``algorithm = "muzero"``
+they are refused, so that nobody tunes a knob that turns nothing."""
+
+
 class AlphaTriangleConfig(BaseModel):
     """The whole configuration of a run."""
 
@@ -327,6 +338,20 @@ class AlphaTriangleConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Learner and loop.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Periodic evaluation.")
     muzero: MuZeroConfig = Field(default_factory=MuZeroConfig, description="MuZero settings.")
+
+    @model_validator(mode="after")
+    def _check_muzero_ignores(self) -> AlphaTriangleConfig:
+        if self.algorithm != "muzero":
+            return self
+        for (section, name), instead in MUZERO_IGNORES.items():
+            settings = getattr(self, section)
+            value, default = getattr(settings, name), type(settings).model_fields[name].default
+            if value != default:
+                raise ValueError(
+                    f"{section}.{name} = {value!r} is not used by algorithm = 'muzero' "
+                    f"({instead}); remove it or set it to {default!r}"
+                )
+        return self
 
     @classmethod
     def from_file(cls, path: str | Path) -> AlphaTriangleConfig:
