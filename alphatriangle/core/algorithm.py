@@ -45,7 +45,7 @@ def network_settings(cfg: AlphaTriangleConfig) -> tuple[object, ...]:
     built with equal ones."""
     if cfg.algorithm == "muzero":
         mz = cfg.muzero
-        return (cfg.model, mz.value_support, mz.reward_support, mz.reward_read)
+        return (cfg.model, mz.value_support, mz.reward_support, mz.reward_read, mz.stochastic)
     return (cfg.model,)
 
 
@@ -124,7 +124,8 @@ def algorithm_name(cfg: AlphaTriangleConfig) -> str:
     if cfg.algorithm == "alphazero":
         return "AlphaZero"
     mz = cfg.muzero
-    return f"MuZero (unroll {mz.unroll_steps}, td {mz.td_steps}, discount {mz.discount:g})"
+    name = "Stochastic MuZero" if mz.stochastic else "MuZero"
+    return f"{name} (unroll {mz.unroll_steps}, td {mz.td_steps}, discount {mz.discount:g})"
 
 
 def learner_sample_cost(cfg: AlphaTriangleConfig) -> float:

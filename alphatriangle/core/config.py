@@ -289,6 +289,14 @@ class MuZeroConfig(BaseModel):
         "so most batches would hold one or none); 1 turns it off. With "
         "train.prioritized_replay, PER's priorities decide instead.",
     )
+    stochastic: bool = Field(
+        False,
+        description="Stochastic MuZero (Antonoglou et al. 2022): after the move that plays the "
+        "hand's last piece, the model reaches an afterstate, predicts its value and a "
+        "distribution over the shapes dealt per slot (trained on the deals the game made), and "
+        "the search's chance nodes draw mcts.chance_outcomes deals from it. Shapes the network "
+        "(fixed when the run is created).",
+    )
     probe_every: int = Field(
         100,
         ge=0,

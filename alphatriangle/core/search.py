@@ -72,6 +72,8 @@ class SearchSettings:
     """c2 of the latent search's PUCT rule (``[muzero] pb_c_base``)."""
     q_range_floor: float
     """The smallest Q range the latent search rescales by (``[muzero] q_range_floor``)."""
+    stochastic: bool
+    """Chance nodes in the latent search (``[muzero] stochastic``)."""
 
     @classmethod
     def of(
@@ -87,6 +89,7 @@ class SearchSettings:
             pb_c_init=latent.pb_c_init,
             pb_c_base=latent.pb_c_base,
             q_range_floor=latent.q_range_floor,
+            stochastic=latent.stochastic,
         )
 
 

@@ -20,6 +20,17 @@ supports from ``MuZeroConfig``.
   shape anchored there can cover) gives one logit per (slot, row, col), which flattens to
   trianglengin's action ids; the value from pooled features.
 
+With ``[muzero] stochastic`` (Stochastic MuZero, Antonoglou et al., ICLR 2022), the state ``g``
+reaches after a move is an *afterstate* ``as``, and where the game deals (after the move that
+plays the hand's last piece) two more functions take it to the next state:
+
+- ``psi(as) -> (Q logits, sigma logits [slots, CHANCE_CODES])``: the afterstate's value and a
+  distribution per slot over the shape the deal puts there (``deal_codes``);
+- ``chance(as, c) -> s'``: the dealt hand ``c`` (each slot's code as ``CHANCE_BITS`` bits) as
+  constant planes concatenated to ``as``, a 3x3 convolution and ``num_blocks`` residual blocks.
+
+Where the game does not deal, the afterstate is the next state.
+
 Every latent state is scaled to ``[0, 1]`` per sample (min-max over its entries), as in the
 paper, so that unrolled states stay on the scale the prediction was trained on. Values and
 rewards are categorical over ``-S..S`` (``alphatriangle.core.muzero.support``).
@@ -99,6 +110,33 @@ def cell_masks(
     return out
 
 
+CHANCE_BITS = 1 + WINDOW
+"""A dealt shape's code: its ``anchor_up`` bit and its footprint bits, which fix the shape (the
+orientation of every covered triangle follows from the anchor's)."""
+CHANCE_CODES = 2**CHANCE_BITS
+"""Codes per slot: every combination of the bits (those no shape has learn to get no mass)."""
+
+
+def deal_codes(other: np.ndarray) -> np.ndarray:
+    """The hand in extra features ``other [B, F]`` as int64 ``[B, slots]`` codes: ``anchor_up``
+    times ``2 ** WINDOW`` plus footprint bit ``i`` times ``2 ** i`` (0 for an empty slot)."""
+    other = np.asarray(other)
+    num_slots = (other.shape[1] - NUM_GLOBAL_FEATURES) // SLOT_FEATURES
+    blocks = other[:, : num_slots * SLOT_FEATURES].reshape(len(other), num_slots, SLOT_FEATURES)
+    bits = np.concatenate(
+        [blocks[:, :, FOOTPRINT_START : FOOTPRINT_START + WINDOW], blocks[:, :, 1:2]], axis=2
+    )
+    out: np.ndarray = (np.rint(bits).astype(np.int64) << np.arange(CHANCE_BITS)).sum(axis=2)
+    return out
+
+
+def code_bits(codes: torch.Tensor) -> torch.Tensor:
+    """``[B, slots]`` codes as float ``[B, slots * CHANCE_BITS]`` bits (inverse of the sum in
+    ``deal_codes``)."""
+    shifts = torch.arange(CHANCE_BITS, device=codes.device)
+    return ((codes[:, :, None] >> shifts) & 1).float().flatten(1)
+
+
 def read_cells(s: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """``s [B, ch, H, W]`` at each action's window cells, ``[B, WINDOW * ch]`` (offset-major),
     each cell's channels times ``mask [B, WINDOW]`` (None: all read); zeros off the board."""
@@ -145,6 +183,12 @@ class MuZeroNet(nn.Module):
             nn.Linear(cfg.value_hidden, 2 * mz.reward_support + 1),
         )
 
+        if mz.stochastic:
+            self.afterstate_value = _pooled_head(ch, cfg.value_hidden, 2 * mz.value_support + 1)
+            self.chance_head = nn.Linear(2 * ch, spec.num_slots * CHANCE_CODES)
+            self.chance_in = nn.Conv2d(ch + spec.num_slots * CHANCE_BITS, ch, 3, padding=1)
+            self.chance_blocks = nn.Sequential(*(ResidualBlock(ch) for _ in range(cfg.num_blocks)))
+
         self.policy_hidden = nn.Conv2d(ch, cfg.policy_hidden, (3, 5), padding=(1, 2))
         self.policy_out = nn.Conv2d(cfg.policy_hidden, spec.num_slots, 1)
         self.value_head = _pooled_head(ch, cfg.value_hidden, 2 * mz.value_support + 1)
@@ -173,6 +217,18 @@ class MuZeroNet(nn.Module):
         if self.muzero_cfg.reward_read == "cells":
             features = torch.cat([features, read_cells(nxt, actions, mask)], dim=1)
         return self.reward_head(features), nxt
+
+    def afterstate_predict(self, afterstate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``psi``: ``(Q logits [B, 2V + 1], sigma logits [B, slots, CHANCE_CODES])``."""
+        pooled = _pool(afterstate)
+        sigma = self.chance_head(pooled).view(-1, self.num_slots, CHANCE_CODES)
+        return self.afterstate_value(pooled), sigma
+
+    def chance(self, afterstate: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The state after the deal ``codes [B, slots]`` from ``afterstate``."""
+        bits = code_bits(codes)[:, :, None, None].expand(-1, -1, self.rows, self.cols)
+        x = F.relu(self.chance_in(torch.cat([afterstate, bits], dim=1)))
+        return scale_latent(self.chance_blocks(x))
 
     def predict(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``f``: ``(policy logits [B, A] by action id, value logits [B, 2V + 1])``."""

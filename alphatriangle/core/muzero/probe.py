@@ -37,6 +37,7 @@ from alphatriangle import metric_names as m
 from alphatriangle.core.features import extract_batch, feature_spec
 from alphatriangle.core.muzero.network import MuZeroNet, cell_masks
 from alphatriangle.core.muzero.replay import CLEAR_REWARD
+from alphatriangle.core.muzero.search import hand_of
 from alphatriangle.core.muzero.support import from_logits
 
 PROBE_POSITIONS = 64
@@ -126,7 +127,9 @@ def predicted_rewards_and_q(
 ) -> tuple[np.ndarray, np.ndarray]:
     """float64 ``[N, A]`` predicted reward and ``r + discount v(s')`` of every legal move
     (nan elsewhere), from one representation and one dynamics call over all legal moves. The
-    reward reads the footprint of each move's shape (the hand is known at a real position)."""
+    reward reads the footprint of each move's shape (the hand is known at a real position);
+    with Stochastic MuZero, ``v`` after a move that plays the hand's last piece is the
+    afterstate's Q."""
     device = next(model.parameters()).device
     rows, moves = np.nonzero(legal)
     with torch.inference_mode():
@@ -136,6 +139,11 @@ def predicted_rewards_and_q(
         mask = torch.from_numpy(masks).to(device)
         reward_logits, nxt = model.dynamics(s[torch.from_numpy(rows).to(device)], actions, mask)
         _, value_logits = model.predict(nxt)
+        if model.muzero_cfg.stochastic:
+            # A move that plays the hand's last piece reaches an afterstate: its value is Q.
+            q_logits, _ = model.afterstate_predict(nxt)
+            last = torch.from_numpy(np.array([hand_of(o)[0] == 1 for o in other[rows]]))
+            value_logits = torch.where(last.to(device)[:, None], q_logits, value_logits)
         reward = from_logits(reward_logits).double().cpu().numpy()
         value = from_logits(value_logits).double().cpu().numpy()
     rewards = np.full(legal.shape, np.nan)

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from alphatriangle.core.buffer import PositionBuffer
-from alphatriangle.core.muzero.network import cell_masks
+from alphatriangle.core.features import NUM_GLOBAL_FEATURES, SLOT_FEATURES
+from alphatriangle.core.muzero.network import cell_masks, deal_codes
 from alphatriangle.core.selfplay import EpisodeRecord
 
 CLEAR_REWARD = 0.5
@@ -77,6 +78,10 @@ class MuZeroBatch:
             past the end; ``policy_mask[:, 1:]`` says which are inside), for the consistency
             loss; None when not drawn.
         next_other: float32 ``[B, K, F]`` their extra features.
+        deals: bool ``[B, K]`` the move at ``t + k`` played the hand's last piece and the game
+            dealt a new hand (a position follows it): Stochastic MuZero's chance steps.
+        deal_codes: int64 ``[B, K, slots]`` the hand dealt there (``network.deal_codes`` of
+            position ``t + k + 1``; 0 where no deal).
         cell_masks: float32 ``[B, K, WINDOW]`` the cells the reward of step ``k`` reads
             (``network.cell_masks`` of the start position, ``k`` moves after it: the shape's
             footprint while the start's hand lasts, the whole window after the deal, as the
@@ -95,6 +100,8 @@ class MuZeroBatch:
     next_grid: np.ndarray | None = None
     next_other: np.ndarray | None = None
     cell_masks: np.ndarray | None = None
+    deals: np.ndarray | None = None
+    deal_codes: np.ndarray | None = None
 
 
 class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
@@ -236,4 +243,17 @@ class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
             next_grid=next_grid,
             next_other=next_other,
             cell_masks=masks,
+            **self._deals(slots, inside),
         )
+
+    def _deals(self, slots: np.ndarray, inside: np.ndarray) -> dict[str, np.ndarray]:
+        """``deals`` and ``deal_codes`` of the unrolls at ``slots [B, K + 1]``: a move inside
+        the game from a hand of one piece, followed by a position of the same game."""
+        b, k1 = slots.shape
+        num_slots = (self.other.shape[1] - NUM_GLOBAL_FEATURES) // SLOT_FEATURES
+        present = self.other[slots[:, :-1]][:, :, : num_slots * SLOT_FEATURES : SLOT_FEATURES]
+        deals = inside[:, 1:] & (np.rint(present.astype(np.float32).sum(axis=2)) == 1)
+        codes = deal_codes(self.other[slots[:, 1:]].reshape(b * (k1 - 1), -1)).reshape(
+            b, k1 - 1, num_slots
+        )
+        return {"deals": deals, "deal_codes": np.where(deals[:, :, None], codes, 0)}
