@@ -127,7 +127,9 @@ class MCTSConfig(BaseModel):
         ge=1,
         le=1024,
         description="Deals drawn at each chance node of the tree (where the game deals), whose "
-        "value is their mean; 1: no chance nodes, the tree plans against one imagined deal.",
+        "value is their mean; 1: no chance nodes, the tree plans against one imagined deal. "
+        "Stochastic MuZero's latent search draws this many deals from its model's chance "
+        "distribution at each of its chance nodes (the same deal twice counts once).",
     )
 
 
