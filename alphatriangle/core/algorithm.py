@@ -6,7 +6,9 @@ Everything else (self-play, the learner loop, players, the pipeline) takes these
 - ``alphazero``: ``AlphaTriangleNet`` searched by ``trimcts`` on the real game (PUCT or Gumbel);
   positions with Monte Carlo value targets; policy and value losses.
 - ``muzero``: ``MuZeroNet`` searched in its latent space (``core.muzero.search``); whole games,
-  sampled with K unroll steps and n-step targets; the unrolled loss.
+  sampled with K unroll steps and n-step targets; the unrolled loss. ``[muzero] stochastic``
+  makes it Stochastic MuZero (afterstates and chance nodes where the game deals), a network
+  setting like the supports.
 """
 
 from __future__ import annotations

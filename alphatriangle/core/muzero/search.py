@@ -489,7 +489,8 @@ class LatentSearcher:
         other: np.ndarray | None = None,
     ) -> list[LatentTree]:
         """One search per observation, in lockstep: every simulation round makes one
-        ``model.recurrent`` call for all the trees. ``legal`` bool ``[G, A]`` are the real
+        ``model.recurrent`` call for all the trees (Stochastic MuZero: one call of each kind
+        of expansion the round needs, ``_kind``). ``legal`` bool ``[G, A]`` are the real
         games' legal moves; ``rngs[i]`` draws root i's noise (None: no noise); ``other``
         ``[G, F]`` the roots' extra features, whose hands say which cells each edge's reward
         reads (``network.cell_masks``, by the edge's depth below the root; None: the whole
