@@ -20,6 +20,10 @@ LOSS_REWARD = "loss/reward"
 """MuZero: the dynamics' reward loss over the unrolled steps."""
 LOSS_CONSISTENCY = "loss/consistency"
 """MuZero with ``consistency_weight > 0``: 1 - cosine of unrolled and encoded next states."""
+LOSS_AFTERSTATE_VALUE = "loss/afterstate_value"
+"""Stochastic MuZero: the afterstate value loss at the steps where the game dealt."""
+LOSS_CHANCE = "loss/chance"
+"""Stochastic MuZero: -log of the predicted chance of the hand the game dealt."""
 LOSS_TOTAL = "loss/total"
 GRAD_NORM = "train/grad_norm"
 POLICY_ENTROPY = "train/policy_entropy"
@@ -42,6 +46,17 @@ LEARN_TIMES_SAMPLED_AT_EVICTION = "learn/times_sampled_at_eviction"
 LEARN_AUGMENTED = "learn/augmented_fraction"
 """Learner, with ``[train] augment_symmetries``: the fraction of a batch's positions turned by
 a symmetry other than the identity."""
+
+MUZERO_REWARD_RANK_CLEAR = "muzero/reward_rank_clear"
+"""Learner, MuZero: on a fixed set of positions that each offer a line clear, the share where
+the move with the highest predicted reward clears (``core.muzero.probe``): near 0 for a model
+whose reward cannot see the action, 1 for one that ranks clears first."""
+MUZERO_REWARD_RANK_PAIRS = "muzero/reward_rank_pairs"
+"""Learner, MuZero: on the same positions, the share of (clearing, non-clearing) move pairs
+whose predicted rewards are in that order, averaged over the positions."""
+MUZERO_Q_SPREAD = "muzero/q_spread"
+"""Learner, MuZero: on the same positions, the mean of ``max - min`` of the predicted
+``r + discount v(s')`` over each position's legal moves."""
 
 BUFFER_SIZE = "buffer/size"
 EPISODES = "progress/episodes"

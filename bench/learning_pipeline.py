@@ -49,6 +49,7 @@ from mlflow.tracking import MlflowClient
 # Sibling module (bench/ is on sys.path when this file runs as a script).
 from pipeline import kill_tree
 
+from alphatriangle import metric_names as m
 from alphatriangle.app.reports import parse_seeds
 from alphatriangle.app.runs import run_context
 from alphatriangle.core.config import AlphaTriangleConfig
@@ -328,6 +329,8 @@ def main() -> None:
         # progress/samples_generated is logged at every gradient step, so its last point is
         # the count at the final step; the throughput line only gives a rate.
         generated = _last_value(run, "progress/samples_generated")
+        # MuZero's learner logs its model diagnostics (core.muzero.probe); AlphaZero has none.
+        probe = {name: _last_value(run, name) for name in MUZERO_PROBE}
     finally:
         # A no-op for processes that exited; after a failure (or Ctrl-C here) it SIGKILLs the
         # driver and the Ray processes below it, which would otherwise outlive this script.
@@ -368,6 +371,7 @@ def main() -> None:
                 for p in players
             },
         },
+        "muzero_probe": probe,
         "periodic_eval_seeds": f"0:{periodic_games}",
         "curves": series,
         "plot": str(png),
@@ -390,7 +394,15 @@ def main() -> None:
         f"self-play {rates.group(1)} moves/s, learner {rates.group(2)} samples/s; "
         f"eval took {eval_s / 60:.1f} min"
     )
+    if any(value is not None for value in probe.values()):
+        print(
+            "MuZero's model at its last probe: "
+            + ", ".join(f"{name} {value:.3f}" for name, value in probe.items() if value is not None)
+        )
     print(f"wrote {args.out / 'learning_pipeline.json'} and {png}")
+
+
+MUZERO_PROBE = (m.MUZERO_REWARD_RANK_CLEAR, m.MUZERO_REWARD_RANK_PAIRS, m.MUZERO_Q_SPREAD)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -167,6 +167,12 @@ def _snapshot(root: Path) -> dict[str, tuple[int, float]]:
             id="10000-unknown-keys",
         ),
         pytest.param(["--bogus" + "y" * 100_000], {}, "No such option: --bogus", id="long-option"),
+        pytest.param(
+            ["--run-name", "fresh", "--config", "mz.toml"],
+            {"mz.toml": 'algorithm = "muzero"\n[mcts]\ncpuct = 2.0\n'},
+            "mcts.cpuct = 2.0 is not used by algorithm = 'muzero' (its PUCT rule uses",
+            id="muzero-ignores-cpuct",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_one_line_and_changes_nothing(

@@ -261,6 +261,7 @@ class TableModel:
 
     def __init__(self) -> None:
         self.expanded: list[tuple[int, int]] = []
+        self.masks: list[list[float]] = []
 
     def _logits(self, states: Sequence[int]) -> np.ndarray:
         return np.log(np.array([self.PRIOR.get(s, [0.5, 0.5]) for s in states]))
@@ -274,10 +275,11 @@ class TableModel:
         )
 
     def recurrent(
-        self, latents: np.ndarray, actions: np.ndarray
+        self, latents: np.ndarray, actions: np.ndarray, masks: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         pairs = [(int(s[0]), int(a)) for s, a in zip(latents, actions, strict=True)]
         self.expanded += pairs
+        self.masks += masks.tolist()
         nxt = [self.EDGES[p][0] for p in pairs]
         return (
             np.array(nxt, dtype=np.float64)[:, None],

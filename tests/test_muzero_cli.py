@@ -27,7 +27,7 @@ def test_a_muzero_run_trains_resumes_evaluates_and_keeps_its_algorithm(workdir: 
         + toml
         + "[model]\n"
         + "".join(f"{k} = {v}\n" for k, v in MODEL.items())
-        + "[muzero]\nunroll_steps = 3\ntd_steps = 5\n"
+        + "[muzero]\nunroll_steps = 3\ntd_steps = 5\nprobe_every = 5\n"
     )
     args = ["train", "--config", "mz.toml", "--workers", "1"]
     first = ok(run_cli(workdir, *args, "--run-name", "mz", "--max-steps", "6"))
@@ -48,6 +48,9 @@ def test_a_muzero_run_trains_resumes_evaluates_and_keeps_its_algorithm(workdir: 
         "eval/policy_score_mean",
     ):
         assert metric_steps(workdir, "mz", name), f"no {name} in MLflow"
+    # MuZero's model diagnostics, every probe_every steps of both runs.
+    for name in ("muzero/reward_rank_clear", "muzero/reward_rank_pairs", "muzero/q_spread"):
+        assert metric_steps(workdir, "mz", name) == [5, 10], name
 
     result = ok(run_cli(workdir, "eval", "--run-name", "mz", "--games", "2", "--sims", "4"))
     assert "uniform-mcts-4" in result
@@ -86,3 +89,37 @@ def test_a_muzero_config_on_an_alphazero_run_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="its model settings differ"):
         resolve_config(mz, wider)
     assert resolve_config(mz, None).algorithm == "muzero"
+
+
+def test_a_stochastic_muzero_run_trains_resumes_evaluates_and_plays(workdir: Path) -> None:
+    (workdir / "smz.toml").write_text(
+        'algorithm = "muzero"\n'
+        + tiny_config(eval={"every_steps": 0})
+        + "[model]\n"
+        + "".join(f"{k} = {v}\n" for k, v in MODEL.items())
+        + "[muzero]\nunroll_steps = 3\ntd_steps = 5\nstochastic = true\n"
+    )
+    args = ["train", "--config", "smz.toml", "--workers", "1", "--run-name", "smz"]
+    assert "new run 'smz'" in ok(run_cli(workdir, *args, "--max-steps", "4"))
+    out = ok(run_cli(workdir, *args, "--max-steps", "6"))
+    assert re.search(r"resumed 'smz' at step 4 from", out), out
+    assert metric_steps(workdir, "smz", "loss/chance")[-1] == 6
+    ctx = run_context("smz", workdir / "data")
+    model, cfg, _ = load_network(ctx, "latest", warn=print)
+    assert cfg.muzero.stochastic
+    ok(run_cli(workdir, "eval", "--run-name", "smz", "--games", "2", "--sims", "4"))
+    [report] = ctx.eval_dir.glob("*.json")
+    scores = json.loads(report.read_text())["players"]["network"]["scores"]
+    agent = agent_player(model, cfg, cfg.mcts.model_copy(update={"simulations": 4}))
+    assert scores == [r.score for r in play_games(agent, [0, 1])]
+    shown = ok(run_cli(workdir, "play", "--run-name", "smz", "--seed", "3", "--sims", "4"))
+    score, moves = play_game(agent, 3)
+    assert f"game over: score {score:.2f} in {moves} moves" in shown
+    # The switch shapes the network: a config without it does not resume the run.
+    (workdir / "plain.toml").write_text(
+        (workdir / "smz.toml").read_text().replace("stochastic = true\n", "")
+    )
+    plain = ["train", "--config", "plain.toml", "--workers", "1", "--run-name", "smz"]
+    refused = run_cli(workdir, *plain, "--max-steps", "8")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "model settings differ" in refused.stdout

@@ -6,7 +6,9 @@ Everything else (self-play, the learner loop, players, the pipeline) takes these
 - ``alphazero``: ``AlphaTriangleNet`` searched by ``trimcts`` on the real game (PUCT or Gumbel);
   positions with the value targets of ``[train] value_target`` (``core.targets``); policy and value losses.
 - ``muzero``: ``MuZeroNet`` searched in its latent space (``core.muzero.search``); whole games,
-  sampled with K unroll steps and n-step targets; the unrolled loss.
+  sampled with K unroll steps and n-step targets; the unrolled loss. ``[muzero] stochastic``
+  makes it Stochastic MuZero (afterstates and chance nodes where the game deals), a network
+  setting like the supports.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def network_settings(cfg: AlphaTriangleConfig) -> tuple[object, ...]:
     """The settings that shape the network's weights: a checkpoint loads only into a network
     built with equal ones."""
     if cfg.algorithm == "muzero":
-        return (cfg.model, cfg.muzero.value_support, cfg.muzero.reward_support)
+        mz = cfg.muzero
+        return (cfg.model, mz.value_support, mz.reward_support, mz.reward_read, mz.stochastic)
     return (cfg.model,)
 
 
@@ -86,6 +89,7 @@ def _buffer(cfg: AlphaTriangleConfig, capacity: int) -> PositionBuffer[Any]:
             unroll_steps=mz.unroll_steps,
             td_steps=mz.td_steps,
             discount=mz.discount,
+            clear_oversample=mz.clear_oversample,
             prioritized=tc.prioritized_replay,
             alpha=tc.per_alpha,
             beta=tc.per_beta,
@@ -125,7 +129,8 @@ def algorithm_name(cfg: AlphaTriangleConfig) -> str:
     if cfg.algorithm == "alphazero":
         return "AlphaZero"
     mz = cfg.muzero
-    return f"MuZero (unroll {mz.unroll_steps}, td {mz.td_steps}, discount {mz.discount:g})"
+    name = "Stochastic MuZero" if mz.stochastic else "MuZero"
+    return f"{name} (unroll {mz.unroll_steps}, td {mz.td_steps}, discount {mz.discount:g})"
 
 
 def learner_sample_cost(cfg: AlphaTriangleConfig) -> float:

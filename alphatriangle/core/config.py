@@ -138,7 +138,9 @@ class MCTSConfig(BaseModel):
         ge=1,
         le=1024,
         description="Deals drawn at each chance node of the tree (where the game deals), whose "
-        "value is their mean; 1: no chance nodes, the tree plans against one imagined deal.",
+        "value is their mean; 1: no chance nodes, the tree plans against one imagined deal. "
+        "Stochastic MuZero's latent search draws this many deals from its model's chance "
+        "distribution at each of its chance nodes (the same deal twice counts once).",
     )
 
     SCHEDULE_FIELDS: ClassVar[tuple[str, ...]] = ("simulations_final", "simulations_ramp_steps")
@@ -327,6 +329,14 @@ class MuZeroConfig(BaseModel):
     value_loss_weight: float = Field(
         0.25, ge=0, description="Weight of the value loss (the paper's 0.25 for reanalysed data)."
     )
+    reward_read: Literal["pooled", "cells"] = Field(
+        "cells",
+        description="What the reward head reads of the state the dynamics reaches: 'cells' "
+        "(the default) pooled features and the features at the cells the placement may cover "
+        "(a window at the anchor, the shape's footprint where the hand is known); 'pooled': "
+        "pooled features only, which cannot tell one move's reward from another's "
+        "(bench/muzero_reward.py). Shapes the network's weights.",
+    )
     consistency_weight: float = Field(
         0.0,
         ge=0,
@@ -334,10 +344,56 @@ class MuZeroConfig(BaseModel):
         "2021): each unrolled state g(..g(h(o_t), a_t)..) is pulled toward h(o_{t+k}) of the "
         "real next observation (target without gradient), 1 - cosine per step; 0 turns it off.",
     )
+    clear_oversample: float = Field(
+        4.0,
+        ge=1,
+        le=1000,
+        description="Uniform replay draws a position whose K-step unroll holds a line clear this "
+        "many times as often as one that does not, with importance weights 1 / (N P(i)) that "
+        "keep the loss an unbiased estimate of the uniform one (clears are about 1% of moves, "
+        "so most batches would hold one or none); 1 turns it off. With "
+        "train.prioritized_replay, PER's priorities decide instead.",
+    )
+    stochastic: bool = Field(
+        False,
+        description="Stochastic MuZero (Antonoglou et al. 2022): after the move that plays the "
+        "hand's last piece, the model reaches an afterstate, predicts its value and a "
+        "distribution over the shapes dealt per slot (trained on the deals the game made), and "
+        "the search's chance nodes draw mcts.chance_outcomes deals from it. Shapes the network "
+        "(fixed when the run is created).",
+    )
+    probe_every: int = Field(
+        100,
+        ge=0,
+        description="Learner steps between the muzero/* diagnostics (core.muzero.probe: on 64 "
+        "fixed positions that each offer a line clear, how often the predicted reward ranks a "
+        "clearing move first, and the spread of the predicted Q over the legal moves); 0 "
+        "turns them off.",
+    )
+    q_range_floor: float = Field(
+        1.0,
+        gt=0,
+        description="The latent search rescales Q by max(max Q - min Q, this) (Gumbel's sigma "
+        "over a node's edges, PUCT's over the tree). 1 point: a line clear (4.5 points and "
+        "more) still spans the whole range, while a spread of predicted Q that a model blind "
+        "to the move produces (some 0.05, bench/muzero_reward.py) moves sigma by under 0.3 "
+        "logits instead of several.",
+    )
     pb_c_init: float = Field(
         1.25, gt=0, description="c1 of the search's pUCT rule (on min-max normalised Q)."
     )
     pb_c_base: float = Field(19_652.0, gt=0, description="c2 of the search's pUCT rule.")
+
+
+MUZERO_IGNORES: dict[tuple[str, str], str] = {
+    ("train", "value_loss_weight"): "its value loss is weighed by [muzero] value_loss_weight",
+    ("mcts", "cpuct"): "its PUCT rule uses [muzero] pb_c_init and pb_c_base",
+    ("mcts", "max_depth"): "its latent tree grows as deep as the simulations take it",
+    ("mcts", "tree_reuse"): "its latent search starts afresh at every move",
+}
+"""Settings of the search on the real game and of AlphaZero's loss that MuZero does not read,
+and what it does instead: set to anything but their defaults under ``algorithm = "muzero"``
+they are refused, so that nobody tunes a knob that turns nothing."""
 
 
 class AlphaTriangleConfig(BaseModel):
@@ -358,15 +414,25 @@ class AlphaTriangleConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_algorithm_settings(self) -> AlphaTriangleConfig:
-        if self.algorithm == "muzero" and self.train.augment_symmetries:
+        if self.algorithm != "muzero":
+            return self
+        if self.train.augment_symmetries:
             raise ValueError(
                 "train.augment_symmetries applies to AlphaZero only; remove it for muzero"
             )
-        if self.algorithm == "muzero" and self.train.value_target != "monte_carlo":
+        if self.train.value_target != "monte_carlo":
             raise ValueError(
                 "train.value_target applies to AlphaZero only; MuZero's targets are set by "
                 "[muzero] td_steps and discount"
             )
+        for (section, name), instead in MUZERO_IGNORES.items():
+            settings = getattr(self, section)
+            value, default = getattr(settings, name), type(settings).model_fields[name].default
+            if value != default:
+                raise ValueError(
+                    f"{section}.{name} = {value!r} is not used by algorithm = 'muzero' "
+                    f"({instead}); remove it or set it to {default!r}"
+                )
         return self
 
     @classmethod

@@ -29,7 +29,10 @@ TINY = float(np.finfo(np.float32).tiny)
 """The smallest prior a logit is taken of: ``log(0)`` would make an edge impossible."""
 
 RANGE_FLOOR = 1e-8
-"""The smallest range the completed Q are rescaled by (all equal: sigma is 0)."""
+"""The smallest range the completed Q are rescaled by by default (all equal: sigma is 0): the
+C++ search on the real game uses this one, whose Q are real game scores. MuZero's latent
+search passes its own floor (``[muzero] q_range_floor``): there any spread of predicted Q,
+however meaningless, would otherwise be stretched to several logits."""
 
 
 def halving_schedule(considered: int, simulations: int) -> list[int]:
@@ -84,13 +87,20 @@ def completed_q(
     return out
 
 
-def sigma(completed: np.ndarray, visits: np.ndarray, c_visit: float, c_scale: float) -> np.ndarray:
+def sigma(
+    completed: np.ndarray,
+    visits: np.ndarray,
+    c_visit: float,
+    c_scale: float,
+    range_floor: float = RANGE_FLOOR,
+) -> np.ndarray:
     """``sigma(a) = (c_visit + max_b N(b)) * c_scale * rescaled(a)``, ``rescaled`` the completed
-    Q min-max rescaled to [0, 1] over the node's edges (by at least ``RANGE_FLOOR``): scores
-    have no fixed range, and the more visits, the more Q outweighs the prior."""
+    Q min-max rescaled over the node's edges, ``(completed - min) / max(max - min,
+    range_floor)``: scores have no fixed range, and the more visits, the more Q outweighs the
+    prior. A spread below ``range_floor`` is rescaled to less than [0, 1]."""
     low, high = float(completed.min()), float(completed.max())
     scale = (c_visit + int(visits.max())) * c_scale
-    out: np.ndarray = scale * ((completed - low) / max(high - low, RANGE_FLOOR))
+    out: np.ndarray = scale * ((completed - low) / max(high - low, range_floor))
     return out
 
 

@@ -20,6 +20,15 @@ from alphatriangle import metric_names as m
 from alphatriangle.core.algorithm import build_model, gradient_step, new_buffer
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.diagnostics import network_outputs
+from alphatriangle.core.muzero.network import MuZeroNet
+from alphatriangle.core.muzero.probe import (
+    PROBE_POSITIONS,
+    PROBE_SEEDS,
+    PROBE_SPACING,
+    ClearProbe,
+    clear_probe,
+    probe_metrics,
+)
 from alphatriangle.core.optimization import make_optimizer, make_scheduler
 from alphatriangle.core.selfplay import EpisodeRecord
 from alphatriangle.core.symmetry import augment_batch, choose_symmetries, symmetry_tables
@@ -68,6 +77,9 @@ class Learner:
         self._symmetries = (
             symmetry_tables().index(tc.augment_symmetries) if tc.augment_symmetries else None
         )
+        self._probe: ClearProbe | None = None
+        """MuZero's probe positions, found at the first ``muzero/*`` diagnosis (seconds of
+        random play that a learner that never gets there should not pay)."""
 
     def add_episode(self, record: EpisodeRecord) -> None:
         """Store the episode's positions with their targets; an n-step value target
@@ -101,7 +113,8 @@ class Learner:
         step's weights are version ``counters.step``; a position's version is that of the
         weights that searched it; positions of unknown version are left out), and
         ``learn/times_sampled_at_eviction``, how often the positions that left the buffer since
-        the previous step had been sampled (only when some left).
+        the previous step had been sampled (only when some left). MuZero's learner adds the
+        ``muzero/*`` diagnostics (``core.muzero.probe``) every ``[muzero] probe_every`` steps.
 
         With ``train.augment_symmetries``, each sample is first turned by a symmetry that
         ``choose_symmetries`` draws from a generator seeded by the run's seed and this step's
@@ -134,6 +147,11 @@ class Learner:
         if self._evicted:
             metrics[m.LEARN_TIMES_SAMPLED_AT_EVICTION] = self._evicted_samples / self._evicted
             self._evicted = self._evicted_samples = 0
+        every = self.cfg.muzero.probe_every
+        if isinstance(self.model, MuZeroNet) and every and self.counters.step % every == 0:
+            if self._probe is None:
+                self._probe = clear_probe(PROBE_SEEDS, PROBE_POSITIONS, every=PROBE_SPACING)
+            metrics.update(probe_metrics(self.model, self._probe, self.cfg.muzero.discount))
         return metrics
 
     def weights(self) -> dict[str, torch.Tensor]:

@@ -70,6 +70,10 @@ class SearchSettings:
     """c1 of the latent search's PUCT rule (``[muzero] pb_c_init``)."""
     pb_c_base: float
     """c2 of the latent search's PUCT rule (``[muzero] pb_c_base``)."""
+    q_range_floor: float
+    """The smallest Q range the latent search rescales by (``[muzero] q_range_floor``)."""
+    stochastic: bool
+    """Chance nodes in the latent search (``[muzero] stochastic``)."""
 
     @classmethod
     def of(
@@ -86,6 +90,8 @@ class SearchSettings:
             discount=latent.discount,
             pb_c_init=latent.pb_c_init,
             pb_c_base=latent.pb_c_base,
+            q_range_floor=latent.q_range_floor,
+            stochastic=latent.stochastic,
         )
 
 

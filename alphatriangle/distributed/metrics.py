@@ -35,5 +35,8 @@ def metric_config() -> TrieyeConfig:
             MetricSpec(name=m.LEARN_SAMPLE_AGE, aggregation="mean"),
             MetricSpec(name=m.LEARN_TIMES_SAMPLED_AT_EVICTION, aggregation="mean"),
             MetricSpec(name=m.LEARN_AUGMENTED, aggregation="mean"),
+            MetricSpec(name=m.MUZERO_REWARD_RANK_CLEAR, aggregation="latest"),
+            MetricSpec(name=m.MUZERO_REWARD_RANK_PAIRS, aggregation="latest"),
+            MetricSpec(name=m.MUZERO_Q_SPREAD, aggregation="latest"),
         ],
     )

@@ -8,6 +8,15 @@ many positions of its game follow it. A sample at slot ``i`` is the observation 
 for ``k = 0..K``, the targets of position ``t + k``; past the end of the game ("absorbing
 states") the value and reward targets are 0, the policy target is masked out of the loss, and
 the actions are drawn uniformly at random.
+
+Line clears are rare (about 1 % of random play's moves), so under uniform replay the reward
+loss is almost all "no clear". With ``clear_oversample = c > 1`` (and uniform replay), a
+position whose unroll holds a clear (a move at ``t..t+K-1`` of the same game gaining at least
+``CLEAR_REWARD``) is drawn ``c`` times as often as one that does not: ``P(i) = c_i / sum_j
+c_j``, ``c_i`` = ``c`` or 1. Each sample's importance weight is ``1 / (N P(i))``, not
+normalised: the weighted loss is then in expectation exactly the uniform mean (the weights
+average 1 over the draws), so the oversampling changes which samples carry the clears' signal
+(more of them, each weighing less: less noise), not what the loss estimates.
 """
 
 from __future__ import annotations
@@ -17,7 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from alphatriangle.core.buffer import PositionBuffer
+from alphatriangle.core.features import NUM_GLOBAL_FEATURES, SLOT_FEATURES
+from alphatriangle.core.muzero.network import cell_masks, deal_codes
 from alphatriangle.core.selfplay import EpisodeRecord
+
+CLEAR_REWARD = 0.5
+"""A move clears a line when it gains at least this (trianglengin's reward per cleared
+triangle; a placement alone gains 0.01 per triangle and 0.005 for staying alive)."""
 
 
 def n_step_targets(
@@ -63,6 +78,14 @@ class MuZeroBatch:
             past the end; ``policy_mask[:, 1:]`` says which are inside), for the consistency
             loss; None when not drawn.
         next_other: float32 ``[B, K, F]`` their extra features.
+        deals: bool ``[B, K]`` the move at ``t + k`` played the hand's last piece and the game
+            dealt a new hand (a position follows it): Stochastic MuZero's chance steps.
+        deal_codes: int64 ``[B, K, slots]`` the hand dealt there (``network.deal_codes`` of
+            position ``t + k + 1``; 0 where no deal).
+        cell_masks: float32 ``[B, K, WINDOW]`` the cells the reward of step ``k`` reads
+            (``network.cell_masks`` of the start position, ``k`` moves after it: the shape's
+            footprint while the start's hand lasts, the whole window after the deal, as the
+            search reads them); None: the whole window at every step.
     """
 
     grid: np.ndarray
@@ -76,6 +99,9 @@ class MuZeroBatch:
     indices: np.ndarray
     next_grid: np.ndarray | None = None
     next_other: np.ndarray | None = None
+    cell_masks: np.ndarray | None = None
+    deals: np.ndarray | None = None
+    deal_codes: np.ndarray | None = None
 
 
 class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
@@ -107,10 +133,15 @@ class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
         alpha: float = 0.6,
         beta: float = 0.4,
         seed: int = 0,
+        clear_oversample: float = 1.0,
     ) -> None:
         super().__init__(
             capacity, grid_shape, other_dim, action_dim, prioritized, alpha, beta, seed
         )
+        self.clear_oversample = clear_oversample
+        self.clear_ahead = np.zeros(capacity, dtype=bool)
+        """Slots whose unroll holds a clear; derived from ``reward`` and ``steps_left`` (so
+        not saved: ``load_state_dict`` recomputes it)."""
         self.unroll_steps, self.td_steps, self.discount = unroll_steps, td_steps, discount
         self.action_dim = action_dim
         self.action = np.zeros(capacity, dtype=np.int16)
@@ -138,6 +169,45 @@ class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
             "steps_left": np.arange(length - 1, -1, -1, dtype=np.int32),
         }
 
+    def _mark_clears(self, slots: np.ndarray) -> None:
+        """``clear_ahead`` of ``slots``: a move at ``t..t+K-1`` inside the game clears."""
+        k = np.arange(self.unroll_steps)
+        ahead = (slots[:, None] + k[None, :]) % self.capacity
+        inside = k[None, :] <= self.steps_left[slots][:, None]
+        self.clear_ahead[slots] = (inside & (self.reward[ahead] >= CLEAR_REWARD)).any(axis=1)
+
+    def add_episode(self, record: EpisodeRecord) -> np.ndarray:
+        start = self.position
+        evicted = super().add_episode(record)
+        # A game's positions are written together and an unroll stays inside its game, so
+        # only the new slots change.
+        written = min(record.length, self.capacity)
+        self._mark_clears((start + np.arange(written)) % self.capacity)
+        return evicted
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        super().load_state_dict(state)
+        self.clear_ahead[:] = False
+        self._mark_clears(np.arange(self.size))
+
+    def sampling_probabilities(self) -> np.ndarray:
+        """float64 ``[size]``: each stored position's chance of a uniform-replay draw under
+        ``clear_oversample``."""
+        c = np.where(self.clear_ahead[: self.size], self.clear_oversample, 1.0)
+        out: np.ndarray = c / c.sum()
+        return out
+
+    def sample(self, batch_size: int) -> MuZeroBatch:
+        """As ``PositionBuffer.sample``; without PER and with ``clear_oversample > 1``, drawn
+        by ``sampling_probabilities`` with weights ``1 / (N P(i))`` (see the module)."""
+        if self.tree is not None or self.clear_oversample == 1.0 or self.size == 0:
+            return super().sample(batch_size)
+        probs = self.sampling_probabilities()
+        indices = self.rng.choice(self.size, size=batch_size, p=probs).astype(np.int64)
+        weights = (1.0 / (self.size * probs[indices])).astype(np.float32)
+        np.add.at(self.times_sampled, indices, 1)
+        return self.batch(indices, weights)
+
     def batch(self, indices: np.ndarray, weights: np.ndarray) -> MuZeroBatch:
         k = np.arange(self.unroll_steps + 1)
         slots = (indices[:, None] + k[None, :]) % self.capacity  # [B, K + 1]
@@ -151,10 +221,19 @@ class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
         next_grid[~later_inside] = 0.0
         next_other = self.other[later].astype(np.float32)
         next_other[~later_inside] = 0.0
+        other = self.other[indices].astype(np.float32)
+        actions = np.where(moves, self.action[slots[:, :-1]], random_actions).astype(np.int64)
+        masks = np.stack(
+            [
+                cell_masks(other, actions[:, k], k, self.action_dim)
+                for k in range(self.unroll_steps)
+            ],
+            axis=1,
+        )
         return MuZeroBatch(
             grid=self.grid[indices].astype(np.float32),
-            other=self.other[indices].astype(np.float32),
-            actions=np.where(moves, self.action[slots[:, :-1]], random_actions).astype(np.int64),
+            other=other,
+            actions=actions,
             target_policy=policy,
             policy_mask=inside,
             target_value=np.where(inside, self.value_target[slots], 0.0).astype(np.float32),
@@ -163,4 +242,18 @@ class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
             indices=indices,
             next_grid=next_grid,
             next_other=next_other,
+            cell_masks=masks,
+            **self._deals(slots, inside),
         )
+
+    def _deals(self, slots: np.ndarray, inside: np.ndarray) -> dict[str, np.ndarray]:
+        """``deals`` and ``deal_codes`` of the unrolls at ``slots [B, K + 1]``: a move inside
+        the game from a hand of one piece, followed by a position of the same game."""
+        b, k1 = slots.shape
+        num_slots = (self.other.shape[1] - NUM_GLOBAL_FEATURES) // SLOT_FEATURES
+        present = self.other[slots[:, :-1]][:, :, : num_slots * SLOT_FEATURES : SLOT_FEATURES]
+        deals = inside[:, 1:] & (np.rint(present.astype(np.float32).sum(axis=2)) == 1)
+        codes = deal_codes(self.other[slots[:, 1:]].reshape(b * (k1 - 1), -1)).reshape(
+            b, k1 - 1, num_slots
+        )
+        return {"deals": deals, "deal_codes": np.where(deals[:, :, None], codes, 0)}

@@ -24,7 +24,7 @@ def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
     return x * scale + x.detach() * (1.0 - scale)
 
 
-def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``-sum(target * log_softmax(logits))`` over the last axis."""
     return -(target * torch.log_softmax(logits, dim=-1)).sum(dim=-1)
 
@@ -41,8 +41,10 @@ def unrolled_loss(
     between the unrolled state and ``h(o_{t+k})``, inside the game), with categorical targets
     (two-hot over the supports); the steps ``k >= 1`` count ``1 / K`` each, and the gradient
     into the dynamics' input state is halved, so that the total gradient into the dynamics
-    stays about that of one step. ``total`` is the mean
-    over the batch weighted by the importance weights.
+    stays about that of one step. With ``stochastic``, a step where the game dealt also adds
+    ``value_loss_weight * CE(Q(as), value target of t + k) + sum over slots of -log
+    sigma(dealt shape)`` (``1 / K`` each), and its state is ``chance(as, dealt hand)``.
+    ``total`` is the mean over the batch weighted by the importance weights.
     """
     mz = cfg.muzero
     grid = torch.from_numpy(batch.grid).to(device)
@@ -56,24 +58,47 @@ def unrolled_loss(
 
     state = model.represent(grid, other)
     policy, value = model.predict(state)
-    policy_loss = _cross_entropy(policy, policy_t[:, 0]) * mask[:, 0]
-    value_loss = _cross_entropy(value, value_t[:, 0])
+    policy_loss = cross_entropy(policy, policy_t[:, 0]) * mask[:, 0]
+    value_loss = cross_entropy(value, value_t[:, 0])
     reward_loss = torch.zeros_like(value_loss)
     value_error = (from_logits(value) - torch.from_numpy(batch.target_value[:, 0]).to(device)).abs()
     steps = actions.shape[1]
     targets = _encoded_next_states(model, batch, device) if mz.consistency_weight > 0 else None
     consistency = torch.zeros_like(value_loss)
+    read = None if batch.cell_masks is None else torch.from_numpy(batch.cell_masks).to(device)
+    afterstate_loss = torch.zeros_like(value_loss)
+    chance_loss = torch.zeros_like(value_loss)
+    if mz.stochastic:
+        if batch.deals is None or batch.deal_codes is None:
+            raise ValueError("Stochastic MuZero's loss needs batches with deals and deal_codes")
+        deals = torch.from_numpy(batch.deals).to(device)
+        codes = torch.from_numpy(batch.deal_codes).to(device)
     for k in range(1, steps + 1):
-        reward, state = model.dynamics(scale_gradient(state, 0.5), actions[:, k - 1])
+        cells = None if read is None else read[:, k - 1]
+        reward, state = model.dynamics(scale_gradient(state, 0.5), actions[:, k - 1], cells)
+        if mz.stochastic:
+            # Where the game dealt, the dynamics reached an afterstate: its value against the
+            # next position's target, its chance distribution against the deal the game made,
+            # and the next state from that deal (the true outcome, as the paper's encoder
+            # would give it).
+            deal = deals[:, k - 1]
+            q, sigma = model.afterstate_predict(state)
+            afterstate_loss = afterstate_loss + cross_entropy(q, value_t[:, k]) * deal / steps
+            log_sigma = torch.log_softmax(sigma, dim=-1)
+            dealt = log_sigma.gather(2, codes[:, k - 1, :, None]).squeeze(2).sum(dim=1)
+            chance_loss = chance_loss - dealt * deal / steps
+            after_deal = model.chance(state, codes[:, k - 1])
+            state = torch.where(deal[:, None, None, None], after_deal, state)
         policy, value = model.predict(state)
-        policy_loss = policy_loss + _cross_entropy(policy, policy_t[:, k]) * mask[:, k] / steps
-        value_loss = value_loss + _cross_entropy(value, value_t[:, k]) / steps
-        reward_loss = reward_loss + _cross_entropy(reward, reward_t[:, k - 1]) / steps
+        policy_loss = policy_loss + cross_entropy(policy, policy_t[:, k]) * mask[:, k] / steps
+        value_loss = value_loss + cross_entropy(value, value_t[:, k]) / steps
+        reward_loss = reward_loss + cross_entropy(reward, reward_t[:, k - 1]) / steps
         if targets is not None:
             cosine = F.cosine_similarity(state.flatten(1), targets[:, k - 1], dim=1)
             consistency = consistency + (1.0 - cosine) * mask[:, k] / steps
     per_sample = policy_loss + mz.value_loss_weight * value_loss + reward_loss
     per_sample = per_sample + mz.consistency_weight * consistency
+    per_sample = per_sample + mz.value_loss_weight * afterstate_loss + chance_loss
     total = (weights * per_sample).mean()
     parts = {
         m.LOSS_POLICY: policy_loss.mean(),
@@ -82,6 +107,9 @@ def unrolled_loss(
     }
     if targets is not None:
         parts[m.LOSS_CONSISTENCY] = consistency.mean()
+    if mz.stochastic:
+        parts[m.LOSS_AFTERSTATE_VALUE] = afterstate_loss.mean()
+        parts[m.LOSS_CHANCE] = chance_loss.mean()
     return total, parts, value_error.detach()
 
 
