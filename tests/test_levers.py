@@ -247,6 +247,7 @@ LEVER_FIELDS = {
         "mcts.simulations_ramp_steps",
         "eval.simulations",
     },
+    "levers_network_wider.toml": {"model.channels", "model.num_blocks"},
 }
 
 
