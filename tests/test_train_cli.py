@@ -140,7 +140,16 @@ def test_the_run_charts_the_learning_diagnostics_in_mlflow_and_tensorboard(workd
             eval={"every_steps": 3, "games": 2, "simulations": 4},
         )
     )
-    ok(_train(workdir, "--run-name", "diag", "--max-steps", "12"))
+    # A Ray address in the environment (another cluster's, here one that does not answer) is
+    # not joined: without --address the run starts its own local Ray.
+    ok(
+        run_cli(
+            workdir,
+            *train_args("--run-name", "diag", "--max-steps", "12"),
+            timeout=240,
+            env={"RAY_ADDRESS": "127.0.0.1:9"},
+        )
+    )
     ctx = run_context("diag", workdir / "data")
     run_id = json.loads(ctx.run_json.read_text())["mlflow_run_id"]
     client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)

@@ -384,7 +384,11 @@ def _ray_session(address: str | None, run: RunContext) -> Iterator[None]:
             if address:
                 ray.init(address=address, namespace=run.namespace, log_to_driver=False)
             else:
+                # "local": a new instance even where another Ray runs on this machine (without
+                # an address, ray.init joins the one `ray start` last recorded, or RAY_ADDRESS's,
+                # and then refuses num_cpus); joining a cluster is what --address is for.
                 ray.init(
+                    address="local",
                     num_cpus=os.cpu_count() or 1,
                     include_dashboard=False,
                     namespace=run.namespace,
