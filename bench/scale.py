@@ -25,7 +25,7 @@ Per worker count, over the ``--seconds`` after every worker has returned an epis
 learner has started: positions/s ingested (episodes the driver took into the buffer), samples/s
 trained, the replay ratio kept (trained / ingested, the config asks for 4), publish latency (a
 learner step's ``publish`` until every worker has received that version; median and max over
-the versions published in the window), the sidecar's lag (events it has received minus those
+the versions the learner published in the run), the sidecar's lag (events it has received minus those
 its last write covers, sampled every second: mean and max), CPU (percent of one core) and RSS
 of the driver and of the sidecar (psutil, sampled every second).
 
@@ -309,7 +309,8 @@ def summarise(probe: Probe, workers: int, batch_size: int) -> dict[str, float]:
     span = last["t"] - first["t"]
     positions = (last["positions"] - first["positions"]) / span
     samples = (last["step"] - first["step"]) * batch_size / span
-    window = [v for v, t in probe.published.items() if first["t"] <= t <= last["t"]]
+    # Every version the learner published (version 0 went out before the workers had started).
+    window = [v for v in probe.published if v > 0]
     reached: dict[int, list[float]] = {}
     for version, at in probe.arrivals:
         reached.setdefault(version, []).append(at)

@@ -27,7 +27,7 @@ from alphatriangle.distributed.metrics import metric_config
 from alphatriangle.distributed.periodic_eval import PeriodicEval
 from alphatriangle.distributed.pool import WorkerPool
 from alphatriangle.distributed.runlock import RunLock
-from alphatriangle.distributed.workers import worker_count
+from alphatriangle.distributed.workers import learner_threads, worker_count
 from alphatriangle.errors import (
     FinalSaveError,
     NonFiniteLossError,
@@ -101,6 +101,7 @@ def train(
             simulations=cfg.mcts.simulations,
             sample_cost=learner_sample_cost(cfg),
         )
+        torch.set_num_threads(learner_threads(cfg.train, os.cpu_count() or 1, workers))
         start_actor(run, metric_config())
         # Built while the sidecar's process starts: both take seconds.
         learner = Learner(cfg, "cuda" if gpu else "cpu")
