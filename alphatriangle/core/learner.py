@@ -19,7 +19,7 @@ import torch
 from alphatriangle import metric_names as m
 from alphatriangle.core.algorithm import build_model, gradient_step, new_buffer
 from alphatriangle.core.config import AlphaTriangleConfig
-from alphatriangle.core.optimization import make_optimizer, make_scheduler
+from alphatriangle.core.optimization import TrainStepResult, make_optimizer, make_scheduler
 from alphatriangle.core.selfplay import EpisodeRecord
 from alphatriangle.errors import NonFiniteLossError
 
@@ -91,9 +91,7 @@ class Learner:
         """
         ages = self.buffer.version_ages(batch.indices, self.counters.step)
         try:
-            result = gradient_step(
-                self.model, self.optimizer, self.scheduler, batch, self.cfg, self.device
-            )
+            result = self._gradient_step(batch)
         except NonFiniteLossError as err:
             raise NonFiniteLossError(f"step {self.counters.step + 1}: {err}") from None
         if self.cfg.train.prioritized_replay:
@@ -107,6 +105,13 @@ class Learner:
             metrics[m.LEARN_TIMES_SAMPLED_AT_EVICTION] = self._evicted_samples / self._evicted
             self._evicted = self._evicted_samples = 0
         return metrics
+
+    def _gradient_step(self, batch: Any) -> TrainStepResult:
+        """Forward, losses, backward, clip and update (``DataParallelLearner`` runs it through
+        its DDP replica instead)."""
+        return gradient_step(
+            self.model, self.optimizer, self.scheduler, batch, self.cfg, self.device
+        )
 
     def weights(self) -> dict[str, torch.Tensor]:
         """A CPU copy of the network's weights (what workers and evaluations load)."""
