@@ -2,7 +2,7 @@
 against simulated workers.
 
 Run: ``.venv/bin/python bench/scale.py [--workers 2 8 16 32 64 128 256] [--seconds 25]
-[--out bench/results/scale]`` (opt-in, about 8 minutes with the defaults on 2 cores).
+[--out bench/results/scale]`` (opt-in; about 6 minutes on 2 cores as ``make scale`` runs it).
 
 Each worker count is one ``alphatriangle.distributed.driver.train`` call on a Ray cluster the
 benchmark starts (``ray start --head`` with as many logical CPUs as the largest count, so the
