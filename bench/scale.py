@@ -1,7 +1,7 @@
 """The pipeline from 2 to 256 self-play workers: the real driver, learner, pool and sidecar
 against simulated workers.
 
-Run: ``.venv/bin/python bench/scale.py [--workers 2 8 16 32 64 128 256] [--seconds 25]
+Run: ``.venv/bin/python bench/scale.py [--workers 2 8 16 32 64 128 256] [--seconds 20]
 [--out bench/results/scale]`` (opt-in; about 6 minutes on 2 cores as ``make scale`` runs it).
 
 Each worker count is one ``alphatriangle.distributed.driver.train`` call on a Ray cluster the
@@ -470,7 +470,7 @@ def start_cluster(cpus: int, temp_dir: Path) -> tuple[subprocess.Popen[bytes], s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=list(DEFAULT_WORKERS))
-    parser.add_argument("--seconds", type=float, default=25.0, help="Measured seconds per count.")
+    parser.add_argument("--seconds", type=float, default=20.0, help="Measured seconds per count.")
     parser.add_argument("--moves-per-s", type=float, default=75.0, help="Per simulated worker.")
     parser.add_argument(
         "--per-process", type=int, default=16, help="Simulated workers per process."
