@@ -6,7 +6,7 @@ FORCE ?=
 DEMO_STEPS ?= 200
 
 
-.PHONY: install train test lint bench clean
+.PHONY: install train test lint bench scale gpu-check clean
 
 install:
 	$(PYTHON) scripts/install.py $(if $(FORCE),--force)
@@ -21,6 +21,14 @@ test: install
 # selfplay, trieye, persistence and pipeline benchmarks, one markdown table (~4 min on 2 cores).
 bench: install
 	$(BIN)/python bench/run_all.py
+
+# The pipeline against 2 to 256 simulated workers (~9 min on 2 cores); figures in docs/scale/.
+scale: install
+	$(BIN)/python bench/scale.py --before 2 16 64 --out docs/scale
+
+# GPU workers and learner against the same run on the CPU (needs an NVIDIA GPU; ~4 min).
+gpu-check: install
+	$(BIN)/python bench/gpu_check.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -13,7 +13,7 @@ from alphatriangle.core.config import (
     TrainConfig,
 )
 from alphatriangle.core.search import SearchSettings
-from alphatriangle.distributed.workers import worker_count
+from alphatriangle.distributed.workers import learner_threads, worker_count
 from alphatriangle.errors import ConfigError, UsageError
 
 
@@ -103,3 +103,14 @@ def test_worker_count_fills_the_cpus_next_to_learner_and_eval_and_refuses_more_t
     assert worker_count(TrainConfig(num_workers=3), cpus=3) == 3
     with pytest.raises(UsageError, match=r"the Ray cluster has 3 CPUs .* use at most 3"):
         worker_count(TrainConfig(num_workers=4), cpus=3)
+
+
+def test_the_learner_takes_the_cores_the_workers_leave_free() -> None:
+    # PyTorch's default (a thread per core) spins on cores the workers hold: one thread per
+    # free core, at least one; an explicit setting wins.
+    assert learner_threads(TrainConfig(), node_cpus=2, workers=2) == 1
+    assert learner_threads(TrainConfig(), node_cpus=16, workers=12) == 4
+    assert learner_threads(TrainConfig(), node_cpus=32, workers=256) == 1
+    assert learner_threads(TrainConfig(learner_threads=3), node_cpus=2, workers=2) == 3
+    with pytest.raises(ValueError, match="learner_threads"):
+        TrainConfig(learner_threads=0)

@@ -16,10 +16,12 @@ from alphatriangle.app.runs import app_context
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "docker" / "compose.yaml"
+GPU_DOCKERFILE = ROOT / "docker" / "Dockerfile.gpu"
+GPU_COMPOSE = ROOT / "docker" / "compose.gpu.yaml"
 
 
-def _instructions() -> list[tuple[str, str]]:
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
+def _instructions(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    text = dockerfile.read_text().replace("\\\n", " ")
     lines = [line.strip() for line in text.splitlines()]
     return [
         (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
@@ -28,9 +30,9 @@ def _instructions() -> list[tuple[str, str]]:
     ]
 
 
-def _env() -> dict[str, str]:
+def _env(dockerfile: Path = DOCKERFILE) -> dict[str, str]:
     env: dict[str, str] = {}
-    for op, args in _instructions():
+    for op, args in _instructions(dockerfile):
         if op == "ENV":
             env.update(dict(pair.split("=", 1) for pair in shlex.split(args)))
     return env
@@ -100,3 +102,41 @@ def test_compose_tools_are_installed_by_the_project() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, _, function = scripts["alphatriangle"].partition(":")
     assert callable(getattr(importlib.import_module(module), function))
+
+
+def test_the_gpu_image_is_the_cpu_recipe_with_the_cuda_build_of_torch() -> None:
+    cpu, gpu = _instructions(DOCKERFILE), _instructions(GPU_DOCKERFILE)
+    # The same base, install step, entry point and data volume as the CPU image.
+    assert [a for op, a in gpu if op == "FROM"] == [a for op, a in cpu if op == "FROM"]
+    assert [a for op, a in gpu if op == "RUN"] == [a for op, a in cpu if op == "RUN"]
+    ops = dict(gpu)
+    assert yaml.safe_load(ops["ENTRYPOINT"]) == ["/app/.venv/bin/alphatriangle"]
+    assert yaml.safe_load(ops["CMD"])[0] == "train"
+    env = _env(GPU_DOCKERFILE)
+    assert env["ALPHATRIANGLE_DATA"] == "/data"
+    # No CPU wheel index: pip takes PyPI's torch, the CUDA build; the toolkit passes the GPUs.
+    assert not any("whl/cpu" in a for _, a in gpu)
+    assert "PIP_EXTRA_INDEX_URL" not in env
+    assert "PIP_INDEX_URL" not in env
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert "compute" in env["NVIDIA_DRIVER_CAPABILITIES"].split(",")
+    copied = {s for op, a in gpu if op == "COPY" for s in shlex.split(a)[:-1]}
+    assert {"pyproject.toml", "Makefile", "scripts", "alphatriangle", "trieye"} <= copied
+    # The GPU check its header names runs inside the image.
+    assert "bench" in copied
+    assert (ROOT / "bench" / "gpu_check.py").is_file()
+    assert "bench/gpu_check.py" in GPU_DOCKERFILE.read_text()
+
+
+def test_the_gpu_compose_file_trains_on_the_gpu_image_beside_the_same_tools() -> None:
+    base = yaml.safe_load(COMPOSE.read_text())["services"]
+    gpu = yaml.safe_load(GPU_COMPOSE.read_text())["services"]
+    assert set(gpu) <= set(base)
+    train = gpu["train"]
+    assert train["build"] == {"context": "..", "dockerfile": "docker/Dockerfile.gpu"}
+    assert train["command"][0] == "train"
+    devices = train["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    # Every service of the merged file runs the image the override builds.
+    assert {name: s["image"] for name, s in gpu.items()} == dict.fromkeys(gpu, "alphatriangle:gpu")
+    assert set(gpu) == {"train", "mlflow", "tensorboard"}

@@ -229,6 +229,13 @@ class TrainConfig(BaseModel):
         description="Self-play workers; None: as many as keep every CPU busy next to the "
         "learner and the evaluation actor (see distributed.workers.worker_count).",
     )
+    learner_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Intra-op threads of the learner's PyTorch; None: the driver machine's cores "
+        "that self-play workers leave free, at least 1 (see distributed.workers.learner_threads).",
+    )
     games_per_worker: int | None = Field(
         None,
         ge=1,

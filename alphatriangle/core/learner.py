@@ -29,7 +29,7 @@ from alphatriangle.core.muzero.probe import (
     clear_probe,
     probe_metrics,
 )
-from alphatriangle.core.optimization import make_optimizer, make_scheduler
+from alphatriangle.core.optimization import TrainStepResult, make_optimizer, make_scheduler
 from alphatriangle.core.selfplay import EpisodeRecord
 from alphatriangle.core.symmetry import augment_batch, choose_symmetries, symmetry_tables
 from alphatriangle.core.targets import has_bootstrap, needs_bootstrap, with_bootstrap
@@ -130,9 +130,7 @@ class Learner:
             batch = augment_batch(batch, chosen, tables)
             augmented = float(np.mean(chosen != 0))
         try:
-            result = gradient_step(
-                self.model, self.optimizer, self.scheduler, batch, self.cfg, self.device
-            )
+            result = self._gradient_step(batch)
         except NonFiniteLossError as err:
             raise NonFiniteLossError(f"step {self.counters.step + 1}: {err}") from None
         if self.cfg.train.prioritized_replay:
@@ -153,6 +151,13 @@ class Learner:
                 self._probe = clear_probe(PROBE_SEEDS, PROBE_POSITIONS, every=PROBE_SPACING)
             metrics.update(probe_metrics(self.model, self._probe, self.cfg.muzero.discount))
         return metrics
+
+    def _gradient_step(self, batch: Any) -> TrainStepResult:
+        """Forward, losses, backward, clip and update (``DataParallelLearner`` runs it through
+        its DDP replica instead)."""
+        return gradient_step(
+            self.model, self.optimizer, self.scheduler, batch, self.cfg, self.device
+        )
 
     def weights(self) -> dict[str, torch.Tensor]:
         """A CPU copy of the network's weights (what workers and evaluations load)."""

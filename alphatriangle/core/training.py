@@ -4,6 +4,7 @@ every algorithm's step: forward, loss, backward, clip, update; no I/O)."""
 from __future__ import annotations
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 
 from alphatriangle import metric_names as m
@@ -18,7 +19,7 @@ from alphatriangle.core.optimization import (
 
 
 def train_step(
-    model: AlphaTriangleNet,
+    model: AlphaTriangleNet | DistributedDataParallel,
     optimizer: torch.optim.Optimizer,
     scheduler: LambdaLR,
     batch: Batch,
@@ -33,14 +34,18 @@ def train_step(
     weight (ones under uniform replay). Returns the metrics and the per-sample absolute value
     errors as new priorities. Raises ``NonFiniteLossError``, with the model and optimizer
     unchanged, when the loss or the gradient norm is not finite.
+
+    ``model`` may be a DDP replica of the network (``core.data_parallel``): its forward and
+    backward then average the gradients over the replicas before the clip and the update.
     """
+    net = model.module if isinstance(model, DistributedDataParallel) else model
     model.train()
     dev = torch.device(device)
     grid = torch.from_numpy(batch.grid).to(dev)
     other = torch.from_numpy(batch.other).to(dev)
     target_policy = torch.from_numpy(batch.policy).to(dev)
     mask = torch.from_numpy(batch.valid_mask).to(dev)
-    target_value = torch.from_numpy(batch.value_target).to(dev) / model.cfg.value_scale
+    target_value = torch.from_numpy(batch.value_target).to(dev) / net.cfg.value_scale
     weights = torch.from_numpy(batch.weights).to(dev)
 
     logits, value = model(grid, other)
@@ -66,8 +71,8 @@ def train_step(
                 total,
                 torch.tensor(grad_norm),
                 entropy,
-                value.mean() * model.cfg.value_scale,
-                target_value.mean() * model.cfg.value_scale,
+                value.mean() * net.cfg.value_scale,
+                target_value.mean() * net.cfg.value_scale,
             ]
         ).tolist()
         priorities = value_error.abs().float().cpu().numpy()

@@ -27,7 +27,7 @@ from alphatriangle.distributed.metrics import metric_config
 from alphatriangle.distributed.periodic_eval import PeriodicEval
 from alphatriangle.distributed.pool import WorkerPool
 from alphatriangle.distributed.runlock import RunLock
-from alphatriangle.distributed.workers import worker_count
+from alphatriangle.distributed.workers import learner_threads, worker_count
 from alphatriangle.errors import (
     FinalSaveError,
     NonFiniteLossError,
@@ -70,6 +70,7 @@ def train(
     on_start: Callable[[str], None] = print,
     on_progress: Callable[[Snapshot], None] | None = None,
     tags: Mapping[str, str] | None = None,
+    pool: type[WorkerPool] = WorkerPool,
 ) -> TrainResult:
     """Train ``run`` until ``cfg.train.max_steps`` or SIGINT/SIGTERM, then save and shut down.
 
@@ -77,7 +78,9 @@ def train(
     stops the loop (an error included), the final checkpoint is saved on the way out, and the
     run's end is recorded: FINISHED at ``max_steps``, STOPPED when a signal asked for it (both
     saved; MLflow shows FINISHED), FAILED otherwise, each with its reason. ``tags`` are set on
-    the MLflow run at each start (where it came from: command, code version, user). A signal
+    the MLflow run at each start (where it came from: command, code version, user). ``pool``
+    runs the self-play workers (a subclass of ``WorkerPool`` may run other actors behind the
+    same loop, as ``bench/scale.py`` does). A signal
     during start-up, before the run has changed anything, raises ``KeyboardInterrupt``
     instead (see ``alphatriangle.stopping``).
     """
@@ -98,6 +101,7 @@ def train(
             simulations=cfg.mcts.simulations,
             sample_cost=learner_sample_cost(cfg),
         )
+        torch.set_num_threads(learner_threads(cfg.train, os.cpu_count() or 1, workers))
         start_actor(run, metric_config())
         # Built while the sidecar's process starts: both take seconds.
         learner = Learner(cfg, "cuda" if gpu else "cpu")
@@ -106,7 +110,7 @@ def train(
         atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
         stats.set_status("RUNNING")
         stats.set_tags(tags or {})
-        pipeline = _Pipeline(cfg, run, stats, learner, workers)
+        pipeline = _Pipeline(cfg, run, stats, learner, workers, pool)
         status, reason, diverged = "FAILED", "failed", None  # until the loop says otherwise
         try:
             while learner.counters.step < cfg.train.max_steps and not stopping.requested():
@@ -159,13 +163,14 @@ class _Pipeline:
         stats: TrieyeClient,
         learner: Learner,
         workers: int,
+        pool: type[WorkerPool] = WorkerPool,
     ) -> None:
         self.cfg, self.stats, self.learner = cfg, stats, learner
         self.checkpoint_dir = run.checkpoint_dir
         step, episodes = learner.counters.step, learner.counters.episodes
         # Seeds depend on where the run stands, so a resumed run does not replay the same games.
         gpus = float(ray.cluster_resources().get("GPU", 0.0))  # type: ignore[no-untyped-call]
-        self.workers = WorkerPool(run, cfg, workers, [cfg.train.seed, episodes], gpus)
+        self.workers = pool(run, cfg, workers, [cfg.train.seed, episodes], gpus)
         self.workers.publish(learner.weights(), step)
         save_best = functools.partial(_save_best, stats)
         self.evals = PeriodicEval(cfg, save_best) if cfg.eval.every_steps else None

@@ -21,6 +21,10 @@ class WorkerPool:
 
     A worker whose process dies is replaced by a fresh one with the current weights; the games
     it was playing are lost, nothing else.
+
+    A subclass may run other actors behind the same driver loop by overriding ``_spawn``
+    (anything with ``set_weights.remote`` and ``play.remote`` as a ``SelfPlayWorker`` handle
+    has) and ``stop``: ``bench/scale.py`` measures the pipeline with simulated workers so.
     """
 
     def __init__(

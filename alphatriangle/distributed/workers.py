@@ -70,3 +70,17 @@ def worker_count(
             / (eval_cfg.every_steps * tc.batch_size)
         )
     return max(1, min(cpus, math.ceil(cpus / (1.0 + rho + epsilon) - 1e-9)))
+
+
+def learner_threads(tc: TrainConfig, node_cpus: int, workers: int) -> int:
+    """``learner_threads``, or the cores of the driver's machine (``node_cpus``) that
+    ``workers`` self-play workers leave free, at least one.
+
+    PyTorch's default, a thread per core, would make the learner's threads wait on cores the
+    workers hold: its parallel sections spin until their slowest thread is scheduled. On 2
+    loaded cores one thread trained 4-5x the samples/s of two (``bench/scale.py --before``).
+    On a cluster some workers run elsewhere, and this errs towards fewer threads.
+    """
+    if tc.learner_threads is not None:
+        return tc.learner_threads
+    return max(1, node_cpus - workers)
