@@ -105,7 +105,9 @@ def test_replicas_take_cpus_from_the_workers_and_threads_from_the_learner() -> N
     assert worker_count(cfg, cpus=8) == 5
     assert learner_threads(cfg, node_cpus=16, workers=10) == 3
     with pytest.raises(
-        UsageError, match=r"has 5 CPUs, each self-play worker takes one and 3 learner replicas"
+        UsageError,
+        match=r"has 5 CPUs and each self-play worker takes one, as does each of the 3 learner "
+        r"replicas beyond the driver's; use at most 2",
     ):
         worker_count(cfg.model_copy(update={"num_workers": 3}), cpus=5)
     with pytest.raises(UsageError, match="learner_replicas = 4: the Ray cluster has 3 CPUs"):

@@ -64,10 +64,12 @@ def worker_count(
         )
     if tc.num_workers is not None:
         if tc.num_workers + extra > cpus:
-            replicas = f" and {extra} learner replicas take one each" if extra else ""
+            replicas = ""
+            if extra:
+                replicas = f", as does each of the {extra} learner replicas beyond the driver's"
             raise UsageError(
                 f"--workers / train.num_workers = {tc.num_workers}: the Ray cluster has {cpus} "
-                f"CPUs, each self-play worker takes one{replicas}; use at most {cpus - extra}"
+                f"CPUs and each self-play worker takes one{replicas}; use at most {cpus - extra}"
             )
         return tc.num_workers
     cpus -= extra
