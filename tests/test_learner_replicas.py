@@ -1,11 +1,8 @@
 """Learner replicas as the trainer runs them (``distributed.learner_replica``): the driver's
-learner as rank 0 with a real Ray actor as rank 1, against one learner on the same batches;
-and the real ``alphatriangle train`` with ``learner_replicas = 2``."""
+learner as rank 0 with a real Ray actor as rank 1, against one learner on the same batches.
+The real ``alphatriangle train`` with replicas is in ``test_train_cli.py``."""
 
 from __future__ import annotations
-
-import re
-from pathlib import Path
 
 import pytest
 import ray
@@ -17,7 +14,6 @@ from alphatriangle.core.learner import Learner
 from alphatriangle.distributed.learner_replica import LearnerReplicas
 from alphatriangle.distributed.workers import learner_threads, worker_count
 from alphatriangle.errors import UsageError
-from tests.cli import ok, run_cli, tiny_config, train_args
 from tests.test_data_parallel import BATCH, _episodes
 
 WARM, STEPS = 2, 3
@@ -132,13 +128,3 @@ def test_replicas_take_cpus_from_the_workers_and_threads_from_the_learner() -> N
 def test_what_replicas_do_not_support_is_refused(settings: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AlphaTriangleConfig.model_validate(settings)
-
-
-def test_train_with_two_learner_replicas_trains_and_resumes(workdir: Path) -> None:
-    (workdir / "tiny.toml").write_text(tiny_config(train={"learner_replicas": 2}))
-    first = ok(run_cli(workdir, *train_args("--run-name", "ddp", "--max-steps", "3"), timeout=240))
-    assert "new run 'ddp'" in first
-    assert re.search(r"finished 'ddp' at step 3 ", first), first
-    again = ok(run_cli(workdir, *train_args("--run-name", "ddp", "--max-steps", "5"), timeout=240))
-    assert re.search(r"resumed 'ddp' at step 3 ", again), again
-    assert re.search(r"finished 'ddp' at step 5 \(started at 3\)", again), again
