@@ -173,6 +173,18 @@ def _snapshot(root: Path) -> dict[str, tuple[int, float]]:
             "mcts.cpuct = 2.0 is not used by algorithm = 'muzero' (its PUCT rule uses",
             id="muzero-ignores-cpuct",
         ),
+        pytest.param(
+            ["--run-name", "fresh", "--config", "r.toml"],
+            {"r.toml": "[train]\nlearner_replicas = 3\n"},
+            "batch_size (128) does not split into learner_replicas (3) equal shares",
+            id="replicas-do-not-divide-the-batch",
+        ),
+        pytest.param(
+            ["--run-name", "fresh", "--config", "r.toml"],
+            {"r.toml": "[train]\nbatch_size = 1024\nlearner_replicas = 1024\n"},
+            "train.learner_replicas = 1024: the Ray cluster has",
+            id="more-replicas-than-cpus",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_one_line_and_changes_nothing(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -172,6 +173,22 @@ def test_the_run_charts_the_learning_diagnostics_in_mlflow_and_tensorboard(workd
     evaluated = [p.step for p in client.get_metric_history(run_id, "eval/score_mean")]
     assert [p.step for p in history["eval/policy_score_mean"]] == evaluated
     assert all(p.value >= 1.0 for p in history["eval/policy_length_mean"])
+
+
+def test_a_run_resumes_with_two_learner_replicas(workdir: Path, trained_run: Path) -> None:
+    # Rank 0 resumes the single learner's checkpoint and hands its state to the replica actor;
+    # its gradient steps wait on the replica's (DDP's all-reduce), so reaching step 7 means
+    # the replica trained its share of every batch.
+    ctx = copy_trained(trained_run, workdir)
+    (workdir / "tiny.toml").write_text(tiny_config(train={"learner_replicas": 2}))
+    out = ok(_train(workdir, "--run-name", TRAINED, "--max-steps", "7"))
+    assert f"resumed '{TRAINED}' at step 4 " in out
+    match = re.search(rf"finished '{TRAINED}' at step 7 \(started at 4\); checkpoint (\S+)", out)
+    assert match, out
+    counters = torch.load(match.group(1), weights_only=True)["counters"]
+    # Both shares of each of the 3 batches of 16 count as trained, as for one learner.
+    assert (counters["step"], counters["samples_trained"]) == (7, 7 * 16)
+    assert json.loads(ctx.config_json.read_text())["train"]["learner_replicas"] == 2
 
 
 def test_a_second_trainer_is_refused_and_sigint_saves_for_the_next_start(workdir: Path) -> None:

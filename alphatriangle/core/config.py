@@ -236,6 +236,14 @@ class TrainConfig(BaseModel):
         description="Intra-op threads of the learner's PyTorch; None: the driver machine's cores "
         "that self-play workers leave free, at least 1 (see distributed.workers.learner_threads).",
     )
+    learner_replicas: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="AlphaZero: learner replicas under PyTorch DDP, each training an equal share "
+        "of every batch; 1: one learner in the driver. The driver's is rank 0, each other one a "
+        "Ray actor taking a CPU (and a GPU when the cluster has GPUs).",
+    )
     games_per_worker: int | None = Field(
         None,
         ge=1,
@@ -278,6 +286,21 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"min_buffer_size ({self.min_buffer_size}) exceeds buffer_capacity "
                 f"({self.buffer_capacity}); training would never start"
+            )
+        if self.batch_size % self.learner_replicas:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) does not split into learner_replicas "
+                f"({self.learner_replicas}) equal shares; make it a multiple"
+            )
+        if self.learner_replicas > 1 and self.prioritized_replay:
+            # Each replica's new priorities would have to travel back to the driver's buffer.
+            raise ValueError(
+                "prioritized_replay is not supported with learner_replicas > 1; turn one off"
+            )
+        if self.learner_replicas > 1 and self.augment_symmetries:
+            # A symmetry is drawn per sample of the whole batch; a replica sees only its share.
+            raise ValueError(
+                "augment_symmetries is not supported with learner_replicas > 1; turn one off"
             )
         if self.value_target == "discounted" and self.value_discount == 1.0:
             raise ValueError(
@@ -423,6 +446,9 @@ class AlphaTriangleConfig(BaseModel):
     def _check_algorithm_settings(self) -> AlphaTriangleConfig:
         if self.algorithm != "muzero":
             return self
+        if self.train.learner_replicas > 1:
+            # MuZero unrolls its model through methods that DDP's forward does not wrap.
+            raise ValueError("train.learner_replicas > 1 applies to AlphaZero only; set it to 1")
         if self.train.augment_symmetries:
             raise ValueError(
                 "train.augment_symmetries applies to AlphaZero only; remove it for muzero"

@@ -58,6 +58,14 @@ class DataParallelLearner(Learner):
             self.model, device_ids=[self.device] if on_gpu else None
         )
 
+    def step(self, batch: Batch) -> dict[str, float]:
+        """One gradient step on this replica's share; its metrics are those of the share.
+        ``counters.samples_trained`` counts the whole batch, every replica's share."""
+        metrics = super().step(batch)
+        # Rank 0's counters are the run's (its checkpoint's): they pace the replay ratio.
+        self.counters.samples_trained += len(batch.indices) * (dist.get_world_size() - 1)
+        return metrics
+
     def _gradient_step(self, batch: Batch) -> TrainStepResult:
         # AlphaZero's step, handed the replica: its backward all-reduces the gradients.
         return train_step(

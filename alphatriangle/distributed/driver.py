@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -21,7 +21,9 @@ from alphatriangle import stopping
 from alphatriangle.core.algorithm import learner_sample_cost
 from alphatriangle.core.buffer import snapshot_problem
 from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.data_parallel import DataParallelLearner
 from alphatriangle.core.learner import Learner, state_problem, weight_shapes
+from alphatriangle.distributed.learner_replica import LearnerReplicas
 from alphatriangle.distributed.meter import Meter, Snapshot
 from alphatriangle.distributed.metrics import metric_config
 from alphatriangle.distributed.periodic_eval import PeriodicEval
@@ -90,6 +92,7 @@ def train(
         RunLock(run.run_dir),
         _ray_session(address, run),
         _sidecar_loss_reported(run),
+        ExitStack() as on_exit,
     ):
         cpus = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
         gpu = torch.cuda.is_available()
@@ -104,13 +107,20 @@ def train(
         torch.set_num_threads(learner_threads(cfg.train, os.cpu_count() or 1, workers))
         start_actor(run, metric_config())
         # Built while the sidecar's process starts: both take seconds.
-        learner = Learner(cfg, "cuda" if gpu else "cpu")
+        replicas = _start_replicas(cfg, gpu, on_exit)
+        learner = (
+            Learner(cfg, "cuda" if gpu else "cpu")
+            if replicas is None
+            else DataParallelLearner(cfg, "cuda" if gpu else "cpu")
+        )
         stats = connect(run)
         start_step = _resume(stats, learner, run, on_start)
+        if replicas is not None:
+            replicas.load(learner.state_dict())
         atomic_write_text(run.config_json, cfg.model_dump_json(indent=2))
         stats.set_status("RUNNING")
         stats.set_tags(tags or {})
-        pipeline = _Pipeline(cfg, run, stats, learner, workers, pool)
+        pipeline = _Pipeline(cfg, run, stats, learner, workers, pool, replicas)
         status, reason, diverged = "FAILED", "failed", None  # until the loop says otherwise
         try:
             while learner.counters.step < cfg.train.max_steps and not stopping.requested():
@@ -164,12 +174,15 @@ class _Pipeline:
         learner: Learner,
         workers: int,
         pool: type[WorkerPool] = WorkerPool,
+        replicas: LearnerReplicas | None = None,
     ) -> None:
         self.cfg, self.stats, self.learner = cfg, stats, learner
+        self.replicas = replicas
         self.checkpoint_dir = run.checkpoint_dir
         step, episodes = learner.counters.step, learner.counters.episodes
         # Seeds depend on where the run stands, so a resumed run does not replay the same games.
         gpus = float(ray.cluster_resources().get("GPU", 0.0))  # type: ignore[no-untyped-call]
+        gpus -= replicas.gpus if replicas is not None else 0
         self.workers = pool(run, cfg, workers, [cfg.train.seed, episodes], gpus)
         self.workers.publish(learner.weights(), step)
         save_best = functools.partial(_save_best, stats)
@@ -187,7 +200,12 @@ class _Pipeline:
         """One gradient step, then what falls due at its step: metrics, publishing weights,
         a checkpoint, an evaluation. Returns the step."""
         tc, learner = self.cfg.train, self.learner
-        metrics = learner.step(learner.buffer.sample(tc.batch_size))
+        batch = learner.buffer.sample(tc.batch_size)
+        if self.replicas is None:
+            metrics = learner.step(batch)
+        else:
+            assert isinstance(learner, DataParallelLearner)
+            metrics = self.replicas.step(learner, batch)
         step = learner.counters.step
         self.meter.trained(tc.batch_size, metrics)
         self.stats.log_dict({**metrics, **_progress(learner), **self.system.sample()}, step)
@@ -224,6 +242,26 @@ class _Pipeline:
                 self.evals.finish(self.stats, self.learner.counters, stopping)
             self.evals.stop()
         return _final_save(self.stats, self.learner, status, reason, self.checkpoint_dir)
+
+
+def _start_replicas(
+    cfg: AlphaTriangleConfig, gpu: bool, on_exit: ExitStack
+) -> LearnerReplicas | None:
+    """``train.learner_replicas - 1`` replica actors joined with this process as rank 0, or
+    None for one learner; on a GPU learner each replica takes a GPU of the cluster."""
+    count = cfg.train.learner_replicas
+    if count == 1:
+        return None
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))  # type: ignore[no-untyped-call]
+    if gpu and gpus < count - 1:
+        raise UsageError(
+            f"train.learner_replicas = {count}: the learner is on a GPU and each replica beyond "
+            f"the driver's takes one, but the Ray cluster has {gpus:g}; use at most "
+            f"{int(gpus) + 1}"
+        )
+    replicas = LearnerReplicas(cfg, count, gpu)
+    on_exit.callback(replicas.close)
+    return replicas
 
 
 def _progress(learner: Learner) -> dict[str, float]:

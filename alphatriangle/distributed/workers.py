@@ -48,19 +48,35 @@ def worker_count(
     evaluation). The learner and the evaluation actor reserve no Ray CPU, so these workers
     (one CPU each) always fit.
 
-    More workers than the cluster's CPUs could never all be scheduled: that is refused
-    (``UsageError``) rather than left waiting.
+    With ``train.learner_replicas`` = R, the R - 1 replicas beyond the driver's learner take a
+    Ray CPU each, so the workers share ``cpus - (R - 1)``, and the driver's learner does
+    ``rho / R`` of the learning.
+
+    More workers (and replicas) than the cluster's CPUs could never all be scheduled: that is
+    refused (``UsageError``) rather than left waiting.
     """
+    extra = tc.learner_replicas - 1
+    if extra >= cpus:
+        raise UsageError(
+            f"train.learner_replicas = {tc.learner_replicas}: the Ray cluster has {cpus} CPUs and "
+            f"each replica beyond the driver's takes one, leaving none for self-play; use at most "
+            f"{cpus}"
+        )
     if tc.num_workers is not None:
-        if tc.num_workers > cpus:
+        if tc.num_workers + extra > cpus:
+            replicas = ""
+            if extra:
+                replicas = f", as does each of the {extra} learner replicas beyond the driver's"
             raise UsageError(
                 f"--workers / train.num_workers = {tc.num_workers}: the Ray cluster has {cpus} "
-                f"CPUs and each self-play worker takes one; use at most {cpus}"
+                f"CPUs and each self-play worker takes one{replicas}; use at most {cpus - extra}"
             )
         return tc.num_workers
+    cpus -= extra
     moves_per_core_s = SELFPLAY_SIMULATIONS_PER_CORE_S / simulations
     learner_core_s = sample_cost / LEARNER_SAMPLES_PER_CORE_S
     rho = 0.0 if gpu_learner else tc.replay_ratio * moves_per_core_s * learner_core_s
+    rho /= tc.learner_replicas
     epsilon = 0.0
     if eval_cfg is not None and eval_cfg.every_steps > 0:
         epsilon = (
@@ -74,7 +90,8 @@ def worker_count(
 
 def learner_threads(tc: TrainConfig, node_cpus: int, workers: int) -> int:
     """``learner_threads``, or the cores of the driver's machine (``node_cpus``) that
-    ``workers`` self-play workers leave free, at least one.
+    ``workers`` self-play workers and the learner replicas beyond the driver's leave free, at
+    least one.
 
     PyTorch's default, a thread per core, would make the learner's threads wait on cores the
     workers hold: its parallel sections spin until their slowest thread is scheduled. On 2
@@ -83,4 +100,4 @@ def learner_threads(tc: TrainConfig, node_cpus: int, workers: int) -> int:
     """
     if tc.learner_threads is not None:
         return tc.learner_threads
-    return max(1, node_cpus - workers)
+    return max(1, node_cpus - workers - (tc.learner_replicas - 1))
