@@ -69,6 +69,7 @@ from alphatriangle.core.selfplay import EpisodeRecord
 from alphatriangle.distributed import driver
 from alphatriangle.distributed.meter import Snapshot
 from alphatriangle.distributed.pool import WorkerPool
+from alphatriangle.distributed.selfplay_actor import episode_context
 from trieye import RunContext, connect
 from trieye.run_record import RunRecord
 from trieye.system import ProcessSampler
@@ -140,18 +141,7 @@ class SimulatedWorkers:
         version = self.versions[slot]
         step = max(version, 0)
         stats = self.clients[slot]
-        stats.log_event(
-            m.EPISODE_END,
-            step,
-            {
-                m.CTX_SCORE: record.score,
-                m.CTX_LENGTH: record.length,
-                m.CTX_TRIANGLES_CLEARED: record.triangles_cleared,
-                m.CTX_SIMULATIONS: record.simulations,
-                m.CTX_WEIGHT_VERSION: version,
-                m.CTX_WORKER: worker_id,
-            },
-        )
+        stats.log_event(m.EPISODE_END, step, episode_context(record, version, worker_id))
         stats.log(m.SELFPLAY_MOVES, record.length, step)
         stats.log(m.LEARN_SEARCH_KL, 0.5, step)
         stats.log(m.LEARN_VALUE_EXPLAINED_VARIANCE, 0.1, step)

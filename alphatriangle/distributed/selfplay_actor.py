@@ -31,6 +31,19 @@ def inference_device(gpu_ids: Sequence[object]) -> str:
     return "cuda" if gpu_ids else "cpu"
 
 
+def episode_context(record: EpisodeRecord, weight_version: int, worker_id: int) -> dict[str, Any]:
+    """The context of a finished episode's ``episode_end`` event (what the sidecar aggregates
+    into ``episode/*``)."""
+    return {
+        m.CTX_SCORE: record.score,
+        m.CTX_LENGTH: record.length,
+        m.CTX_TRIANGLES_CLEARED: record.triangles_cleared,
+        m.CTX_SIMULATIONS: record.simulations,
+        m.CTX_WEIGHT_VERSION: weight_version,
+        m.CTX_WORKER: worker_id,
+    }
+
+
 @ray.remote(num_cpus=1, max_restarts=0)
 class SelfPlayWorker:
     """Plays ``train.games_per_worker`` games at once (``SelfPlayGames``: their searches share
@@ -106,16 +119,7 @@ class SelfPlayWorker:
             records.append(dataclasses.replace(record, weight_version=self.weight_version))
             self.episodes += 1
             self.stats.log_event(
-                m.EPISODE_END,
-                step,
-                {
-                    m.CTX_SCORE: record.score,
-                    m.CTX_LENGTH: record.length,
-                    m.CTX_TRIANGLES_CLEARED: record.triangles_cleared,
-                    m.CTX_SIMULATIONS: record.simulations,
-                    m.CTX_WEIGHT_VERSION: self.weight_version,
-                    m.CTX_WORKER: self.worker_id,
-                },
+                m.EPISODE_END, step, episode_context(record, self.weight_version, self.worker_id)
             )
             self.stats.log(m.SELFPLAY_MOVES, record.length, step)
         self._log_diagnostics(ended, step)
