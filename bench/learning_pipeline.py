@@ -14,6 +14,11 @@ Run: ``.venv/bin/python bench/learning_pipeline.py [--minutes 30] [--seeds 1000:
    flush) and ``eval/score_mean`` (the periodic evaluation on seeds 0..eval.games-1) and plots
    them against wall-clock minutes, with the held-out means of step 2 as horizontal lines.
 
+With ``--snapshots`` every checkpoint the run writes is copied into ``OUT/snapshots`` as it
+appears (the run itself keeps only its newest few); ``bench/diagnosis.py --checkpoints
+OUT/snapshots`` (with ``--keep-data``) turns them into the held-out curve beside the run's
+``learn/*`` diagnostics.
+
 Prints a markdown table (player | mean | median | sd | max) with the steps trained and the
 positions generated, and writes ``learning_pipeline.json`` and ``learning_pipeline.png`` in
 ``--out``. Unlike ``bench/learning.py`` (one process, alternating self-play and learning), this
@@ -135,6 +140,31 @@ def train(
     child.proc.send_signal(signal.SIGINT)
     _finish(child, stop_s, "training after SIGINT")
     return child
+
+
+def keep_snapshots(source: Path, dest: Path, done: threading.Event, every_s: float = 20.0) -> None:
+    """Until ``done`` (and once more after it), copy into ``dest`` each checkpoint of ``source``
+    whose manifest is written and whose file has the manifest's size (so not one being
+    written), with its manifest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    while True:
+        last = done.wait(every_s)
+        for manifest in source.glob("ckpt_*.json"):
+            if (dest / manifest.name).exists():
+                continue
+            try:
+                meta = json.loads(manifest.read_text())
+                pt = source / meta["file"]
+                if pt.stat().st_size != meta["size"]:
+                    continue
+                shutil.copy2(pt, dest / pt.name)
+            except FileNotFoundError:
+                # The run prunes its older checkpoints as it saves new ones: this one went
+                # between the listing and the copy.
+                continue
+            (dest / manifest.name).write_text(json.dumps(meta, indent=2))
+        if last:
+            return
 
 
 def evaluate(env: dict[str, str], run: RunContext, args: argparse.Namespace) -> dict[str, Any]:
@@ -292,6 +322,12 @@ def main() -> None:
     parser.add_argument(
         "--keep-data", action="store_true", help="keep the temporary data directory (prints it)"
     )
+    parser.add_argument(
+        "--snapshots",
+        action="store_true",
+        help="copy every checkpoint the run writes into OUT/snapshots (a run keeps only its "
+        "newest few), for bench/diagnosis.py's curve",
+    )
     args = parser.parse_args()
     if args.minutes <= 0 or (args.sims is not None and args.sims < 1) or args.baseline_sims < 1:
         parser.error("--minutes, --sims and --baseline-sims must be positive")
@@ -312,7 +348,19 @@ def main() -> None:
     run = run_context(RUN_NAME, data)
     try:
         started = time.monotonic()
+        done = threading.Event()
+        if args.snapshots:
+            copier = threading.Thread(
+                target=keep_snapshots,
+                args=(run.checkpoint_dir, args.out / "snapshots", done),
+                name="snapshots",
+                daemon=True,
+            )
+            copier.start()
         trained = train(env, args.minutes * 60, args.workers, args.config, args.stop_timeout)
+        done.set()
+        if args.snapshots:
+            copier.join()
         train_s = time.monotonic() - started
         text = trained.text
         final = re.search(rf"stopped '{RUN_NAME}' at step (\d+)", text)

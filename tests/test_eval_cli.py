@@ -289,3 +289,58 @@ def test_the_search_headroom_bench_plays_one_checkpoint_at_several_simulation_co
     refused = subprocess.run([*args, "--sims", "4,x", *common], capture_output=True, text=True)
     assert refused.returncode == 2
     assert "--sims '4,x': expected positive integers separated by commas" in refused.stderr
+
+
+def test_the_diagnosis_bench_plays_each_chosen_checkpoint_with_search_and_policy_alone(
+    trained: Path, tmp_path: Path
+) -> None:
+    script = Path(__file__).parents[1] / "bench" / "diagnosis.py"
+    out = tmp_path / "diagnosis"
+    args = [sys.executable, str(script), "--run-name", "ev", "--data-dir", str(trained / "data")]
+    common = ["--seeds", "3:6", "--jobs", "2", "--out", str(out)]
+    done = subprocess.run([*args, "--at", "0,1000", *common], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((out / "diagnosis.json").read_text())
+    run = run_context("ev", trained / "data")
+    steps = sorted(manifest_steps(run.checkpoint_dir))
+    # Minute 0 is nearest the first checkpoint, minute 1000 the newest (each played once).
+    assert [row["step"] for row in report["rows"]] == sorted({steps[0], steps[-1]})
+    for row in report["rows"]:
+        model, cfg, _ = load_network(run, row["checkpoint"], warn=print)
+        searched = play_games(agent_player(model, cfg, cfg.mcts), [3, 4, 5])
+        assert row["search_scores"] == [r.score for r in searched]
+        assert row["policy_scores"] == [r.score for r in play_games(PolicyPlayer(model), [3, 4, 5])]
+        assert row["search_mean"] == pytest.approx(statistics.fmean(row["search_scores"]))
+        assert row["search_se"] == pytest.approx(
+            statistics.stdev(row["search_scores"]) / math.sqrt(3)
+        )
+    # The run's diagnostics, read back from its MLflow store, travel with the curve.
+    assert report["series"]["learn/sample_age"]
+    assert (out / "diagnosis.png").stat().st_size > 0
+    refused = subprocess.run([*args, "--at", "x", *common], capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "--at or --seeds" in refused.stderr
+
+
+def test_the_learning_pipeline_keeps_each_complete_checkpoint_it_sees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
+    from learning_pipeline import keep_snapshots
+
+    source, dest = tmp_path / "checkpoints", tmp_path / "snapshots"
+    source.mkdir()
+    for step, size, written in ((4, 3, 3), (8, 5, 2), (12, 4, None)):
+        name = f"ckpt_{step:012d}"
+        (source / f"{name}.json").write_text(json.dumps({"file": f"{name}.pt", "size": size}))
+        if written is not None:  # 8: still being written; 12: its file already pruned
+            (source / f"{name}.pt").write_bytes(b"x" * written)
+    done = threading.Event()
+    done.set()  # one pass
+    keep_snapshots(source, dest, done, every_s=0)
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "ckpt_000000000004.json",
+        "ckpt_000000000004.pt",
+    ]
