@@ -113,7 +113,10 @@ def test_self_play_records_the_weight_version_of_each_move() -> None:
 
 def test_diagnosis_of_episodes_is_the_network_on_their_positions() -> None:
     torch.manual_seed(0)
-    cfg = AlphaTriangleConfig.model_validate({"model": TINY.model_dump()})
+    # Monte-Carlo targets here; n-step ones (the default) have their own test (test_levers).
+    cfg = AlphaTriangleConfig.model_validate(
+        {"model": TINY.model_dump(), "train": {"value_target": "monte_carlo"}}
+    )
     model = AlphaTriangleNet(cfg.model).eval()
     records = _uniform_games([21, 22])
     out = diagnose_episodes(model, [*records, dataclasses.replace(records[0], length=0)], cfg)

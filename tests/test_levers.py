@@ -104,8 +104,8 @@ def hand_made(root_values: list[float] | None = None) -> EpisodeRecord:
 @pytest.mark.parametrize(
     ("train", "expected"),
     [
-        ({}, MONTE_CARLO),
-        ({"value_target": "n_step", "value_n_steps": 2, "value_discount": 0.5}, N_STEP),
+        ({"value_target": "monte_carlo"}, MONTE_CARLO),
+        ({"value_n_steps": 2, "value_discount": 0.5}, N_STEP),  # n-step is the default
         ({"value_target": "discounted", "value_discount": 0.5}, DISCOUNTED),
     ],
 )
@@ -158,7 +158,9 @@ def test_value_target_settings_are_validated() -> None:
     with pytest.raises(ConfigError, match=r"train\.value_discount: Input should be less"):
         AlphaTriangleConfig.from_dict({"train": {"value_discount": 1.5}})
     with pytest.raises(ConfigError, match="value_target applies to AlphaZero only"):
-        AlphaTriangleConfig.from_dict({"algorithm": "muzero", "train": {"value_target": "n_step"}})
+        AlphaTriangleConfig.from_dict(
+            {"algorithm": "muzero", "train": {"value_target": "monte_carlo"}}
+        )
 
 
 def test_the_simulation_schedule_by_hand() -> None:
@@ -240,7 +242,7 @@ def test_the_learning_bench_stops_at_a_step_or_position_budget(tmp_path: Path) -
 
 LEVER_FIELDS = {
     "levers_symmetries.toml": {"train.augment_symmetries"},
-    "levers_value_n_step.toml": {"train.value_target"},
+    "levers_value_monte_carlo.toml": {"train.value_target"},
     "levers_value_discounted.toml": {"train.value_target", "train.value_discount"},
     "levers_simulations_growing.toml": {
         "mcts.simulations_final",
@@ -255,9 +257,9 @@ def test_each_lever_config_changes_its_lever_and_nothing_else() -> None:
     configs = Path(__file__).parents[1] / "bench" / "configs"
     assert {p.name for p in configs.glob("levers_*.toml")} == set(LEVER_FIELDS)
     defaults = _flat(AlphaTriangleConfig().model_dump())
-    # Every lever is off by default.
+    # Every lever is off by default, but n-step value targets, which won (README).
     assert defaults["train.augment_symmetries"] == []
-    assert defaults["train.value_target"] == "monte_carlo"
+    assert defaults["train.value_target"] == "n_step"
     assert defaults["mcts.simulations_final"] is None
     for name, fields in LEVER_FIELDS.items():
         lever = _flat(AlphaTriangleConfig.from_file(configs / name).model_dump())

@@ -256,10 +256,10 @@ class TrainConfig(BaseModel):
         0, ge=0, description="Seed of the run (network init, buffer sampling, games)."
     )
     value_target: Literal["monte_carlo", "n_step", "discounted"] = Field(
-        "monte_carlo",
-        description="AlphaZero's value target: 'monte_carlo' the score still to come, 'n_step' "
-        "value_n_steps rewards then the network's value of the position reached, 'discounted' "
-        "the return discounted by value_discount (alphatriangle/core/targets.py).",
+        "n_step",
+        description="AlphaZero's value target: 'n_step' value_n_steps rewards then the "
+        "network's value of the position reached, 'monte_carlo' the score still to come, "
+        "'discounted' the return discounted by value_discount (alphatriangle/core/targets.py).",
     )
     value_n_steps: int = Field(
         10, ge=1, le=10_000, description="n of value_target 'n_step': moves before bootstrapping."
@@ -453,10 +453,11 @@ class AlphaTriangleConfig(BaseModel):
             raise ValueError(
                 "train.augment_symmetries applies to AlphaZero only; remove it for muzero"
             )
-        if self.train.value_target != "monte_carlo":
+        value_target = TrainConfig.model_fields["value_target"].default
+        if self.train.value_target != value_target:
             raise ValueError(
                 "train.value_target applies to AlphaZero only; MuZero's targets are set by "
-                "[muzero] td_steps and discount"
+                f"[muzero] td_steps and discount (remove it or set it to {value_target!r})"
             )
         for (section, name), instead in MUZERO_IGNORES.items():
             settings = getattr(self, section)
