@@ -274,3 +274,45 @@ def _flat(data: dict[str, object], prefix: str = "") -> dict[str, object]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def test_value_predictability_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two games of 3 and 2 moves; only the globals (fill, move number / 500, empty slots) count.
+    fill = [0.0, 0.5, 0.99, 0.0, 0.5]
+    move = [0, 1, 2, 0, 1]
+    other = np.array([[f, m / 500, 0.0] for f, m in zip(fill, move, strict=True)], np.float16)
+    snapshot = tmp_path / "buffer.npz"
+    np.savez(
+        snapshot,
+        size=5,
+        capacity=8,
+        position=5,
+        other=other,
+        value_target=np.array([4.0, 2.0, 0.0, 3.0, 1.0], np.float32),
+    )
+    script = Path(__file__).parents[1] / "bench" / "value_predictability.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(snapshot)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Bin means 3.5, 1.5 and 0: residuals ±0.5 on four positions, variance 0.2 of 2.
+    assert "5 positions of 2 games" in done.stdout
+    assert "R² of the score still to come by fill bin: 0.900" in done.stdout
+    missing = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "none.npz")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2
+    assert "no file" in missing.stderr
+    # Once the ring has wrapped, game order starts at the write position, and the game the
+    # ring cut is left out.
+    monkeypatch.syspath_prepend(str(script.parent))
+    from value_predictability import games_in_order
+
+    # Game A (moves 0-3) went to slots 0-3, then game B (moves 0-2) to slots 4, 0 and 1.
+    ring = np.array([[0.0, m / 500, 0.0] for m in (1, 2, 2, 3, 0)], np.float32)
+    order, game = games_in_order(ring, position=2, full=True)
+    np.testing.assert_array_equal(order, [2, 3, 4, 0, 1])
+    np.testing.assert_array_equal(game, [-1, -1, 1, 1, 1])
