@@ -350,6 +350,9 @@ def main() -> None:
         started = time.monotonic()
         done = threading.Event()
         if args.snapshots:
+            # Snapshots are named by step: an earlier run's in the same folder would pass for
+            # this one's.
+            shutil.rmtree(args.out / "snapshots", ignore_errors=True)
             copier = threading.Thread(
                 target=keep_snapshots,
                 args=(run.checkpoint_dir, args.out / "snapshots", done),
