@@ -100,10 +100,6 @@ def nearest(found: list[Snapshot], start_s: float, minutes: list[float]) -> list
     return chosen
 
 
-_MODEL: nn.Module | None = None
-_CFG: AlphaTriangleConfig | None = None
-
-
 def _load(config_json: Path, checkpoint: Path) -> tuple[nn.Module, AlphaTriangleConfig]:
     cfg = AlphaTriangleConfig.from_file(config_json)
     model = build_model(cfg)
