@@ -6,10 +6,11 @@ Run: ``.venv/bin/python bench/diagnosis.py --run-name NAME --data-dir DIR [--che
 its search and with its policy alone: on 2 cores about 2 minutes a checkpoint for 100 seeds).
 
 A run keeps only its newest checkpoints, so a curve needs the ones it wrote along the way:
-``bench/learning_pipeline.py --snapshot-minutes M --keep-data`` copies them into
+``bench/learning_pipeline.py --snapshots --keep-data`` copies them into
 ``OUT/snapshots`` (pass that as ``--checkpoints``; the default is the run's own checkpoint
 folder). For each minute of ``--at`` (minutes since the run's MLflow start), the checkpoint
-written nearest that time plays the held-out seeds with the run's own search (no noise) and
+written nearest that time plays the held-out seeds with the run's own search at its step
+(``simulations_at``, no noise) and
 with the network's policy alone (the argmax of its prior over the legal moves); each gets its
 mean and standard error. Beside them, from the run's MLflow history: the value head's
 explained variance on fresh self-play positions, KL(search policy || prior) at the root,
@@ -53,7 +54,7 @@ from alphatriangle.app.runs import run_context
 from alphatriangle.core.algorithm import agent_player, build_model
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.learner import weight_shapes, weights_problem
-from alphatriangle.core.players import PolicyPlayer, play_games
+from alphatriangle.core.players import Player, PolicyPlayer, play_games
 from trieye import RunContext, read_checkpoint
 
 DIAGNOSTICS = (
@@ -111,12 +112,17 @@ def _load(config_json: Path, checkpoint: Path) -> tuple[nn.Module, AlphaTriangle
     return model.eval(), cfg
 
 
-def _play(job: tuple[str, str, str, list[int]]) -> tuple[str, str, dict[int, float]]:
-    """One process's share of the games: ``(checkpoint, "search" | "policy", scores by seed)``."""
-    config_json, checkpoint, kind, seeds = job
+def _play(job: tuple[str, str, int, str, list[int]]) -> tuple[str, str, dict[int, float]]:
+    """One process's share of the games: ``(checkpoint, "search" | "policy", scores by seed)``.
+    The search is the run's self-play search at the checkpoint's step (``simulations_at``)."""
+    config_json, checkpoint, step, kind, seeds = job
     torch.set_num_threads(1)
     model, cfg = _load(Path(config_json), Path(checkpoint))
-    player = PolicyPlayer(model) if kind == "policy" else agent_player(model, cfg, cfg.mcts)
+    if kind == "policy":
+        player: Player = PolicyPlayer(model)
+    else:
+        mcts = cfg.mcts.model_copy(update={"simulations": cfg.mcts.simulations_at(step)})
+        player = agent_player(model, cfg, mcts)
     return checkpoint, kind, {r.seed: r.score for r in play_games(player, seeds)}
 
 
@@ -250,7 +256,7 @@ def main() -> None:
 
     chunk = max(1, math.ceil(len(seeds) / args.jobs))
     jobs = [
-        (str(run.config_json), str(snap.path), kind, seeds[i : i + chunk])
+        (str(run.config_json), str(snap.path), snap.step, kind, seeds[i : i + chunk])
         for snap in chosen
         for kind in ("search", "policy")
         for i in range(0, len(seeds), chunk)
@@ -281,8 +287,11 @@ def main() -> None:
             }
         )
     cfg = AlphaTriangleConfig.from_file(run.config_json)
+    sims = str(cfg.mcts.simulations)
+    if cfg.mcts.simulations_final is not None:
+        sims += f"→{cfg.mcts.simulations_final} over {cfg.mcts.simulations_ramp_steps} steps"
     title = (
-        f"{args.run_name}: {cfg.algorithm}, {cfg.mcts.variant} {cfg.mcts.simulations} sims, "
+        f"{args.run_name}: {cfg.algorithm}, {cfg.mcts.variant} {sims} sims, "
         f"value target {cfg.train.value_target}; held-out seeds {args.seeds}"
     )
     print(f"\n### {title}\n")

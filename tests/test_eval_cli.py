@@ -31,7 +31,11 @@ from tests.cli import (
 )
 from tests.files import code_running_pickle, forge_checkpoint, read_only
 
-TINY = {"train": {"checkpoint_every_steps": 4, "weights_publish_every_steps": 2}}
+TINY = {
+    # Self-play's count grows 8 -> 12 over the 4 steps trained: eval and play default to 12.
+    "mcts": {"simulations_final": 12, "simulations_ramp_steps": 4},
+    "train": {"checkpoint_every_steps": 4, "weights_publish_every_steps": 2},
+}
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +211,21 @@ def test_eval_skips_a_newest_file_that_is_no_checkpoint_and_refuses_it_when_name
     assert not marker.exists()
 
 
+def test_eval_and_play_search_with_self_plays_count_at_the_checkpoints_step(
+    trained: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "copy"
+    shutil.copytree(trained, work)
+    result = run_cli(work, "eval", "--run-name", "ev", "--seeds", "7:8", "--no-baselines")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(step 4) on 1 seeds 7..7, gumbel search, 12 simulations" in result.stdout
+    [path] = run_context("ev", work / "data").eval_dir.glob("*seeds7-7*.json")
+    assert json.loads(path.read_text())["simulations"] == 12
+    played = run_cli(work, "play", "--run-name", "ev", "--seed", "7")
+    assert played.returncode == 0, played.stdout + played.stderr
+    assert "ev step 4, seed 7, gumbel search, 12 simulations" in played.stdout
+
+
 def test_eval_of_a_missing_run_is_refused(trained: Path) -> None:
     result = run_cli(trained, "eval", "--run-name", "nope")
     assert result.returncode == 2
@@ -307,7 +326,8 @@ def test_the_diagnosis_bench_plays_each_chosen_checkpoint_with_search_and_policy
     assert [row["step"] for row in report["rows"]] == sorted({steps[0], steps[-1]})
     for row in report["rows"]:
         model, cfg, _ = load_network(run, row["checkpoint"], warn=print)
-        searched = play_games(agent_player(model, cfg, cfg.mcts), [3, 4, 5])
+        own = cfg.mcts.model_copy(update={"simulations": cfg.mcts.simulations_at(row["step"])})
+        searched = play_games(agent_player(model, cfg, own), [3, 4, 5])
         assert row["search_scores"] == [r.score for r in searched]
         assert row["policy_scores"] == [r.score for r in play_games(PolicyPlayer(model), [3, 4, 5])]
         assert row["search_mean"] == pytest.approx(statistics.fmean(row["search_scores"]))

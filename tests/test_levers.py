@@ -21,6 +21,7 @@ from alphatriangle.core.search import SearchSettings, TreeSearcher, UniformEvalu
 from alphatriangle.core.selfplay import EpisodeRecord, SelfPlayGames
 from alphatriangle.core.symmetry import augment_batch, choose_symmetries, symmetry_tables
 from alphatriangle.core.targets import alphazero_value_targets, discounted_returns
+from alphatriangle.distributed.eval_actor import evaluation_search
 from alphatriangle.errors import ConfigError
 
 TINY = ModelConfig(channels=4, num_blocks=0, extra_hidden=8, policy_hidden=4, value_hidden=8)
@@ -180,6 +181,15 @@ def test_the_simulation_schedule_by_hand() -> None:
         AlphaTriangleConfig.from_dict({"mcts": {"simulations_ramp_steps": 0}})
 
 
+def test_the_periodic_evaluation_searches_with_the_starting_count() -> None:
+    # Self-play grows to 128 here; the periodic evaluation stays at 32 unless [eval] says.
+    grow = {"simulations_final": 128, "simulations_ramp_steps": 8000}
+    assert evaluation_search(AlphaTriangleConfig.from_dict({"mcts": grow})).simulations == 32
+    cfg = AlphaTriangleConfig.from_dict({"mcts": grow, "eval": {"simulations": 64}})
+    assert evaluation_search(cfg).simulations == 64
+    assert evaluation_search(cfg).variant == cfg.mcts.variant
+
+
 def test_games_searched_by_a_new_searcher_count_each_moves_simulations() -> None:
     def uniform(simulations: int) -> TreeSearcher:
         mcts = MCTSConfig(simulations=simulations, variant="puct")
@@ -244,11 +254,7 @@ LEVER_FIELDS = {
     "levers_symmetries.toml": {"train.augment_symmetries"},
     "levers_value_monte_carlo.toml": {"train.value_target"},
     "levers_value_discounted.toml": {"train.value_target", "train.value_discount"},
-    "levers_simulations_growing.toml": {
-        "mcts.simulations_final",
-        "mcts.simulations_ramp_steps",
-        "eval.simulations",
-    },
+    "levers_simulations_growing.toml": {"mcts.simulations_final", "mcts.simulations_ramp_steps"},
     "levers_network_wider.toml": {"model.channels", "model.num_blocks"},
 }
 

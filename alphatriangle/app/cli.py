@@ -297,7 +297,12 @@ def eval_(
     games: Annotated[int, typer.Option(min=1, help="Games (seeds 0..N-1) unless --seeds.")] = 20,
     seeds: Annotated[str | None, typer.Option(help="Seed range A:B (A..B-1).")] = None,
     sims: Annotated[
-        int | None, typer.Option(min=1, help="Simulations per move (default: the run's).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Simulations per move (default: the run's self-play count at the checkpoint's "
+            "step, `[mcts] simulations_at`).",
+        ),
     ] = None,
     baseline_sims: Annotated[
         int | None, typer.Option(min=1, help="Simulations of the uniform-MCTS baseline.")
@@ -320,7 +325,7 @@ def eval_(
         run = run_context(run_name, data_dir)
         seed_list = reports.parse_seeds(seeds, games)
         model, cfg, ckpt = reports.load_network(run, checkpoint, warn=_warn)
-        n_sims = sims or cfg.mcts.simulations
+        n_sims = sims or cfg.mcts.simulations_at(ckpt.step)
         n_base = baseline_sims or n_sims
         console.print(
             f"evaluating {ckpt.path} (step {ckpt.step}) on {len(seed_list)} seeds "
@@ -376,7 +381,12 @@ def play(
         str, typer.Option(help="'latest', 'best', or the path of a checkpoint file.")
     ] = "latest",
     sims: Annotated[
-        int | None, typer.Option(min=1, help="Simulations per move (default: the run's).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Simulations per move (default: the run's self-play count at the checkpoint's "
+            "step, `[mcts] simulations_at`).",
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Also render the game: game.gif, frames.png or game.txt.")
@@ -403,7 +413,7 @@ def play(
         torch.set_num_threads(1)
         run = run_context(run_name, data_dir)
         model, cfg, ckpt = reports.load_network(run, checkpoint, warn=_warn)
-    mcts = cfg.mcts.model_copy(update={"simulations": sims or cfg.mcts.simulations})
+    mcts = cfg.mcts.model_copy(update={"simulations": sims or cfg.mcts.simulations_at(ckpt.step)})
     player = agent_player(model, cfg, mcts)
     player.reset(seed)
     state = GameState(initial_seed=seed)

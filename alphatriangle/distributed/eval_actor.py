@@ -9,7 +9,7 @@ import torch
 
 from alphatriangle import metric_names as m
 from alphatriangle.core.algorithm import agent_player, build_model
-from alphatriangle.core.config import AlphaTriangleConfig
+from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig
 from alphatriangle.core.players import NETWORK, POLICY, PolicyPlayer, Summary, play_games, summarize
 from trieye.system import ProcessSampler
 
@@ -29,6 +29,13 @@ class Evaluation:
     system: dict[str, float]
 
 
+def evaluation_search(cfg: AlphaTriangleConfig) -> MCTSConfig:
+    """The periodic evaluation's search: the run's, with ``[eval] simulations`` or else
+    ``mcts.simulations``, the count self-play starts with, whatever self-play has grown to
+    (``simulations_final``): the evaluation's cost stays that of the first minutes."""
+    return cfg.mcts.model_copy(update={"simulations": cfg.eval.simulations or cfg.mcts.simulations})
+
+
 @ray.remote(num_cpus=0, max_restarts=3, max_task_retries=2)
 class EvalActor:
     """Plays the evaluation seeds with given weights, off the learner's and workers' path.
@@ -44,9 +51,7 @@ class EvalActor:
     def __init__(self, cfg: AlphaTriangleConfig) -> None:
         torch.set_num_threads(1)
         self.model = build_model(cfg).eval()
-        sims = cfg.eval.simulations or cfg.mcts.simulations
-        mcts = cfg.mcts.model_copy(update={"simulations": sims})
-        self.player = agent_player(self.model, cfg, mcts)
+        self.player = agent_player(self.model, cfg, evaluation_search(cfg))
         self.policy_player = PolicyPlayer(self.model)
         self.seeds = list(range(cfg.eval.games))
         self.sampler = ProcessSampler(m.SYSTEM_EVAL, every_s=0.0)
