@@ -2,15 +2,15 @@
 the ``learn/*`` diagnostics that tell the stages of learning apart.
 
 Run: ``.venv/bin/python bench/diagnosis.py --run-name NAME --data-dir DIR [--checkpoints DIR]
-[--at 5,15,30,60] [--seeds 1000:1100]`` (opt-in; each checkpoint plays the seeds twice, with
+[--at 5,15,30,60] [--seeds 1000:1100] [--sims N]`` (opt-in; each checkpoint plays the seeds twice, with
 its search and with its policy alone: on 2 cores about 2 minutes a checkpoint for 100 seeds).
 
 A run keeps only its newest checkpoints, so a curve needs the ones it wrote along the way:
 ``bench/learning_pipeline.py --snapshots --keep-data`` copies them into
 ``OUT/snapshots`` (pass that as ``--checkpoints``; the default is the run's own checkpoint
 folder). For each minute of ``--at`` (minutes since the run's MLflow start), the checkpoint
-written nearest that time plays the held-out seeds with the run's own search at its step
-(``simulations_at``, no noise) and
+written nearest that time plays the held-out seeds with the run's own player at its step
+(``play_simulations_at``, or ``--sims``; no noise) and
 with the network's policy alone (the argmax of its prior over the legal moves); each gets its
 mean and standard error. Beside them, from the run's MLflow history: the value head's
 explained variance on fresh self-play positions, KL(search policy || prior) at the root,
@@ -113,15 +113,15 @@ def _load(config_json: Path, checkpoint: Path) -> tuple[nn.Module, AlphaTriangle
 
 
 def _play(job: tuple[str, str, int, str, list[int]]) -> tuple[str, str, dict[int, float]]:
-    """One process's share of the games: ``(checkpoint, "search" | "policy", scores by seed)``.
-    The search is the run's self-play search at the checkpoint's step (``simulations_at``)."""
-    config_json, checkpoint, step, kind, seeds = job
+    """One process's share of the games: ``(checkpoint, "search" | "policy", scores by seed)``;
+    the search is the run's with ``sims`` simulations."""
+    config_json, checkpoint, sims, kind, seeds = job
     torch.set_num_threads(1)
     model, cfg = _load(Path(config_json), Path(checkpoint))
     if kind == "policy":
         player: Player = PolicyPlayer(model)
     else:
-        mcts = cfg.mcts.model_copy(update={"simulations": cfg.mcts.simulations_at(step)})
+        mcts = cfg.mcts.model_copy(update={"simulations": sims})
         player = agent_player(model, cfg, mcts)
     return checkpoint, kind, {r.seed: r.score for r in play_games(player, seeds)}
 
@@ -236,6 +236,13 @@ def main() -> None:
     )
     parser.add_argument("--at", default="5,15,30,60", help="minutes of the curve's points")
     parser.add_argument("--seeds", default="1000:1100", help="held-out seeds A:B (A..B-1)")
+    parser.add_argument(
+        "--sims",
+        type=int,
+        default=None,
+        help="simulations of the search (default: the run's player count at each checkpoint's "
+        "step, `[mcts] play_simulations_at`)",
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=Path("bench/results/diagnosis"))
     args = parser.parse_args()
@@ -244,6 +251,8 @@ def main() -> None:
         seeds = parse_seeds(args.seeds, 0)
     except ValueError as err:
         parser.error(f"--at or --seeds: {err}")
+    if args.sims is not None and args.sims < 1:
+        parser.error(f"--sims {args.sims}: use a positive number of simulations")
     run = run_context(args.run_name, args.data_dir)
     if not run.config_json.is_file():
         parser.error(f"no run {args.run_name!r} under {args.data_dir} (no {run.config_json})")
@@ -253,10 +262,12 @@ def main() -> None:
         parser.error(f"no checkpoint with a manifest in {folder}")
     start_s, series = histories(run)
     chosen = nearest(found, start_s, minutes)
+    cfg = AlphaTriangleConfig.from_file(run.config_json)
+    counts = {snap.path: args.sims or cfg.mcts.play_simulations_at(snap.step) for snap in chosen}
 
     chunk = max(1, math.ceil(len(seeds) / args.jobs))
     jobs = [
-        (str(run.config_json), str(snap.path), snap.step, kind, seeds[i : i + chunk])
+        (str(run.config_json), str(snap.path), counts[snap.path], kind, seeds[i : i + chunk])
         for snap in chosen
         for kind in ("search", "policy")
         for i in range(0, len(seeds), chunk)
@@ -276,6 +287,7 @@ def main() -> None:
             {
                 "checkpoint": snap.path.name,
                 "step": snap.step,
+                "simulations": counts[snap.path],
                 "minutes": minute,
                 "search_mean": s_mean,
                 "search_se": s_se,
@@ -286,27 +298,27 @@ def main() -> None:
                 **{name: around(series[name], minute) for name in DIAGNOSTICS[:4]},
             }
         )
-    cfg = AlphaTriangleConfig.from_file(run.config_json)
     sims = str(cfg.mcts.simulations)
     if cfg.mcts.simulations_final is not None:
         sims += f"→{cfg.mcts.simulations_final} over {cfg.mcts.simulations_ramp_steps} steps"
     title = (
-        f"{args.run_name}: {cfg.algorithm}, {cfg.mcts.variant} {sims} sims, "
+        f"{args.run_name}: {cfg.algorithm}, {cfg.mcts.variant}, self-play {sims} sims, "
         f"value target {cfg.train.value_target}; held-out seeds {args.seeds}"
     )
     print(f"\n### {title}\n")
     print(
-        "| minutes | step | held-out, search | held-out, policy alone | value explained "
-        "variance | search KL | sample age | times sampled |"
+        "| minutes | step | simulations | held-out, search | held-out, policy alone | value "
+        "explained variance | search KL | sample age | times sampled |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
 
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
     for r in rows:
         print(
-            f"| {r['minutes']:.1f} | {r['step']} | {r['search_mean']:.2f} ± {r['search_se']:.2f} "
+            f"| {r['minutes']:.1f} | {r['step']} | {r['simulations']} "
+            f"| {r['search_mean']:.2f} ± {r['search_se']:.2f} "
             f"| {r['policy_mean']:.2f} ± {r['policy_se']:.2f} "
             f"| {fmt(r[m.LEARN_VALUE_EXPLAINED_VARIANCE])} | {fmt(r[m.LEARN_SEARCH_KL])} "
             f"| {fmt(r[m.LEARN_SAMPLE_AGE])} | {fmt(r[m.LEARN_TIMES_SAMPLED_AT_EVICTION])} |"

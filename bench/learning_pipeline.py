@@ -7,8 +7,9 @@ Run: ``.venv/bin/python bench/learning_pipeline.py [--minutes 30] [--seeds 1000:
    passed through), in a temporary data directory and sends it SIGINT ``--minutes`` after launch, so the budget
    includes start-up. It must exit 0: it saves a final checkpoint on the way out.
 2. Runs ``alphatriangle eval --checkpoint latest`` on the held-out ``--seeds``: the trained
-   network with the run's own search (``--sims``, by default self-play's count at its step) beside uniform-prior MCTS (``--baseline-sims``), greedy one-step and
-   random play, all on the same seeds. Self-play uses seeds from 2^20 up, so these are never
+   network with the run's own player (``--sims``, by default its player count,
+   ``play_simulations_at``) beside uniform-prior MCTS (``--baseline-sims``), greedy one-step
+   and random play, all on the same seeds. Self-play uses seeds from 2^20 up, so these are never
    trained on.
 3. Reads the run's MLflow histories of ``episode/score`` (mean self-play score per sidecar
    flush) and ``eval/score_mean`` (the periodic evaluation on seeds 0..eval.games-1) and plots

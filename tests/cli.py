@@ -21,7 +21,8 @@ from alphatriangle.app.runs import app_context, run_context
 CLI = str(Path(sys.executable).parent / "alphatriangle")
 
 _TINY: dict[str, dict[str, object]] = {
-    "mcts": {"simulations": 8},
+    # The player searches with self-play's count (the default 128 would slow every eval).
+    "mcts": {"simulations": 8, "play_simulations": 1},
     "train": {
         "batch_size": 16,
         "min_buffer_size": 32,

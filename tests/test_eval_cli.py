@@ -32,7 +32,8 @@ from tests.cli import (
 from tests.files import code_running_pickle, forge_checkpoint, read_only
 
 TINY = {
-    # Self-play's count grows 8 -> 12 over the 4 steps trained: eval and play default to 12.
+    # Self-play's count grows 8 -> 12 over the 4 steps trained: eval and play default to 12
+    # (the player's count, 1 in tiny_config, never searches less than self-play).
     "mcts": {"simulations_final": 12, "simulations_ramp_steps": 4},
     "train": {"checkpoint_every_steps": 4, "weights_publish_every_steps": 2},
 }
@@ -211,7 +212,7 @@ def test_eval_skips_a_newest_file_that_is_no_checkpoint_and_refuses_it_when_name
     assert not marker.exists()
 
 
-def test_eval_and_play_search_with_self_plays_count_at_the_checkpoints_step(
+def test_eval_and_play_search_with_the_players_count_at_the_checkpoints_step(
     trained: Path, tmp_path: Path
 ) -> None:
     work = tmp_path / "copy"
@@ -224,6 +225,17 @@ def test_eval_and_play_search_with_self_plays_count_at_the_checkpoints_step(
     played = run_cli(work, "play", "--run-name", "ev", "--seed", "7")
     assert played.returncode == 0, played.stdout + played.stderr
     assert "ev step 4, seed 7, gumbel search, 12 simulations" in played.stdout
+    # A player count above self-play's is the default of eval and play.
+    config = run_context("ev", work / "data").config_json
+    settings = json.loads(config.read_text())
+    settings["mcts"]["play_simulations"] = 14
+    config.write_text(json.dumps(settings))
+    result = run_cli(work, "eval", "--run-name", "ev", "--seeds", "8:9", "--no-baselines")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(step 4) on 1 seeds 8..8, gumbel search, 14 simulations" in result.stdout
+    played = run_cli(work, "play", "--run-name", "ev", "--seed", "7")
+    assert played.returncode == 0, played.stdout + played.stderr
+    assert "ev step 4, seed 7, gumbel search, 14 simulations" in played.stdout
 
 
 def test_eval_of_a_missing_run_is_refused(trained: Path) -> None:
@@ -326,7 +338,8 @@ def test_the_diagnosis_bench_plays_each_chosen_checkpoint_with_search_and_policy
     assert [row["step"] for row in report["rows"]] == sorted({steps[0], steps[-1]})
     for row in report["rows"]:
         model, cfg, _ = load_network(run, row["checkpoint"], warn=print)
-        own = cfg.mcts.model_copy(update={"simulations": cfg.mcts.simulations_at(row["step"])})
+        assert row["simulations"] == cfg.mcts.play_simulations_at(row["step"])
+        own = cfg.mcts.model_copy(update={"simulations": row["simulations"]})
         searched = play_games(agent_player(model, cfg, own), [3, 4, 5])
         assert row["search_scores"] == [r.score for r in searched]
         assert row["policy_scores"] == [r.score for r in play_games(PolicyPlayer(model), [3, 4, 5])]
@@ -340,6 +353,17 @@ def test_the_diagnosis_bench_plays_each_chosen_checkpoint_with_search_and_policy
     refused = subprocess.run([*args, "--at", "x", *common], capture_output=True, text=True)
     assert refused.returncode == 2
     assert "--at or --seeds" in refused.stderr
+    # --sims: every checkpoint searches with that count instead.
+    done = subprocess.run([*args, "--at", "1000", "--sims", "4", *common], capture_output=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [row] = json.loads((out / "diagnosis.json").read_text())["rows"]
+    model, cfg, _ = load_network(run, row["checkpoint"], warn=print)
+    four = agent_player(model, cfg, cfg.mcts.model_copy(update={"simulations": 4}))
+    assert (row["step"], row["simulations"]) == (steps[-1], 4)
+    assert row["search_scores"] == [r.score for r in play_games(four, [3, 4, 5])]
+    refused = subprocess.run([*args, "--sims", "0", *common], capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "--sims 0: use a positive number of simulations" in refused.stderr
 
 
 def test_the_learning_pipeline_keeps_each_complete_checkpoint_it_sees(

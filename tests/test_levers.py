@@ -181,6 +181,24 @@ def test_the_simulation_schedule_by_hand() -> None:
         AlphaTriangleConfig.from_dict({"mcts": {"simulations_ramp_steps": 0}})
 
 
+def test_the_players_count_by_hand() -> None:
+    # 128 by default; never fewer than self-play's count at the checkpoint's step.
+    assert [MCTSConfig().play_simulations_at(s) for s in (0, 10**6)] == [128, 128]
+    grow = MCTSConfig(simulations=32, simulations_final=256, simulations_ramp_steps=100)
+    steps = [0, 40, 43, 100, 1_000]
+    assert [grow.play_simulations_at(s) for s in steps] == [128, 128, 128, 256, 256]
+    assert grow.simulations_at(43) == 128  # 32 + floor(224 * 43 / 100) = 128
+    own = MCTSConfig(
+        simulations=8, simulations_final=12, simulations_ramp_steps=4, play_simulations=1
+    )
+    assert [own.play_simulations_at(s) for s in range(5)] == [8, 9, 10, 11, 12]
+    assert MCTSConfig(simulations=32, play_simulations=40).play_simulations_at(0) == 40
+    # The player's count is no searcher's setting: each searcher is built with one count.
+    assert not hasattr(SearchSettings.of(grow, noise=False), "play_simulations")
+    with pytest.raises(ConfigError, match=r"mcts\.play_simulations: Input should be greater"):
+        AlphaTriangleConfig.from_dict({"mcts": {"play_simulations": 0}})
+
+
 def test_the_periodic_evaluation_searches_with_the_starting_count() -> None:
     # Self-play grows to 128 here; the periodic evaluation stays at 32 unless [eval] says.
     grow = {"simulations_final": 128, "simulations_ramp_steps": 8000}
@@ -270,6 +288,22 @@ def test_each_lever_config_changes_its_lever_and_nothing_else() -> None:
     for name, fields in LEVER_FIELDS.items():
         lever = _flat(AlphaTriangleConfig.from_file(configs / name).model_dump())
         assert {key for key in lever if lever[key] != defaults[key]} == fields, name
+
+
+MUZERO_FIELDS = {
+    "muzero.toml": {"algorithm"},
+    "muzero_consistency.toml": {"algorithm", "muzero.consistency_weight"},
+    "muzero_clear_bias.toml": {"algorithm", "muzero.clear_oversample_beta"},
+}
+
+
+def test_each_muzero_config_changes_its_settings_and_nothing_else() -> None:
+    configs = Path(__file__).parents[1] / "bench" / "configs"
+    assert {p.name for p in configs.glob("muzero*.toml")} == set(MUZERO_FIELDS)
+    defaults = _flat(AlphaTriangleConfig().model_dump())
+    for name, fields in MUZERO_FIELDS.items():
+        variant = _flat(AlphaTriangleConfig.from_file(configs / name).model_dump())
+        assert {key for key in variant if variant[key] != defaults[key]} == fields, name
 
 
 def _flat(data: dict[str, object], prefix: str = "") -> dict[str, object]:

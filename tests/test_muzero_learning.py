@@ -208,7 +208,7 @@ def _game(rewards: list[float]) -> EpisodeRecord:
 
 
 def test_positions_whose_unroll_holds_a_clear_are_oversampled_with_exact_weights() -> None:
-    def buffer(oversample: float) -> TrajectoryBuffer:
+    def buffer(oversample: float, beta: float = 1.0) -> TrajectoryBuffer:
         return TrajectoryBuffer(
             16,
             (9, 8, 15),
@@ -219,6 +219,7 @@ def test_positions_whose_unroll_holds_a_clear_are_oversampled_with_exact_weights
             discount=1.0,
             seed=5,
             clear_oversample=oversample,
+            clear_oversample_beta=beta,
         )
 
     replay = buffer(4.0)
@@ -237,6 +238,24 @@ def test_positions_whose_unroll_holds_a_clear_are_oversampled_with_exact_weights
     assert float(probs @ (1.0 / (6 * probs))) == pytest.approx(1.0, rel=1e-15)
     share = np.isin(batch.indices, [1, 2]).mean()
     assert share == pytest.approx(8 / 12, abs=0.03)  # 2/6 of the positions, 8/12 of draws
+    # The exponent beta: weights (1 / (6 P)) ** beta; 0 keeps the stated bias (unit weights).
+    for beta, expected in ((0.0, [1.0, 1.0]), (0.5, [2.0**0.5, 0.5**0.5])):
+        tilted = buffer(4.0, beta)
+        tilted.add_episode(_game([0.015, 0.015, 5.5, 0.015]))
+        tilted.add_episode(_game([0.015, 0.045]))
+        drawn = tilted.sample(4000)
+        weights = {int(i): float(w) for i, w in zip(drawn.indices, drawn.weights, strict=True)}
+        assert weights[0] == pytest.approx(expected[0], rel=1e-6)
+        assert weights[1] == pytest.approx(expected[1], rel=1e-6)
+        assert np.isin(drawn.indices, [1, 2]).mean() == pytest.approx(8 / 12, abs=0.03)
+    settings = {"clear_oversample": 3.0, "clear_oversample_beta": 0.25}
+    made = algorithm.new_buffer(
+        AlphaTriangleConfig.from_dict({"algorithm": "muzero", "muzero": settings})
+    )
+    assert isinstance(made, TrajectoryBuffer)
+    assert (made.clear_oversample, made.clear_oversample_beta) == (3.0, 0.25)
+    with pytest.raises(ConfigError, match=r"muzero\.clear_oversample_beta: Input should be"):
+        AlphaTriangleConfig.from_dict({"muzero": {"clear_oversample_beta": 1.5}})
     # Off (1): uniform draws, unit weights, as PositionBuffer's.
     plain = buffer(1.0)
     plain.add_episode(_game([0.015, 0.015, 5.5, 0.015]))

@@ -300,8 +300,8 @@ def eval_(
         int | None,
         typer.Option(
             min=1,
-            help="Simulations per move (default: the run's self-play count at the checkpoint's "
-            "step, `[mcts] simulations_at`).",
+            help="Simulations per move (default: the run's player count at the checkpoint's "
+            "step, `[mcts] play_simulations_at`).",
         ),
     ] = None,
     baseline_sims: Annotated[
@@ -325,7 +325,7 @@ def eval_(
         run = run_context(run_name, data_dir)
         seed_list = reports.parse_seeds(seeds, games)
         model, cfg, ckpt = reports.load_network(run, checkpoint, warn=_warn)
-        n_sims = sims or cfg.mcts.simulations_at(ckpt.step)
+        n_sims = sims or cfg.mcts.play_simulations_at(ckpt.step)
         n_base = baseline_sims or n_sims
         console.print(
             f"evaluating {ckpt.path} (step {ckpt.step}) on {len(seed_list)} seeds "
@@ -384,8 +384,8 @@ def play(
         int | None,
         typer.Option(
             min=1,
-            help="Simulations per move (default: the run's self-play count at the checkpoint's "
-            "step, `[mcts] simulations_at`).",
+            help="Simulations per move (default: the run's player count at the checkpoint's "
+            "step, `[mcts] play_simulations_at`).",
         ),
     ] = None,
     out: Annotated[
@@ -413,7 +413,9 @@ def play(
         torch.set_num_threads(1)
         run = run_context(run_name, data_dir)
         model, cfg, ckpt = reports.load_network(run, checkpoint, warn=_warn)
-    mcts = cfg.mcts.model_copy(update={"simulations": sims or cfg.mcts.simulations_at(ckpt.step)})
+    mcts = cfg.mcts.model_copy(
+        update={"simulations": sims or cfg.mcts.play_simulations_at(ckpt.step)}
+    )
     player = agent_player(model, cfg, mcts)
     player.reset(seed)
     state = GameState(initial_seed=seed)

@@ -90,6 +90,7 @@ def _buffer(cfg: AlphaTriangleConfig, capacity: int) -> PositionBuffer[Any]:
             td_steps=mz.td_steps,
             discount=mz.discount,
             clear_oversample=mz.clear_oversample,
+            clear_oversample_beta=mz.clear_oversample_beta,
             prioritized=tc.prioritized_replay,
             alpha=tc.per_alpha,
             beta=tc.per_beta,

@@ -80,10 +80,21 @@ class MCTSConfig(BaseModel):
         le=100_000,
         description="Self-play's simulations grow linearly from `simulations` at weight version "
         "(learner step) 0 to this at `simulations_ramp_steps`, then stay (`simulations_at`); "
-        "None: always `simulations`. Evaluation keeps `simulations` unless [eval] sets its own.",
+        "None: always `simulations`. The periodic evaluation keeps `simulations` unless [eval] "
+        "sets its own.",
     )
     simulations_ramp_steps: int = Field(
         10_000, ge=1, description="Learner steps over which `simulations_final` is reached."
+    )
+    play_simulations: int = Field(
+        128,
+        ge=1,
+        le=100_000,
+        description="The trained player's simulations per move (`alphatriangle eval` and `play`, "
+        "the benchmarks' held-out score): this many, or self-play's count at the checkpoint's "
+        "step where that is larger (`play_simulations_at`); 1 plays with self-play's count. "
+        "Self-play's network learns at its own count; at play time more search keeps paying "
+        "(README, 'A player that searches more than self-play').",
     )
     cpuct: float = Field(
         1.0,
@@ -143,8 +154,13 @@ class MCTSConfig(BaseModel):
         "distribution at each of its chance nodes (the same deal twice counts once).",
     )
 
-    SCHEDULE_FIELDS: ClassVar[tuple[str, ...]] = ("simulations_final", "simulations_ramp_steps")
-    """Fields that say how self-play's count changes; a searcher runs one count."""
+    SCHEDULE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "simulations_final",
+        "simulations_ramp_steps",
+        "play_simulations",
+    )
+    """Fields that pick a searcher's count (self-play's schedule, the player's count); a
+    searcher runs one count, ``simulations``."""
 
     def simulations_at(self, step: int) -> int:
         """Self-play's simulations per move with the weights of learner step ``step``:
@@ -154,6 +170,12 @@ class MCTSConfig(BaseModel):
         done = min(max(step, 0), self.simulations_ramp_steps)
         grown = (self.simulations_final - self.simulations) * done
         return self.simulations + grown // self.simulations_ramp_steps
+
+    def play_simulations_at(self, step: int) -> int:
+        """The trained player's simulations per move with the weights of learner step ``step``:
+        ``max(play_simulations, simulations_at(step))``, so the player never searches less
+        than the self-play that trained it."""
+        return max(self.play_simulations, self.simulations_at(step))
 
 
 SymmetryName = Literal[
@@ -383,6 +405,14 @@ class MuZeroConfig(BaseModel):
         "keep the loss an unbiased estimate of the uniform one (clears are about 1% of moves, "
         "so most batches would hold one or none); 1 turns it off. With "
         "train.prioritized_replay, PER's priorities decide instead.",
+    )
+    clear_oversample_beta: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Exponent of clear_oversample's importance weights (1 / (N P(i))) ** beta: "
+        "1 (the default) keeps the loss unbiased; 0 leaves the oversampled unrolls weighing "
+        "clear_oversample times as much in the loss (a stated bias toward the rare clears).",
     )
     stochastic: bool = Field(
         False,

@@ -13,10 +13,14 @@ Line clears are rare (about 1 % of random play's moves), so under uniform replay
 loss is almost all "no clear". With ``clear_oversample = c > 1`` (and uniform replay), a
 position whose unroll holds a clear (a move at ``t..t+K-1`` of the same game gaining at least
 ``CLEAR_REWARD``) is drawn ``c`` times as often as one that does not: ``P(i) = c_i / sum_j
-c_j``, ``c_i`` = ``c`` or 1. Each sample's importance weight is ``1 / (N P(i))``, not
-normalised: the weighted loss is then in expectation exactly the uniform mean (the weights
-average 1 over the draws), so the oversampling changes which samples carry the clears' signal
-(more of them, each weighing less: less noise), not what the loss estimates.
+c_j``, ``c_i`` = ``c`` or 1. Each sample's importance weight is ``(1 / (N P(i))) ** beta``
+(``clear_oversample_beta``), not normalised. With ``beta = 1`` (the default) the weighted loss
+is in expectation exactly the uniform mean (the weights average 1 over the draws), so the
+oversampling changes which samples carry the clears' signal (more of them, each weighing less:
+less noise), not what the loss estimates. With ``beta = 0`` the weights are 1: a stated bias,
+the unrolls holding a clear weigh ``c`` times as much in the loss as under uniform replay (the
+reward head then overestimates how often a move clears, by up to ``c`` times, but it sees the
+clears ``c`` times as often); in between, part of the bias is corrected, as PER's exponent does.
 """
 
 from __future__ import annotations
@@ -134,11 +138,12 @@ class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
         beta: float = 0.4,
         seed: int = 0,
         clear_oversample: float = 1.0,
+        clear_oversample_beta: float = 1.0,
     ) -> None:
         super().__init__(
             capacity, grid_shape, other_dim, action_dim, prioritized, alpha, beta, seed
         )
-        self.clear_oversample = clear_oversample
+        self.clear_oversample, self.clear_oversample_beta = clear_oversample, clear_oversample_beta
         self.clear_ahead = np.zeros(capacity, dtype=bool)
         """Slots whose unroll holds a clear; derived from ``reward`` and ``steps_left`` (so
         not saved: ``load_state_dict`` recomputes it)."""
@@ -199,12 +204,13 @@ class TrajectoryBuffer(PositionBuffer[MuZeroBatch]):
 
     def sample(self, batch_size: int) -> MuZeroBatch:
         """As ``PositionBuffer.sample``; without PER and with ``clear_oversample > 1``, drawn
-        by ``sampling_probabilities`` with weights ``1 / (N P(i))`` (see the module)."""
+        by ``sampling_probabilities`` with weights ``(1 / (N P(i))) ** beta`` (see the module)."""
         if self.tree is not None or self.clear_oversample == 1.0 or self.size == 0:
             return super().sample(batch_size)
         probs = self.sampling_probabilities()
         indices = self.rng.choice(self.size, size=batch_size, p=probs).astype(np.int64)
-        weights = (1.0 / (self.size * probs[indices])).astype(np.float32)
+        weights = (1.0 / (self.size * probs[indices])) ** self.clear_oversample_beta
+        weights = weights.astype(np.float32)
         np.add.at(self.times_sampled, indices, 1)
         return self.batch(indices, weights)
 
