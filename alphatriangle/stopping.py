@@ -11,8 +11,9 @@ means what Ctrl-C means. The first of either:
 - once a run trains (``run_started``), only asks it to stop (``requested``), so that it stops
   its workers and saves a final checkpoint first.
 
-A second signal ends the process at once (``INTERRUPTED_EXIT_CODE``): every file is written
-atomically, so nothing on disk is left half-written.
+A second signal ends the process at once (``INTERRUPTED_EXIT_CODE``), and the processes of
+``eval``'s pool with it: every file is written atomically, so nothing on disk is left
+half-written.
 
 Kept free of heavy imports: the CLI installs the handler before it imports anything else.
 """
@@ -54,6 +55,7 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
     if _state.received is not None:
         _say(f"{name} again: quitting at once")
+        _kill_pool_processes()
         os._exit(INTERRUPTED_EXIT_CODE)
     _state.received = name
     if _state.holding:
@@ -61,6 +63,15 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     if not _state.running:
         raise KeyboardInterrupt(name)
     _say(f"{name}: stopping, saving a final checkpoint (a second Ctrl-C or SIGTERM quits at once)")
+
+
+def _kill_pool_processes() -> None:
+    """Kill this process's ``multiprocessing`` children (``eval``'s pool: they hold the signals
+    blocked and would play on without it); a no-op where none was ever started."""
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None:
+        for child in mp.active_children():
+            child.kill()
 
 
 def _say(line: str) -> None:

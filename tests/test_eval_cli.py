@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -28,6 +29,7 @@ from tests.cli import (
     start_cli,
     tiny_config,
     train_args,
+    wait_for,
 )
 from tests.files import code_running_pickle, forge_checkpoint, read_only
 
@@ -157,6 +159,24 @@ def test_a_signal_stops_eval_and_play_at_once_with_one_line(
     assert sorted(ctx.eval_dir.glob("*.json")) == reports
 
 
+def test_a_second_signal_ends_evals_processes_with_it(trained: Path) -> None:
+    args = ["--games", "1000", "--sims", "64", "--jobs", "2"]
+    proc = start_cli(trained, "eval", "--run-name", "ev", *args)
+    proc.wait_output("evaluating")
+    cli = psutil.Process(proc.proc.pid)
+    wait_for(lambda: len(cli.children()) == 2, proc)
+    pool = cli.children()
+    # Back to back: the first stops the evaluation, the second quits at once.
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGINT)
+    out = proc.finish()
+    assert proc.returncode == 130, out
+    assert "again: quitting at once" in out or out.rstrip().endswith("stopped before finishing")
+    assert "Traceback" not in out
+    _, alive = psutil.wait_procs(pool, timeout=30)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -236,6 +256,22 @@ def test_eval_and_play_search_with_the_players_count_at_the_checkpoints_step(
     played = run_cli(work, "play", "--run-name", "ev", "--seed", "7")
     assert played.returncode == 0, played.stdout + played.stderr
     assert "ev step 4, seed 7, gumbel search, 14 simulations" in played.stdout
+
+
+def test_eval_shares_its_games_between_processes_with_the_same_results(
+    trained: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "copy"
+    shutil.copytree(trained, work)
+    args = ["eval", "--run-name", "ev", "--seeds", "3:6", "--sims", "4", "--baseline-sims", "4"]
+    players = {}
+    for jobs in ("1", "3"):
+        result = run_cli(work, *args, "--jobs", jobs)
+        assert result.returncode == 0, result.stdout + result.stderr
+        [path] = run_context("ev", work / "data").eval_dir.glob("*seeds3-5*.json")
+        players[jobs] = json.loads(path.read_text())["players"]
+    assert players["3"] == players["1"]
+    assert list(players["1"]) == ["network", "uniform-mcts-4", "greedy", "random"]
 
 
 def test_eval_of_a_missing_run_is_refused(trained: Path) -> None:

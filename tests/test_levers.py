@@ -294,6 +294,7 @@ MUZERO_FIELDS = {
     "muzero.toml": {"algorithm"},
     "muzero_consistency.toml": {"algorithm", "muzero.consistency_weight"},
     "muzero_clear_bias.toml": {"algorithm", "muzero.clear_oversample_beta"},
+    "muzero_root_footprint.toml": {"algorithm", "muzero.root_policy"},
 }
 
 

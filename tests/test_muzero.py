@@ -140,10 +140,14 @@ def _two_hot(x: float, size: int) -> np.ndarray:
     return out
 
 
-def test_the_unrolled_loss_of_a_tiny_network_on_a_two_step_sample_by_hand() -> None:
+@pytest.mark.parametrize("root_policy", ["conv", "footprint"])
+def test_the_unrolled_loss_of_a_tiny_network_on_a_two_step_sample_by_hand(
+    root_policy: str,
+) -> None:
     torch.manual_seed(1)
-    model = MuZeroNet(TINY_MODEL, TINY_MUZERO).double()
-    cfg = AlphaTriangleConfig(model=TINY_MODEL, muzero=TINY_MUZERO)
+    muzero = TINY_MUZERO.model_copy(update={"root_policy": root_policy})
+    model = MuZeroNet(TINY_MODEL, muzero).double()
+    cfg = AlphaTriangleConfig(model=TINY_MODEL, muzero=muzero)
     rng = np.random.default_rng(0)
     grid = rng.random((1, 9, 8, 15))
     other = rng.random((1, 45))
@@ -170,7 +174,8 @@ def test_the_unrolled_loss_of_a_tiny_network_on_a_two_step_sample_by_hand() -> N
     # The same sample through the network's three functions, the loss added up here.
     with torch.no_grad():
         s0 = model.represent(torch.from_numpy(grid), torch.from_numpy(other))
-        p0, v0 = (t.numpy()[0] for t in model.predict(s0))
+        # The root's policy from the root head (the latent head's with "conv").
+        p0, v0 = (t.numpy()[0] for t in model.predict_root(s0, torch.from_numpy(other)))
         r1, s1 = model.dynamics(s0, torch.tensor([5]))
         p1, v1 = (t.numpy()[0] for t in model.predict(s1))
         r2, s2 = model.dynamics(s1, torch.tensor([200]))

@@ -7,11 +7,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from trianglengin import GameState
 
 from alphatriangle import metric_names as m
 from alphatriangle.core import algorithm, gumbel_rules
 from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig, MuZeroConfig, TrainConfig
-from alphatriangle.core.features import FOOTPRINT_START, SLOT_FEATURES, valid_mask_from_grid
+from alphatriangle.core.features import (
+    FOOTPRINT_OFFSETS,
+    FOOTPRINT_START,
+    SLOT_FEATURES,
+    extract_batch,
+    valid_mask_from_grid,
+)
 from alphatriangle.core.learner import Learner
 from alphatriangle.core.muzero.network import WINDOW, MuZeroNet, cell_masks, read_cells
 from alphatriangle.core.muzero.probe import (
@@ -105,6 +112,47 @@ def test_the_network_reads_the_cells_only_with_reward_read_cells() -> None:
     base = AlphaTriangleConfig(algorithm="muzero")
     other_read = base.model_copy(update={"muzero": MuZeroConfig(reward_read="pooled")})
     assert algorithm.network_settings(base) != algorithm.network_settings(other_read)
+
+
+def test_the_root_policy_is_alphazeros_footprint_head_by_hand() -> None:
+    torch.manual_seed(0)
+    model = MuZeroNet(TINY_MODEL, MuZeroConfig(root_policy="footprint")).double()
+    grid, other = (torch.from_numpy(a).double() for a in extract_batch([GameState(initial_seed=4)]))
+    with torch.no_grad():
+        s = model.represent(grid, other)
+        root, value = model.predict_root(s, other)
+        _, latent_value = model.predict(s)
+        assert torch.equal(value, latent_value)  # the value is the latent head's
+        assert torch.equal(model.initial(grid, other)[1], root)
+        # logit(slot, y, x) = w_out . relu(E(slot) + sum over the offsets k the slot's shape
+        # covers of W_k s[:, y + dr_k, x + dc_k] + b_k) + b_out; off the board, nothing.
+        weight, bias = model.root_policy_in.weight[:, :, 0, 0], model.root_policy_in.bias
+        hid = TINY_MODEL.policy_hidden
+        expected = np.zeros(3 * CELLS)
+        for slot in range(3):
+            features = other[0, slot * SLOT_FEATURES : (slot + 1) * SLOT_FEATURES]
+            covered = features[FOOTPRINT_START : FOOTPRINT_START + WINDOW]
+            for y in range(8):
+                for x in range(15):
+                    h = model.root_slot_embed(features).clone()
+                    for k, (dr, dc) in enumerate(FOOTPRINT_OFFSETS):
+                        if covered[k] and 0 <= y + dr < 8 and 0 <= x + dc < 15:
+                            part = slice(k * hid, (k + 1) * hid)
+                            h += weight[part] @ s[0, :, y + dr, x + dc] + bias[part]
+                    out = model.root_policy_out.weight[0] @ torch.relu(h)
+                    expected[slot * CELLS + y * 15 + x] = float(out + model.root_policy_out.bias)
+    assert other[0, ::SLOT_FEATURES][:3].sum() == 3  # a full hand: three shapes read
+    np.testing.assert_allclose(root[0].numpy(), expected, rtol=1e-12, atol=1e-12)
+    # "conv" (the default): the root's policy is the latent head's.
+    conv = MuZeroNet(TINY_MODEL, MuZeroConfig()).double()
+    with torch.no_grad():
+        s = conv.represent(grid, other)
+        assert torch.equal(conv.predict_root(s, other)[0], conv.predict(s)[0])
+    assert not hasattr(conv, "root_policy_in")
+    # The root head shapes the weights: a checkpoint of one does not load into the other.
+    base = AlphaTriangleConfig(algorithm="muzero")
+    footprint = base.model_copy(update={"muzero": MuZeroConfig(root_policy="footprint")})
+    assert algorithm.network_settings(base) != algorithm.network_settings(footprint)
 
 
 def test_the_latent_search_reads_footprints_while_the_roots_hand_lasts() -> None:

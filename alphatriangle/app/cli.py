@@ -308,6 +308,14 @@ def eval_(
         int | None, typer.Option(min=1, help="Simulations of the uniform-MCTS baseline.")
     ] = None,
     baselines: Annotated[bool, typer.Option(help="Also play the built-in baselines.")] = True,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes that share the games (default: one per CPU, at most one per game); "
+            "the results do not depend on it.",
+        ),
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA,
 ) -> None:
     """Play fixed seeds with the network and the baselines; print and save the table."""
@@ -317,8 +325,7 @@ def eval_(
         from alphatriangle.app import reports
         from alphatriangle.app.provenance import source_tags
         from alphatriangle.app.runs import run_context
-        from alphatriangle.core.algorithm import agent_player
-        from alphatriangle.core.players import evaluate
+        from alphatriangle.core.evaluation import EvalPlan, default_jobs, evaluate_plan
         from alphatriangle.distributed.runlock import RunLock, RunLockedError
 
         torch.set_num_threads(1)
@@ -333,11 +340,17 @@ def eval_(
             highlight=False,
             soft_wrap=True,
         )
-        agent = agent_player(model, cfg, cfg.mcts.model_copy(update={"simulations": n_sims}))
+        plan = EvalPlan(
+            cfg,
+            model.state_dict(),
+            cfg.mcts.model_copy(update={"simulations": n_sims}),
+            n_base,
+            baselines,
+        )
         # A signal's KeyboardInterrupt can be lost where Python cannot raise it (a callback of
         # the search's C++ or a finalizer); the check between moves raises it again.
-        players = evaluate(
-            agent, cfg.mcts, seed_list, n_base, baselines, between_moves=stopping.check
+        players = evaluate_plan(
+            plan, seed_list, jobs or default_jobs(len(seed_list)), stopping.check
         )
         rep = reports.report(run, ckpt, seed_list, cfg.mcts.variant, n_sims, n_base, players)
     table = Table("player", "games", "mean", "median", "sd", "max", "mean length", "max length")

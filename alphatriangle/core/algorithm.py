@@ -49,7 +49,14 @@ def network_settings(cfg: AlphaTriangleConfig) -> tuple[object, ...]:
     built with equal ones."""
     if cfg.algorithm == "muzero":
         mz = cfg.muzero
-        return (cfg.model, mz.value_support, mz.reward_support, mz.reward_read, mz.stochastic)
+        return (
+            cfg.model,
+            mz.value_support,
+            mz.reward_support,
+            mz.reward_read,
+            mz.stochastic,
+            mz.root_policy,
+        )
     return (cfg.model,)
 
 

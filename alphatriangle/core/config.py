@@ -389,6 +389,15 @@ class MuZeroConfig(BaseModel):
         "pooled features only, which cannot tell one move's reward from another's "
         "(bench/muzero_reward.py). Shapes the network's weights.",
     )
+    root_policy: Literal["conv", "footprint"] = Field(
+        "conv",
+        description="The policy head at the root, f(h(o)), where the real hand is known: "
+        "'conv' (the default) the latent head of every step, a (3, 5) convolution per slot, "
+        "which learns the hand's shapes only from a bias the extra features add to the whole "
+        "board; 'footprint' AlphaZero's head (footprint pooling, alphatriangle/core/network.py) "
+        "on h(o) and the hand's footprints. Deeper steps keep the latent head (the hand dealt "
+        "next is unknown there). Shapes the network's weights.",
+    )
     consistency_weight: float = Field(
         0.0,
         ge=0,

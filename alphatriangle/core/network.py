@@ -49,6 +49,59 @@ class ResidualBlock(nn.Module):
         return F.relu(x + self.conv2(F.relu(self.conv1(x))))
 
 
+FOOTPRINT_PAD: tuple[int, int, int, int] = (
+    max(0, -min(dc for _, dc in FOOTPRINT_OFFSETS)),
+    max(0, max(dc for _, dc in FOOTPRINT_OFFSETS)),
+    max(0, -min(dr for dr, _ in FOOTPRINT_OFFSETS)),
+    max(0, max(dr for dr, _ in FOOTPRINT_OFFSETS)),
+)
+"""``F.pad`` of the policy map (left, right, top, bottom) that keeps every footprint offset of
+every anchor inside it."""
+
+
+def footprint_index(rows: int, cols: int) -> torch.Tensor:
+    """int64 ``[K, rows * cols]``: footprint offset ``k`` of the anchor at flattened cell
+    ``(y, x)`` reads flattened cell ``(y + dr_k, x + dc_k)`` of the ``FOOTPRINT_PAD``-padded
+    policy map. One gather with it (not K slices) keeps the backward pass to a single
+    scatter."""
+    left, right, top, _ = FOOTPRINT_PAD
+    padded_cols = cols + left + right
+    y, x = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    return torch.stack(
+        [((y + dr + top) * padded_cols + x + dc + left).reshape(-1) for dr, dc in FOOTPRINT_OFFSETS]
+    )
+
+
+def footprint_logits(
+    x: torch.Tensor,
+    other: torch.Tensor,
+    num_slots: int,
+    policy_in: nn.Conv2d,
+    slot_embed: nn.Linear,
+    policy_out: nn.Linear,
+    shift_index: torch.Tensor,
+) -> torch.Tensor:
+    """Footprint pooling (module docstring): policy logits ``[B, slots * H * W]`` in action-id
+    order from features ``x [B, ch, H, W]`` and the hand in extra features ``other [B, F]``.
+    ``policy_in`` gives ``K * hid`` channels, ``slot_embed`` embeds a slot's features into
+    ``hid``, ``policy_out`` maps ``hid`` to one logit; ``shift_index`` is ``footprint_index``."""
+    b, _, rows, cols = x.shape
+    slots = other[:, : num_slots * SLOT_FEATURES].reshape(b, num_slots, SLOT_FEATURES)
+    footprint = slots[:, :, FOOTPRINT_START : FOOTPRINT_START + len(FOOTPRINT_OFFSETS)]
+    k, hid, cells = len(FOOTPRINT_OFFSETS), policy_out.in_features, rows * cols
+    p = F.pad(policy_in(x), FOOTPRINT_PAD)  # [B, K * hid, H + pads, W + pads]
+    p = p.reshape(b, k, hid, -1)
+    index = shift_index[None, :, None, :].expand(b, k, hid, cells)
+    # shifted[:, i, :, cell] is what covering `cell + offset i` contributes to a placement
+    # anchored at `cell`.
+    shifted = torch.gather(p, 3, index)  # [B, K, hid, H * W]
+    pooled = torch.bmm(footprint, shifted.reshape(b, k, hid * cells))  # [B, S, hid * H * W]
+    pooled = pooled.reshape(b * num_slots, hid, cells)
+    pooled = F.relu(pooled + slot_embed(slots).reshape(b * num_slots, hid, 1))
+    logits = torch.matmul(policy_out.weight, pooled)  # [B * S, 1, H * W]
+    return logits.reshape(b, num_slots * cells) + policy_out.bias
+
+
 class AlphaTriangleNet(nn.Module):
     """``forward(grid [B, C, H, W], other [B, F]) -> (policy_logits [B, A], value [B])``.
 
@@ -75,21 +128,9 @@ class AlphaTriangleNet(nn.Module):
         self.policy_in = nn.Conv2d(ch, len(FOOTPRINT_OFFSETS) * hid, 1)
         self.slot_embed = nn.Linear(SLOT_FEATURES, hid)
         self.policy_out = nn.Linear(hid, 1)
-        # Footprint offset k of anchor (y, x) reads cell (y + dr_k, x + dc_k) of the policy map,
-        # padded so that every offset of every anchor stays inside it. One gather (not K
-        # slices) keeps the backward pass to a single scatter.
-        dr = [o[0] for o in FOOTPRINT_OFFSETS]
-        dc = [o[1] for o in FOOTPRINT_OFFSETS]
-        self._pad = (max(0, -min(dc)), max(0, max(dc)), max(0, -min(dr)), max(0, max(dr)))
-        padded_cols = self.cols + self._pad[0] + self._pad[1]
-        y, x = torch.meshgrid(torch.arange(self.rows), torch.arange(self.cols), indexing="ij")
-        index = torch.stack(
-            [
-                ((y + r + self._pad[2]) * padded_cols + x + c + self._pad[0]).reshape(-1)
-                for r, c in zip(dr, dc, strict=True)
-            ]
-        )  # [K, H * W]
-        self.register_buffer("_shift_index", index, persistent=False)
+        self.register_buffer(
+            "_shift_index", footprint_index(self.rows, self.cols), persistent=False
+        )
 
         self.value = nn.Sequential(
             nn.Linear(2 * ch + cfg.extra_hidden, cfg.value_hidden),
@@ -98,26 +139,19 @@ class AlphaTriangleNet(nn.Module):
         )
 
     def forward(self, grid: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = grid.shape[0]
         emb = self.extra(other)  # [B, E]
         x = F.relu(self.stem(grid) + self.extra_to_trunk(emb)[:, :, None, None])
         x = self.blocks(x)  # [B, ch, H, W]
 
-        slots = other[:, : self.num_slots * SLOT_FEATURES].reshape(b, self.num_slots, SLOT_FEATURES)
-        footprint = slots[:, :, FOOTPRINT_START : FOOTPRINT_START + len(FOOTPRINT_OFFSETS)]
-        k, hid, cells = len(FOOTPRINT_OFFSETS), self.policy_out.in_features, self.rows * self.cols
-        p = F.pad(self.policy_in(x), self._pad)  # [B, K * hid, H + pads, W + pads]
-        p = p.reshape(b, k, hid, -1)
-        index = self._shift_index[None, :, None, :].expand(b, k, hid, cells)
-        # shifted[:, i, :, cell] is what covering `cell + offset i` contributes to a placement
-        # anchored at `cell`.
-        shifted = torch.gather(p, 3, index)  # [B, K, hid, H * W]
-        pooled = torch.bmm(footprint, shifted.reshape(b, k, hid * cells))  # [B, S, hid * H * W]
-        pooled = pooled.reshape(b * self.num_slots, hid, cells)
-        pooled = F.relu(pooled + self.slot_embed(slots).reshape(b * self.num_slots, hid, 1))
-        logits = torch.matmul(self.policy_out.weight, pooled)  # [B * S, 1, H * W]
-        logits = logits.reshape(b, self.action_dim) + self.policy_out.bias
-
+        logits = footprint_logits(
+            x,
+            other,
+            self.num_slots,
+            self.policy_in,
+            self.slot_embed,
+            self.policy_out,
+            self._shift_index,
+        )
         pooled_trunk = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3)), emb], dim=1)
         value = self.value(pooled_trunk).squeeze(1)
         return logits, value

@@ -236,28 +236,35 @@ def _play_together(
     env_cfg: EnvConfig | None,
     between_moves: Callable[[], None],
 ) -> list[GameResult]:
-    states = [GameState(env_cfg, initial_seed=seed) for seed in seeds]
-    moves = [0] * len(seeds)
-    waiting = iter([i for i, state in enumerate(states) if not state.is_over()])
-    running: dict[int, Any] = {}  # game index -> its search object, while it runs
+    # A game's state exists only while it runs (a state holds its board and engine, so a
+    # million seeds at once would not fit in memory).
+    results: dict[int, GameResult] = {}
+    waiting = iter(range(len(seeds)))
+    running: dict[int, tuple[GameState, Any, int]] = {}  # index -> state, search object, moves
     while True:
         for i in itertools.islice(waiting, GAMES_AT_ONCE - len(running)):
-            running[i] = player.game(seeds[i])
+            state = GameState(env_cfg, initial_seed=seeds[i])
+            if state.is_over():
+                results[i] = GameResult(seeds[i], state.game_score(), 0)
+            else:
+                running[i] = (state, player.game(seeds[i]), 0)
         if not running:
-            break
+            if len(results) == len(seeds):
+                break
+            continue  # every game started this round was over at once
         between_moves()
         games = list(running)
-        chosen = player.choose_together([running[i] for i in games], [states[i] for i in games])
+        chosen = player.choose_together(
+            [running[i][1] for i in games], [running[i][0] for i in games]
+        )
         for i, (action, searches) in zip(games, chosen, strict=True):
-            running[i] = searches
-            states[i].step(action)
-            moves[i] += 1
-            if states[i].is_over():
+            state, _, moves = running[i]
+            state.step(action)
+            running[i] = (state, searches, moves + 1)
+            if state.is_over():
+                results[i] = GameResult(seeds[i], state.game_score(), moves + 1)
                 del running[i]  # and its tree
-    return [
-        GameResult(seed, state.game_score(), length)
-        for seed, state, length in zip(seeds, states, moves, strict=True)
-    ]
+    return [results[i] for i in range(len(seeds))]
 
 
 NETWORK = "network"
@@ -313,6 +320,17 @@ def evaluate(
     the run's own search, without noise) and, when ``baselines``, with random, greedy one-step
     and uniform-prior MCTS players (``mcts_cfg``'s settings, PUCT); ``between_moves`` as in
     ``play_games``."""
+    players = evaluation_players(agent, mcts_cfg, baseline_simulations, baselines)
+    return {
+        name: summarize(name, play_games(p, seeds, between_moves=between_moves))
+        for name, p in players.items()
+    }
+
+
+def evaluation_players(
+    agent: Player, mcts_cfg: MCTSConfig, baseline_simulations: int, baselines: bool
+) -> dict[str, Player]:
+    """``evaluate``'s players by name, the ``agent`` first (``NETWORK``)."""
     players: dict[str, Player] = {NETWORK: agent}
     if baselines:
         players[f"uniform-mcts-{baseline_simulations}"] = uniform_mcts_player(
@@ -320,7 +338,4 @@ def evaluate(
         )
         players["greedy"] = GreedyPlayer()
         players["random"] = RandomPlayer()
-    return {
-        name: summarize(name, play_games(p, seeds, between_moves=between_moves))
-        for name, p in players.items()
-    }
+    return players

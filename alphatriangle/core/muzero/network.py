@@ -18,7 +18,10 @@ supports from ``MuZeroConfig``.
   (``bench/muzero_reward.py`` measures it).
 - ``f(s) -> (policy logits, value)``: per slot, a ``(3, 5)`` convolution (it sees the cells a
   shape anchored there can cover) gives one logit per (slot, row, col), which flattens to
-  trianglengin's action ids; the value from pooled features.
+  trianglengin's action ids; the value from pooled features. At the root, where the real hand
+  is known, ``[muzero] root_policy = "footprint"`` takes the logits from AlphaZero's head
+  instead (``network.footprint_logits`` on ``h(o)`` and the hand's footprints:
+  ``predict_root``).
 
 With ``[muzero] stochastic`` (Stochastic MuZero, Antonoglou et al., ICLR 2022), the state ``g``
 reaches after a move is an *afterstate* ``as``, and where the game deals (after the move that
@@ -53,7 +56,7 @@ from alphatriangle.core.features import (
     feature_spec,
 )
 from alphatriangle.core.muzero.support import from_logits
-from alphatriangle.core.network import ResidualBlock
+from alphatriangle.core.network import ResidualBlock, footprint_index, footprint_logits
 
 
 def scale_latent(s: torch.Tensor) -> torch.Tensor:
@@ -155,6 +158,8 @@ class MuZeroNet(nn.Module):
     the search does. Logits are returned for training; ``value``/``reward`` scalars (the
     expectation of the distribution, unsquashed) for the search."""
 
+    _shift_index: torch.Tensor
+
     def __init__(
         self,
         model_cfg: ModelConfig | None = None,
@@ -192,6 +197,14 @@ class MuZeroNet(nn.Module):
         self.policy_hidden = nn.Conv2d(ch, cfg.policy_hidden, (3, 5), padding=(1, 2))
         self.policy_out = nn.Conv2d(cfg.policy_hidden, spec.num_slots, 1)
         self.value_head = _pooled_head(ch, cfg.value_hidden, 2 * mz.value_support + 1)
+        if mz.root_policy == "footprint":
+            hid = cfg.policy_hidden
+            self.root_policy_in = nn.Conv2d(ch, len(FOOTPRINT_OFFSETS) * hid, 1)
+            self.root_slot_embed = nn.Linear(SLOT_FEATURES, hid)
+            self.root_policy_out = nn.Linear(hid, 1)
+            self.register_buffer(
+                "_shift_index", footprint_index(self.rows, self.cols), persistent=False
+            )
 
     def represent(self, grid: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """``h``: grid ``[B, C, H, W]`` and extra features ``[B, F]`` to ``s [B, ch, H, W]``."""
@@ -235,12 +248,30 @@ class MuZeroNet(nn.Module):
         policy = self.policy_out(F.relu(self.policy_hidden(s))).flatten(1)
         return policy, self.value_head(_pool(s))
 
+    def predict_root(
+        self, s: torch.Tensor, other: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``f`` at a real position with extra features ``other [B, F]``: ``predict``'s, the
+        policy from the root head with ``root_policy = "footprint"``."""
+        policy, value = self.predict(s)
+        if self.muzero_cfg.root_policy == "footprint":
+            policy = footprint_logits(
+                s,
+                other,
+                self.num_slots,
+                self.root_policy_in,
+                self.root_slot_embed,
+                self.root_policy_out,
+                self._shift_index,
+            )
+        return policy, value
+
     def initial(
         self, grid: torch.Tensor, other: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The search's root: ``(s, policy logits, value)``."""
         s = self.represent(grid, other)
-        policy, value = self.predict(s)
+        policy, value = self.predict_root(s, other)
         return s, policy, from_logits(value)
 
     def recurrent(

@@ -57,7 +57,7 @@ def unrolled_loss(
     weights = torch.from_numpy(batch.weights).to(device)
 
     state = model.represent(grid, other)
-    policy, value = model.predict(state)
+    policy, value = model.predict_root(state, other)
     policy_loss = cross_entropy(policy, policy_t[:, 0]) * mask[:, 0]
     value_loss = cross_entropy(value, value_t[:, 0])
     reward_loss = torch.zeros_like(value_loss)
