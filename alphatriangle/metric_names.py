@@ -54,6 +54,12 @@ whose reward cannot see the action, 1 for one that ranks clears first."""
 MUZERO_REWARD_RANK_PAIRS = "muzero/reward_rank_pairs"
 """Learner, MuZero: on the same positions, the share of (clearing, non-clearing) move pairs
 whose predicted rewards are in that order, averaged over the positions."""
+MUZERO_Q_RANK_CLEAR = "muzero/q_rank_clear"
+"""Learner, MuZero: on the same positions, the share where the move of highest predicted
+``r + discount v(s')`` clears (what the search's Q sees, the value's noise included)."""
+MUZERO_PRIOR_RANK_CLEAR = "muzero/prior_rank_clear"
+"""Learner, MuZero: on the same positions, the share where the legal move of highest prior
+(the root's policy) clears: whether the policy has learned what the search should teach it."""
 MUZERO_Q_SPREAD = "muzero/q_spread"
 """Learner, MuZero: on the same positions, the mean of ``max - min`` of the predicted
 ``r + discount v(s')`` over each position's legal moves."""

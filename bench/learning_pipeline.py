@@ -454,7 +454,13 @@ def main() -> None:
     print(f"wrote {args.out / 'learning_pipeline.json'} and {png}")
 
 
-MUZERO_PROBE = (m.MUZERO_REWARD_RANK_CLEAR, m.MUZERO_REWARD_RANK_PAIRS, m.MUZERO_Q_SPREAD)
+MUZERO_PROBE = (
+    m.MUZERO_REWARD_RANK_CLEAR,
+    m.MUZERO_REWARD_RANK_PAIRS,
+    m.MUZERO_Q_RANK_CLEAR,
+    m.MUZERO_PRIOR_RANK_CLEAR,
+    m.MUZERO_Q_SPREAD,
+)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -230,6 +230,15 @@ def test_the_probe_holds_positions_that_offer_a_clear_with_the_real_rewards() ->
     top, pairs = ranking(rewards, probe.clears, probe.legal)
     assert metrics[m.MUZERO_REWARD_RANK_CLEAR] == top
     assert metrics[m.MUZERO_REWARD_RANK_PAIRS] == pytest.approx(pairs, rel=1e-9)
+    assert metrics[m.MUZERO_Q_RANK_CLEAR] == ranking(q, probe.clears, probe.legal)[0]
+    with torch.no_grad():
+        _, logits, _ = model.initial(torch.from_numpy(probe.grid), torch.from_numpy(probe.other))
+    prior = np.where(probe.legal, logits.double().numpy(), np.nan)
+    assert metrics[m.MUZERO_PRIOR_RANK_CLEAR] == ranking(prior, probe.clears, probe.legal)[0]
+    # Each ranks on the legal moves only: a prior that puts a clear first among them scores 1
+    # whatever the illegal moves get.
+    first = np.where(probe.clears, 5.0, np.where(probe.legal, 1.0, np.nan))
+    assert ranking(first, probe.clears, probe.legal)[0] == 1.0
 
 
 def test_the_muzero_learner_reports_the_probe_every_probe_every_steps() -> None:

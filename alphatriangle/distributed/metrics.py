@@ -37,6 +37,8 @@ def metric_config() -> TrieyeConfig:
             MetricSpec(name=m.LEARN_AUGMENTED, aggregation="mean"),
             MetricSpec(name=m.MUZERO_REWARD_RANK_CLEAR, aggregation="latest"),
             MetricSpec(name=m.MUZERO_REWARD_RANK_PAIRS, aggregation="latest"),
+            MetricSpec(name=m.MUZERO_Q_RANK_CLEAR, aggregation="latest"),
+            MetricSpec(name=m.MUZERO_PRIOR_RANK_CLEAR, aggregation="latest"),
             MetricSpec(name=m.MUZERO_Q_SPREAD, aggregation="latest"),
         ],
     )

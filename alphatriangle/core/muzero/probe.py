@@ -18,6 +18,10 @@ clear, does the predicted reward rank a clearing move above the others?
     not above);
   - ``muzero/reward_rank_pairs``: the share of (clearing, non-clearing) move pairs of a position
     whose predicted rewards are in that order, averaged over the positions;
+  - ``muzero/q_rank_clear``: ``reward_rank_clear`` of the predicted ``Q(a)`` below (what the
+    search's Q sees, the value's noise included);
+  - ``muzero/prior_rank_clear``: ``reward_rank_clear`` of the root's policy logits ``f(h(o))``
+    (whether the policy has learned to clear);
   - ``muzero/q_spread``: the mean over the positions of ``max - min`` of the predicted
     ``Q(a) = r(s, a) + discount v(s'_a)`` over the position's legal moves (the spread the
     search's normalisation has to work with: about a clear's reward in a model that sees it,
@@ -176,9 +180,17 @@ def probe_metrics(model: MuZeroNet, probe: ClearProbe, discount: float) -> dict[
     model.eval()
     rewards, q = predicted_rewards_and_q(model, probe.grid, probe.other, probe.legal, discount)
     top, pairs = ranking(rewards, probe.clears, probe.legal)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        _, logits, _ = model.initial(
+            torch.from_numpy(probe.grid).to(device), torch.from_numpy(probe.other).to(device)
+        )
+    prior = np.where(probe.legal, logits.double().cpu().numpy(), np.nan)
     spread = np.nanmax(q, axis=1) - np.nanmin(q, axis=1)
     return {
         m.MUZERO_REWARD_RANK_CLEAR: top,
         m.MUZERO_REWARD_RANK_PAIRS: pairs,
+        m.MUZERO_Q_RANK_CLEAR: ranking(q, probe.clears, probe.legal)[0],
+        m.MUZERO_PRIOR_RANK_CLEAR: ranking(prior, probe.clears, probe.legal)[0],
         m.MUZERO_Q_SPREAD: float(spread.mean()),
     }
