@@ -128,6 +128,9 @@ def main() -> None:
         mcts = dict(SETTINGS[name])
         if mcts["variant"] == "gumbel":
             mcts["considered_actions"] = args.considered
+        # Each search is compared at its own count, also when it plays (not at the player's
+        # default 128): play_simulations 1 plays with self-play's count.
+        mcts["play_simulations"] = 1
         results[name] = run_setting(name, mcts, args, baselines=i == 0)
 
     png = args.out / "search_comparison.png"
