@@ -268,29 +268,12 @@ def test_the_learning_bench_stops_at_a_step_or_position_budget(tmp_path: Path) -
     assert "argument --steps: '0' is not a positive whole number" in refused.stderr
 
 
-LEVER_FIELDS = {
+CONFIG_FIELDS = {
     "levers_symmetries.toml": {"train.augment_symmetries"},
     "levers_value_monte_carlo.toml": {"train.value_target"},
     "levers_value_discounted.toml": {"train.value_target", "train.value_discount"},
     "levers_simulations_growing.toml": {"mcts.simulations_final", "mcts.simulations_ramp_steps"},
     "levers_network_wider.toml": {"model.channels", "model.num_blocks"},
-}
-
-
-def test_each_lever_config_changes_its_lever_and_nothing_else() -> None:
-    configs = Path(__file__).parents[1] / "bench" / "configs"
-    assert {p.name for p in configs.glob("levers_*.toml")} == set(LEVER_FIELDS)
-    defaults = _flat(AlphaTriangleConfig().model_dump())
-    # Every lever is off by default, but n-step value targets, which won (README).
-    assert defaults["train.augment_symmetries"] == []
-    assert defaults["train.value_target"] == "n_step"
-    assert defaults["mcts.simulations_final"] is None
-    for name, fields in LEVER_FIELDS.items():
-        lever = _flat(AlphaTriangleConfig.from_file(configs / name).model_dump())
-        assert {key for key in lever if lever[key] != defaults[key]} == fields, name
-
-
-MUZERO_FIELDS = {
     "muzero.toml": {"algorithm"},
     "muzero_consistency.toml": {"algorithm", "muzero.consistency_weight"},
     "muzero_clear_bias.toml": {"algorithm", "muzero.clear_oversample_beta"},
@@ -298,13 +281,17 @@ MUZERO_FIELDS = {
 }
 
 
-def test_each_muzero_config_changes_its_settings_and_nothing_else() -> None:
+def test_each_bench_config_changes_its_settings_and_nothing_else() -> None:
     configs = Path(__file__).parents[1] / "bench" / "configs"
-    assert {p.name for p in configs.glob("muzero*.toml")} == set(MUZERO_FIELDS)
+    assert {p.name for p in configs.glob("*.toml")} == set(CONFIG_FIELDS)
     defaults = _flat(AlphaTriangleConfig().model_dump())
-    for name, fields in MUZERO_FIELDS.items():
-        variant = _flat(AlphaTriangleConfig.from_file(configs / name).model_dump())
-        assert {key for key in variant if variant[key] != defaults[key]} == fields, name
+    # Every lever is off by default, but n-step value targets, which won (README).
+    assert defaults["train.augment_symmetries"] == []
+    assert defaults["train.value_target"] == "n_step"
+    assert defaults["mcts.simulations_final"] is None
+    for name, fields in CONFIG_FIELDS.items():
+        changed = _flat(AlphaTriangleConfig.from_file(configs / name).model_dump())
+        assert {key for key in changed if changed[key] != defaults[key]} == fields, name
 
 
 def _flat(data: dict[str, object], prefix: str = "") -> dict[str, object]:
