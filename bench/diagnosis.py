@@ -2,7 +2,7 @@
 the ``learn/*`` diagnostics that tell the stages of learning apart.
 
 Run: ``.venv/bin/python bench/diagnosis.py --run-name NAME --data-dir DIR [--checkpoints DIR]
-[--at 5,15,30,60] [--seeds 1000:1100] [--sims N]`` (opt-in; each checkpoint plays the seeds twice, with
+[--at 5,15,30,60] [--seeds 1000:1100] [--sims N|self-play]`` (opt-in; each checkpoint plays the seeds twice, with
 its search and with its policy alone: on 2 cores about 2 minutes a checkpoint for 100 seeds).
 
 A run keeps only its newest checkpoints, so a curve needs the ones it wrote along the way:
@@ -10,7 +10,8 @@ A run keeps only its newest checkpoints, so a curve needs the ones it wrote alon
 ``OUT/snapshots`` (pass that as ``--checkpoints``; the default is the run's own checkpoint
 folder). For each minute of ``--at`` (minutes since the run's MLflow start), the checkpoint
 written nearest that time plays the held-out seeds with the run's own player at its step
-(``play_simulations_at``, or ``--sims``; no noise) and
+(``play_simulations_at``; ``--sims N`` or ``--sims self-play``, self-play's count there; no
+noise) and
 with the network's policy alone (the argmax of its prior over the legal moves); each gets its
 mean and standard error. Beside them, from the run's MLflow history: the value head's
 explained variance on fresh self-play positions, KL(search policy || prior) at the root,
@@ -126,6 +127,13 @@ def _play(job: tuple[str, str, int, str, list[int]]) -> tuple[str, str, dict[int
     return checkpoint, kind, {r.seed: r.score for r in play_games(player, seeds)}
 
 
+def search_count(cfg: AlphaTriangleConfig, step: int, sims: str | None) -> int:
+    """The simulations a checkpoint of step ``step`` searches with under ``--sims``."""
+    if sims is None:
+        return cfg.mcts.play_simulations_at(step)
+    return cfg.mcts.simulations_at(step) if sims == "self-play" else int(sims)
+
+
 def mean_se(values: list[float]) -> tuple[float, float]:
     """Mean and its standard error (sample standard deviation / sqrt(n); 0 for one value)."""
     mean = statistics.fmean(values)
@@ -238,10 +246,10 @@ def main() -> None:
     parser.add_argument("--seeds", default="1000:1100", help="held-out seeds A:B (A..B-1)")
     parser.add_argument(
         "--sims",
-        type=int,
         default=None,
-        help="simulations of the search (default: the run's player count at each checkpoint's "
-        "step, `[mcts] play_simulations_at`)",
+        help="simulations of the search: a number, or 'self-play' for self-play's count at each "
+        "checkpoint's step (`[mcts] simulations_at`); default: the run's player count there "
+        "(`play_simulations_at`)",
     )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=Path("bench/results/diagnosis"))
@@ -251,8 +259,8 @@ def main() -> None:
         seeds = parse_seeds(args.seeds, 0)
     except ValueError as err:
         parser.error(f"--at or --seeds: {err}")
-    if args.sims is not None and args.sims < 1:
-        parser.error(f"--sims {args.sims}: use a positive number of simulations")
+    if args.sims not in (None, "self-play") and not (args.sims.isdigit() and int(args.sims) > 0):
+        parser.error(f"--sims {args.sims!r}: use a positive number of simulations or 'self-play'")
     run = run_context(args.run_name, args.data_dir)
     if not run.config_json.is_file():
         parser.error(f"no run {args.run_name!r} under {args.data_dir} (no {run.config_json})")
@@ -263,7 +271,7 @@ def main() -> None:
     start_s, series = histories(run)
     chosen = nearest(found, start_s, minutes)
     cfg = AlphaTriangleConfig.from_file(run.config_json)
-    counts = {snap.path: args.sims or cfg.mcts.play_simulations_at(snap.step) for snap in chosen}
+    counts = {snap.path: search_count(cfg, snap.step, args.sims) for snap in chosen}
 
     chunk = max(1, math.ceil(len(seeds) / args.jobs))
     jobs = [

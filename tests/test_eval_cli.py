@@ -397,9 +397,22 @@ def test_the_diagnosis_bench_plays_each_chosen_checkpoint_with_search_and_policy
     four = agent_player(model, cfg, cfg.mcts.model_copy(update={"simulations": 4}))
     assert (row["step"], row["simulations"]) == (steps[-1], 4)
     assert row["search_scores"] == [r.score for r in play_games(four, [3, 4, 5])]
+    # A player count above self-play's is the default; --sims self-play takes self-play's.
+    work = tmp_path / "copy"
+    shutil.copytree(trained, work)
+    config = run_context("ev", work / "data").config_json
+    settings = json.loads(config.read_text())
+    settings["mcts"]["play_simulations"] = 14
+    config.write_text(json.dumps(settings))
+    copied = [sys.executable, str(script), "--run-name", "ev", "--data-dir", str(work / "data")]
+    for sims, expected in (([], 14), (["--sims", "self-play"], 12)):
+        done = subprocess.run([*copied, "--at", "1000", *sims, *common], capture_output=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        [row] = json.loads((out / "diagnosis.json").read_text())["rows"]
+        assert (row["step"], row["simulations"]) == (steps[-1], expected)
     refused = subprocess.run([*args, "--sims", "0", *common], capture_output=True, text=True)
     assert refused.returncode == 2
-    assert "--sims 0: use a positive number of simulations" in refused.stderr
+    assert "--sims '0': use a positive number of simulations or 'self-play'" in refused.stderr
 
 
 def test_the_learning_pipeline_keeps_each_complete_checkpoint_it_sees(
