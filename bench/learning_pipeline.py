@@ -66,7 +66,9 @@ RUN_NAME = "learning-pipeline"
 SELFPLAY_SEED_FLOOR = 2**20
 """Self-play seeds start here (see README), so evaluation seeds must stay below it."""
 MAX_STEPS = 100_000_000
-"""Never reached: the time budget, not a step count, ends training."""
+"""Passed as ``--max-steps`` unless ``--max-steps`` is given: never reached, so the time budget
+ends training and the learning rate stays at its peak (the cosine schedule runs over
+``max_steps``)."""
 CURVES = ("episode/score", "eval/score_mean")
 PLAYER_ORDER = ("network", "uniform-mcts", "greedy", "random")
 
@@ -119,18 +121,26 @@ def _finish(child: Child, timeout: float | None, what: str) -> None:
 
 
 def train(
-    env: dict[str, str], budget_s: float, workers: int | None, config: Path | None, stop_s: float
+    env: dict[str, str],
+    budget_s: float,
+    workers: int | None,
+    config: Path | None,
+    stop_s: float,
+    max_steps: int | None = None,
 ) -> Child:
-    """``alphatriangle train`` for ``budget_s`` from launch, then SIGINT and a clean exit."""
+    """``alphatriangle train`` for ``budget_s`` from launch, then SIGINT and a clean exit; or
+    until it finishes at ``max_steps`` (when given), if that comes first."""
     extra = ["--workers", str(workers)] if workers else []
     extra += ["--config", str(config.resolve())] if config else []
-    child = _start(
-        ["train", "--run-name", RUN_NAME, "--max-steps", str(MAX_STEPS), *extra], env, "train"
-    )
+    steps = str(max_steps or MAX_STEPS)
+    child = _start(["train", "--run-name", RUN_NAME, "--max-steps", steps, *extra], env, "train")
     try:
-        # An exit before the budget is spent is a failure (a crash, or bad input).
+        # An exit before the budget is spent is a failure (a crash, or bad input), unless the
+        # run reached the --max-steps it was given.
         child.proc.wait(timeout=budget_s)
         child.reader.join(timeout=10)
+        if max_steps and child.proc.returncode == 0 and f"at step {max_steps} " in child.text:
+            return child
         raise SystemExit(
             f"training ended before the budget (exit {child.proc.returncode}):\n"
             f"{child.text[-4000:]}"
@@ -312,6 +322,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="passed to alphatriangle train")
     parser.add_argument("--config", type=Path, default=None, help="passed to alphatriangle train")
     parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="passed to alphatriangle train: the cosine learning-rate schedule ends there, and "
+        "so does training if it comes before --minutes (default: never, so a constant rate)",
+    )
+    parser.add_argument(
         "--baselines",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -330,8 +347,13 @@ def main() -> None:
         "newest few), for bench/diagnosis.py's curve",
     )
     args = parser.parse_args()
-    if args.minutes <= 0 or (args.sims is not None and args.sims < 1) or args.baseline_sims < 1:
-        parser.error("--minutes, --sims and --baseline-sims must be positive")
+    if (
+        args.minutes <= 0
+        or (args.sims is not None and args.sims < 1)
+        or args.baseline_sims < 1
+        or (args.max_steps is not None and args.max_steps < 1)
+    ):
+        parser.error("--minutes, --sims, --baseline-sims and --max-steps must be positive")
     # Check the seeds now rather than after the whole training budget has been spent.
     try:
         seeds = parse_seeds(args.seeds, 0)
@@ -361,13 +383,15 @@ def main() -> None:
                 daemon=True,
             )
             copier.start()
-        trained = train(env, args.minutes * 60, args.workers, args.config, args.stop_timeout)
+        trained = train(
+            env, args.minutes * 60, args.workers, args.config, args.stop_timeout, args.max_steps
+        )
         done.set()
         if args.snapshots:
             copier.join()
         train_s = time.monotonic() - started
         text = trained.text
-        final = re.search(rf"stopped '{RUN_NAME}' at step (\d+)", text)
+        final = re.search(rf"(?:stopped|finished) '{RUN_NAME}' at step (\d+)", text)
         rates = re.search(r"self-play ([\d.]+) moves/s, learner (\d+) samples/s", text)
         if not final or not rates:
             raise SystemExit(f"no final step or throughput in the train output:\n{text[-4000:]}")
@@ -403,6 +427,7 @@ def main() -> None:
         "budget_minutes": args.minutes,
         "workers": args.workers,
         "config": str(args.config) if args.config else None,
+        "max_steps": args.max_steps,
         "train_wall_s": round(train_s, 1),
         "eval_wall_s": round(eval_s, 1),
         "steps": steps,
