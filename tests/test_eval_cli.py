@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -22,6 +23,7 @@ from alphatriangle.app.runs import run_context
 from alphatriangle.core.algorithm import agent_player
 from alphatriangle.core.players import PolicyPlayer, play_games
 from tests.cli import (
+    cli_env,
     manifest_steps,
     ok,
     run_cli,
@@ -437,3 +439,33 @@ def test_the_learning_pipeline_keeps_each_complete_checkpoint_it_sees(
         "ckpt_000000000004.json",
         "ckpt_000000000004.pt",
     ]
+
+
+def test_the_learning_pipeline_ends_at_max_steps_with_the_cosine_schedule(
+    tmp_path: Path,
+) -> None:
+    """``--max-steps`` sets the length of the run's cosine learning rate, and a run that
+    reaches it before ``--minutes`` is a finished benchmark, not a failure."""
+    (tmp_path / "tiny.toml").write_text(tiny_config(train={"lr_warmup_steps": 0}))
+    script = Path(__file__).parents[1] / "bench" / "learning_pipeline.py"
+    out = tmp_path / "out"
+    args = [sys.executable, str(script), "--config", str(tmp_path / "tiny.toml")]
+    args += ["--workers", "1", "--minutes", "10", "--max-steps", "6", "--no-baselines"]
+    args += ["--seeds", "1000:1002", "--out", str(out), "--keep-data"]
+    done = subprocess.run(args, capture_output=True, text=True, env=cli_env(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((out / "learning_pipeline.json").read_text())
+    assert (summary["steps"], summary["max_steps"]) == (6, 6)
+    [kept] = re.findall(r"run data kept in (\S+)", done.stdout)
+    try:
+        run = run_context("learning-pipeline", Path(kept))
+        config = json.loads(run.config_json.read_text())
+        assert (config["train"]["max_steps"], config["train"]["lr_schedule"]) == (6, "cosine")
+        # The checkpoint's optimizer holds the rate after the 6th step: the cosine's end, 10%.
+        newest = max(run.checkpoint_dir.glob("ckpt_*.pt"))
+        state = torch.load(newest, weights_only=True)
+        assert state["counters"]["step"] == 6
+        peak = config["train"]["learning_rate"]
+        assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.1 * peak)
+    finally:
+        shutil.rmtree(kept)
