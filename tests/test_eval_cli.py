@@ -179,6 +179,20 @@ def test_a_second_signal_ends_evals_processes_with_it(trained: Path) -> None:
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
 
 
+def test_evals_processes_end_when_it_is_killed(trained: Path) -> None:
+    """``kill -9`` of eval leaves no process of its pool behind, playing or waiting for work."""
+    args = ["--games", "1000", "--sims", "64", "--jobs", "2"]
+    proc = start_cli(trained, "eval", "--run-name", "ev", *args)
+    proc.wait_output("evaluating")
+    cli = psutil.Process(proc.proc.pid)
+    wait_for(lambda: len(cli.children()) == 2, proc)
+    pool = cli.children()
+    proc.proc.kill()
+    proc.proc.wait()
+    _, alive = psutil.wait_procs(pool, timeout=30)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

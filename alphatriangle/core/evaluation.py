@@ -16,7 +16,9 @@ mask), so a Ctrl-C sent to the whole process group reaches only this process, wh
 (``alphatriangle.stopping``) raises ``KeyboardInterrupt`` here; the
 processes then see the plan's stop event before their next move and return at once, and the
 exception unwinds the command as in one process. A second signal kills them
-(``stopping``); one whose parent is gone stops before its next move.
+(``stopping``). Each process ends itself within ``PARENT_POLL_S`` of its parent's end, however
+that came (``kill -9`` included), whether it is playing or waiting for work: without that, a
+process waits forever on the pool's queue, whose pipe it holds open itself.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -45,6 +49,8 @@ from alphatriangle.core.players import (
 
 POLL_S = 0.2
 """How often the waiting process looks for a signal whose ``KeyboardInterrupt`` was lost."""
+PARENT_POLL_S = 0.5
+"""How often a pool process looks whether its parent is still there."""
 
 
 @dataclass(frozen=True)
@@ -131,21 +137,28 @@ def _signals_blocked() -> Iterator[None]:
 
 _players: dict[str, Player] = {}
 _stop: Any = None
-_parent = 0
 
 
 def _start(plan: EvalPlan, stop: Any) -> None:
-    """A pool process: its players, built once, and the stop event."""
-    global _stop, _parent
-    _parent = os.getppid()
+    """A pool process: its players, built once, the stop event, and the watch on its parent."""
+    global _stop
+    parent = os.getppid()
+    threading.Thread(target=_exit_without, args=(parent,), name="parent-watch", daemon=True).start()
     torch.set_num_threads(1)
     _players.update(plan.players())
     _stop = stop
 
 
+def _exit_without(parent: int) -> None:
+    """End this process once ``parent`` is no longer its parent (it was re-parented: gone)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
 def _play_share(name: str, seeds: list[int]) -> list[GameResult]:
     def between_moves() -> None:
-        if _stop.is_set() or os.getppid() != _parent:  # stopped, or the parent is gone
+        if _stop.is_set():
             raise KeyboardInterrupt("the evaluation was stopped")
 
     return play_games(_players[name], seeds, between_moves=between_moves)
