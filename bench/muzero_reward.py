@@ -69,7 +69,11 @@ def random_play_pairs(positions: int, seed: int) -> Pairs:
     """Every legal move of ``positions`` positions of uniformly random games (seeds ``seed``,
     ``seed + 1``, ...), with its reward."""
     action_dim = feature_spec().action_dim
-    grids, others, positions_of, actions, rewards = [], [], [], [], []
+    grids: list[np.ndarray] = []
+    others: list[np.ndarray] = []
+    positions_of: list[np.ndarray] = []
+    actions: list[np.ndarray] = []
+    rewards: list[np.ndarray] = []
     game = seed
     while len(grids) < positions:
         rng = np.random.default_rng(game)
@@ -124,7 +128,7 @@ def train_reward(
         target = to_support(torch.from_numpy(pairs.reward[idx]), mz.reward_support)
         loss = cross_entropy(logits, target).mean()
         optimizer.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
     return model.eval()
 

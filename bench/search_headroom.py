@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from alphatriangle.app.reports import load_network, parse_seeds
-from alphatriangle.app.runs import run_context
+from alphatriangle.app.runs import data_root, run_context
 from alphatriangle.core.algorithm import agent_player
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.players import GameResult, Player, PolicyPlayer, play_games
@@ -51,7 +51,8 @@ _CFG: AlphaTriangleConfig | None = None
 def _init(run_name: str, data_dir: Path | None, checkpoint: str) -> None:
     global _MODEL, _CFG
     torch.set_num_threads(1)
-    _MODEL, _CFG, _ = load_network(run_context(run_name, data_dir), checkpoint, warn=print)
+    run = run_context(run_name, data_dir or data_root())
+    _MODEL, _CFG, _ = load_network(run, checkpoint, warn=print)
 
 
 def _player(sims: int) -> Player:

@@ -70,7 +70,8 @@ def test_add_wraps_and_keeps_the_newest() -> None:
     assert (len(buf), buf.position, buf.added) == (5, 2, 7)
     # slots 3, 4, 0, 1 hold the second episode; slot 2 the last position of the first.
     np.testing.assert_array_equal(buf.value_target, [2.0, 1.0, 3.0, 4.0, 3.0])
-    np.testing.assert_array_equal(buf.other[:, 0], np.float16([0.52, 0.53, 0.02, 0.5, 0.51]))
+    expected = np.array([0.52, 0.53, 0.02, 0.5, 0.51], np.float16)
+    np.testing.assert_array_equal(buf.other[:, 0], expected)
     buf.add_episode(record([1.0] * 7, tag=0.9))  # longer than the buffer: its last 5 remain
     np.testing.assert_array_equal(np.sort(buf.value_target), [1.0, 2.0, 3.0, 4.0, 5.0])
     assert (len(buf), buf.added) == (5, 14)
@@ -142,7 +143,7 @@ def test_state_dict_round_trip_through_npz(tmp_path: Path, prioritized: bool) ->
         buf.update_priorities(np.array([1, 3]), np.array([2.0, 5.0]))
     buf.sample(5)  # advance the RNG so that its state matters
     path = tmp_path / "buffer.npz"
-    np.savez(path, **buf.state_dict())
+    np.savez(path, **buf.state_dict())  # type: ignore[arg-type]
     with np.load(path, allow_pickle=False) as data:
         saved = {name: data[name] for name in data.files}
     assert saved["grid"].shape == (5, *GRID)  # only the filled part is written
@@ -207,7 +208,7 @@ def test_bookkeeping_survives_a_snapshot_and_the_resumed_buffer_goes_on(tmp_path
     buf = buffer(4, seed=2)
     buf.add_episode(versioned([1.0, 1.0, 1.0], [4, 4, 7]))
     buf.sample(5)
-    np.savez(tmp_path / "b.npz", **buf.state_dict())
+    np.savez(tmp_path / "b.npz", **buf.state_dict())  # type: ignore[arg-type]
     with np.load(tmp_path / "b.npz", allow_pickle=False) as data:
         saved = {name: data[name] for name in data.files}
     assert snapshot_problem(saved, buf.layout()) is None

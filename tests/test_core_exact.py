@@ -116,9 +116,10 @@ def test_train_step_loss_gradient_and_priorities_by_hand() -> None:
         np.mean(np.square(error)) / 0.2025, abs=1e-6
     )
     assert result.metrics["loss/total"] == pytest.approx(total, abs=1e-6)
-    grad = model.value[-1].bias.grad
-    assert grad is not None
-    assert float(grad) == pytest.approx(bias_grad, abs=1e-6)
+    head = model.value[-1]
+    assert isinstance(head, torch.nn.Linear)
+    assert head.bias.grad is not None
+    assert float(head.bias.grad) == pytest.approx(bias_grad, abs=1e-6)
     np.testing.assert_allclose(result.priorities, np.abs(error), atol=1e-6)
 
 

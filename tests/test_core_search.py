@@ -97,7 +97,8 @@ def test_evaluator_value_is_banked_score_plus_clipped_gain() -> None:
         head.bias.fill_(-3.0)  # a negative gain is clipped: value is the banked score
     assert evaluator.evaluate_arrays([state])[1][0] == pytest.approx(state.game_score(), abs=1e-6)
     evaluator.load_weights(net(seed=1).state_dict())
-    assert not torch.equal(evaluator.model.value[-1].bias, torch.tensor([-3.0]))
+    assert evaluator.model is model  # on the CPU, moved in place
+    assert not torch.equal(head.bias, torch.tensor([-3.0]))
 
 
 def test_the_search_settings_carry_every_search_setting_and_the_noise() -> None:

@@ -77,7 +77,9 @@ def test_two_gloo_replicas_hold_the_weights_of_one_learner_on_the_whole_batch(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_replica, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(  # type: ignore[attr-defined,no-untyped-call]  # torch's untyped re-export
+        _replica, args=(2, port, str(tmp_path)), nprocs=2, join=True
+    )
     replicas = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
     torch.set_num_threads(1)
@@ -104,8 +106,12 @@ def test_two_gloo_replicas_hold_the_weights_of_one_learner_on_the_whole_batch(
 
 
 def test_a_batch_splits_into_equal_contiguous_shares() -> None:
+    grid, other, policy, valid_mask = (np.arange(6 * k).reshape(6, k) for k in (1, 2, 3, 4))
     batch = Batch(
-        *(np.arange(6 * k).reshape(6, k) for k in (1, 2, 3, 4)),  # type: ignore[arg-type]
+        grid,
+        other,
+        policy,
+        valid_mask,
         value_target=np.arange(6.0),
         weights=np.ones(6),
         indices=np.arange(10, 16),

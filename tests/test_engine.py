@@ -4,7 +4,7 @@ engine's patches (``scripts/patches/trianglengin-*``) do what they say."""
 import numpy as np
 import pytest
 import trimcts
-from trianglengin import EnvConfig, GameState
+from trianglengin import EnvConfig, GameState, Shape
 
 from alphatriangle.core.config import MCTSConfig
 from alphatriangle.core.search import SearchSettings, UniformEvaluator, puct_many
@@ -50,7 +50,7 @@ def test_action_space_matches_design() -> None:
     assert all(0 <= a < 360 for a in GameState(initial_seed=0).valid_actions())
 
 
-def _hands_after(state: GameState, moves: int) -> list[list[object]]:
+def _hands_after(state: GameState, moves: int) -> list[list[Shape | None]]:
     """The hand after each of ``moves`` lowest-id moves (several refills: a hand is 3 pieces)."""
     hands = []
     for _ in range(moves):

@@ -16,7 +16,7 @@ import psutil
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from alphatriangle.app.reports import load_network
 from alphatriangle.app.runs import run_context
@@ -105,7 +105,7 @@ def test_play_writes_a_gif_with_one_frame_per_move_plus_the_start(trained: Path)
     moves = int(re.search(r"game over: score [\d.]+ in (\d+) moves", result.stdout).group(1))  # type: ignore[union-attr]
     assert "▲" in result.stdout or "△" in result.stdout
     with Image.open(out) as gif:
-        assert gif.n_frames == moves + 1
+        assert sum(1 for _ in ImageSequence.Iterator(gif)) == moves + 1
 
 
 @pytest.mark.parametrize("where", ["read-only", "under-a-file", "too-long", "markup"])
@@ -406,7 +406,9 @@ def test_the_diagnosis_bench_plays_each_chosen_checkpoint_with_search_and_policy
     assert refused.returncode == 2
     assert "--at or --seeds" in refused.stderr
     # --sims: every checkpoint searches with that count instead.
-    done = subprocess.run([*args, "--at", "1000", "--sims", "4", *common], capture_output=True)
+    done = subprocess.run(
+        [*args, "--at", "1000", "--sims", "4", *common], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     [row] = json.loads((out / "diagnosis.json").read_text())["rows"]
     model, cfg, _ = load_network(run, row["checkpoint"], warn=print)
@@ -422,7 +424,9 @@ def test_the_diagnosis_bench_plays_each_chosen_checkpoint_with_search_and_policy
     config.write_text(json.dumps(settings))
     copied = [sys.executable, str(script), "--run-name", "ev", "--data-dir", str(work / "data")]
     for sims, expected in (([], 14), (["--sims", "self-play"], 12)):
-        done = subprocess.run([*copied, "--at", "1000", *sims, *common], capture_output=True)
+        done = subprocess.run(
+            [*copied, "--at", "1000", *sims, *common], capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         [row] = json.loads((out / "diagnosis.json").read_text())["rows"]
         assert (row["step"], row["simulations"]) == (steps[-1], expected)

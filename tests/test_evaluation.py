@@ -18,7 +18,7 @@ SMALL = ModelConfig(channels=4, num_blocks=1, extra_hidden=4, policy_hidden=4, v
 
 
 def _plan(simulations: int, algorithm: str = "alphazero") -> EvalPlan:
-    cfg = AlphaTriangleConfig(algorithm=algorithm, model=SMALL)  # type: ignore[arg-type]
+    cfg = AlphaTriangleConfig(algorithm=algorithm, model=SMALL)
     torch.manual_seed(3)
     model = build_model(cfg)
     mcts = cfg.mcts.model_copy(update={"simulations": simulations})

@@ -19,13 +19,18 @@ from tests.helpers import MobilityEvaluator, positions
 C_VISIT, C_SCALE = 50.0, 0.1
 
 
+Tree = dict[tuple[int, ...], tuple[dict[int, float], float]]
+
+
 class Toy:
     """A hand-made game tree with the methods trimcts calls on a game state. ``tree`` maps a
     path of actions to ``(prior by action, value)``: a path with priors has those legal actions,
     one without is terminal with final score ``value``; ``value`` is also what the evaluator
     says of a non-terminal path."""
 
-    def __init__(self, tree, path=(), scored=None):  # type: ignore[no-untyped-def]
+    def __init__(
+        self, tree: Tree, path: tuple[int, ...] = (), scored: list[tuple[int, ...]] | None = None
+    ) -> None:
         self.tree, self.path = tree, path
         self.scored: list[tuple[int, ...]] = [] if scored is None else scored
         """Every terminal path whose final score the search read (one per visit), shared."""
@@ -86,8 +91,8 @@ ROOT_VALUE = 2.5
 G = [0.1, 0.5, -0.2, 0.3, 1.5, -1.0]
 
 
-def one_step_tree(prior: list[float], values: list[float]) -> dict:  # type: ignore[type-arg]
-    tree = {(): (dict(enumerate(prior)), ROOT_VALUE)}
+def one_step_tree(prior: list[float], values: list[float]) -> Tree:
+    tree: Tree = {(): (dict(enumerate(prior)), ROOT_VALUE)}
     for a, v in enumerate(values):
         tree[(a,)] = ({0: 1.0}, v)
         tree[(a, 0)] = ({}, v)
@@ -217,7 +222,7 @@ def test_below_the_root_visits_track_the_improved_policy(c_scale: float) -> None
     # The root has one action, so every simulation enters child (0,); the first evaluates it
     # (value 2), the next 11 descend by the deterministic rule to its terminal children.
     prior, values = [0.5, 0.3, 0.2], [1.0, 3.0, 2.0]
-    tree = {(): ({0: 1.0}, 2.0), (0,): (dict(enumerate(prior)), 2.0)}
+    tree: Tree = {(): ({0: 1.0}, 2.0), (0,): (dict(enumerate(prior)), 2.0)}
     tree |= {(0, a): ({}, v) for a, v in enumerate(values)}
     root = Toy(tree)
     result, evaluator = gumbel_search(root, [0.0] * 3, simulations=12, c_scale=c_scale)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from alphatriangle.app.reports import load_network
 from alphatriangle.app.runs import run_context
+from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.players import network_player, play_game, play_games
 from tests.cli import assert_mlflow_clean, ok, run_cli, tiny_config, train_args
 
@@ -32,6 +33,7 @@ def test_a_gumbel_run_trains_resumes_and_evaluates_with_its_search(workdir: Path
     # The same checkpoint played here with a noiseless Gumbel player scores the same, seed by
     # seed: eval used the run's Gumbel search.
     model, cfg, _ = load_network(run_context("gb", workdir / "data"), "latest", warn=print)
+    assert isinstance(model, AlphaTriangleNet)
     player = network_player(model, cfg.mcts)
     expected = [r.score for r in play_games(player, [3, 4, 5])]
     assert report["players"]["network"]["scores"] == expected

@@ -4,6 +4,8 @@ The real ``alphatriangle train`` with replicas is in ``test_train_cli.py``."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import pytest
 import ray
 import torch
@@ -16,10 +18,12 @@ from alphatriangle.distributed.workers import learner_threads, worker_count
 from alphatriangle.errors import UsageError
 from tests.test_data_parallel import BATCH, _episodes
 
+L = TypeVar("L", bound=Learner)
+
 WARM, STEPS = 2, 3
 
 
-def _filled(learner: Learner) -> Learner:
+def _filled(learner: L) -> L:
     for episode in _episodes():
         learner.add_episode(episode)
     return learner

@@ -10,6 +10,7 @@ import torch
 
 from alphatriangle.core.config import AlphaTriangleConfig
 from alphatriangle.core.local import train_locally
+from alphatriangle.core.network import AlphaTriangleNet
 from alphatriangle.core.players import network_player, play_games, uniform_mcts_player
 
 HELD_OUT = range(1000, 1040)
@@ -23,6 +24,7 @@ def test_five_minutes_of_training_beat_uniform_prior_search_with_twice_the_simul
     cfg = AlphaTriangleConfig()
     learner = train_locally(cfg, seconds=300)
     assert learner.counters.step > 100, learner.counters
+    assert isinstance(learner.model, AlphaTriangleNet)
     trained = play_games(network_player(learner.model, cfg.mcts), HELD_OUT)
     uniform = play_games(uniform_mcts_player(2 * cfg.mcts.simulations, cfg.mcts), HELD_OUT)
     trained_mean = statistics.fmean(r.score for r in trained)

@@ -243,7 +243,7 @@ def test_scale_gradient_halves_the_gradient_and_keeps_the_value() -> None:
     x = torch.tensor([1.0, -2.0], requires_grad=True)
     y = scale_gradient(x, 0.5)
     assert y.tolist() == [1.0, -2.0]
-    (3 * y).sum().backward()
+    (y * 3).sum().backward()  # type: ignore[no-untyped-call]
     assert x.grad is not None
     assert x.grad.tolist() == [1.5, 1.5]
 
@@ -269,7 +269,7 @@ class TableModel:
         self.masks: list[list[float]] = []
 
     def _logits(self, states: Sequence[int]) -> np.ndarray:
-        return np.log(np.array([self.PRIOR.get(s, [0.5, 0.5]) for s in states]))
+        return np.log(np.array([self.PRIOR.get(s, [0.5, 0.5]) for s in states], np.float64))
 
     def initial(self, observations: Sequence[object]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         states = [0 for _ in observations]
@@ -292,6 +292,16 @@ class TableModel:
             self._logits(nxt),
             np.array([self.VALUE[s] for s in nxt]),
         )
+
+    def afterstate(
+        self, latents: np.ndarray, actions: np.ndarray, masks: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        raise AssertionError("a MuZero search reached an afterstate")
+
+    def chance(
+        self, afterstates: np.ndarray, codes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise AssertionError("a MuZero search reached a chance node")
 
 
 def latent_settings(simulations: int, **mcts: object) -> SearchSettings:
@@ -330,7 +340,8 @@ def test_the_latent_search_backs_up_discounted_returns_by_hand() -> None:
     assert tree.visits[1].tolist() == [0, 2]
     assert tree.value_sum[1, 1] == pytest.approx(4.1 + 2.3)
     assert tree.value_sum[2, 0] == pytest.approx(2.0)
-    assert (tree.low, tree.high) == (pytest.approx(2.0), pytest.approx(4.1))
+    assert tree.low == pytest.approx(2.0)
+    assert tree.high == pytest.approx(4.1)
     result = tree.result()
     # The root value: its own prediction and the three returns, (1 + 10.56) / 4.
     assert result.root_value == pytest.approx((1.0 + 2.8 + 4.69 + 3.07) / 4)
@@ -430,6 +441,7 @@ def test_muzero_self_play_of_k_games_delivers_trajectories_the_learner_trains_on
         assert not record.policy[~record.valid_mask].any()
         learner.add_episode(record)
     batch = learner.buffer.sample(cfg.train.batch_size)
+    assert isinstance(learner.model, MuZeroNet)
     learner.model.train()  # as the step computes its losses
     with torch.no_grad():
         _, _, errors = unrolled_loss(learner.model, batch, cfg, torch.device("cpu"))

@@ -127,6 +127,7 @@ def test_the_root_policy_is_alphazeros_footprint_head_by_hand() -> None:
         # logit(slot, y, x) = w_out . relu(E(slot) + sum over the offsets k the slot's shape
         # covers of W_k s[:, y + dr_k, x + dc_k] + b_k) + b_out; off the board, nothing.
         weight, bias = model.root_policy_in.weight[:, :, 0, 0], model.root_policy_in.bias
+        assert bias is not None
         hid = TINY_MODEL.policy_hidden
         expected = np.zeros(3 * CELLS)
         for slot in range(3):
@@ -255,6 +256,7 @@ def test_the_muzero_learner_reports_the_probe_every_probe_every_steps() -> None:
     second = learner.step(learner.buffer.sample(4))
     probe = clear_probe(PROBE_SEEDS, PROBE_POSITIONS, every=PROBE_SPACING)
     assert len(probe.grid) == PROBE_POSITIONS
+    assert isinstance(learner.model, MuZeroNet)
     expected = probe_metrics(learner.model, probe, cfg.muzero.discount)
     assert {k: v for k, v in second.items() if k.startswith("muzero/")} == expected
 
@@ -342,7 +344,9 @@ def test_the_q_range_floor_of_sigma_by_hand() -> None:
 
 
 def _floor_settings(variant: str, floor: float) -> SearchSettings:
-    mcts = MCTSConfig(variant=variant, simulations=4, considered_actions=2)  # type: ignore[arg-type]
+    mcts = MCTSConfig.model_validate(
+        {"variant": variant, "simulations": 4, "considered_actions": 2}
+    )
     return SearchSettings.of(
         mcts, noise=False, muzero=MuZeroConfig(discount=0.9, q_range_floor=floor)
     )
@@ -363,7 +367,8 @@ def test_the_latent_search_rescales_q_by_at_least_its_floor() -> None:
     )
     assert isinstance(puct, PuctTree)
     # Q seen in the tree span [low, high] (here 2 to 4.1): rescaled by 10.
-    assert (puct.low, puct.high) == (pytest.approx(2.0), pytest.approx(4.1))
+    assert puct.low == pytest.approx(2.0)
+    assert puct.high == pytest.approx(4.1)
     np.testing.assert_allclose(
         puct._normalised(np.array([puct.low, puct.high, 5.0])),
         [0.0, 0.21, 0.3],

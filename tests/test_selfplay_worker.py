@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,15 +40,15 @@ def worker(tmp_path: Path) -> Iterator[object]:
         ray.shutdown()
 
 
-def test_a_worker_plays_k_games_at_once_and_delivers_complete_episodes(worker: object) -> None:
-    info = ray.get(worker.info.remote())  # type: ignore[attr-defined]
+def test_a_worker_plays_k_games_at_once_and_delivers_complete_episodes(worker: Any) -> None:
+    info = ray.get(worker.info.remote())
     assert (info["device"], info["games"]) == ("cpu", 3)
-    records = []
+    records: list[EpisodeRecord] = []
     while len(records) < 6:
-        batch = ray.get(worker.play.remote())  # type: ignore[attr-defined]
+        batch = ray.get(worker.play.remote())
         assert batch, "play() returns once at least one game has ended"
         records += batch
-        assert ray.get(worker.info.remote())["games"] == 3  # type: ignore[attr-defined]
+        assert ray.get(worker.info.remote())["games"] == 3
     assert len({r.seed for r in records}) == len(records)  # every game a new seed
     for record in records:
         assert record.length == len(record.policy) == len(record.grid) == len(record.rewards)
@@ -56,7 +57,7 @@ def test_a_worker_plays_k_games_at_once_and_delivers_complete_episodes(worker: o
         np.testing.assert_allclose(record.policy.sum(axis=1), 1.0, atol=1e-6)
         assert not record.policy[~record.valid_mask].any()
         assert record.simulations == 8 * record.length
-    assert ray.get(worker.info.remote())["episodes"] == len(records)  # type: ignore[attr-defined]
+    assert ray.get(worker.info.remote())["episodes"] == len(records)
 
 
 def test_the_network_runs_on_a_gpu_share_when_ray_gives_one() -> None:

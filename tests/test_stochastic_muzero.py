@@ -145,7 +145,7 @@ class ChanceTable:
         self.calls: list[tuple[str, int, int]] = []
 
     def _logits(self, states: Sequence[int]) -> np.ndarray:
-        return np.log(np.array([self.PRIOR.get(s, [0.5, 0.5]) for s in states]))
+        return np.log(np.array([self.PRIOR.get(s, [0.5, 0.5]) for s in states], np.float64))
 
     def initial(self, observations: Sequence[object]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return np.zeros((len(observations), 1)), self._logits([0] * len(observations)), np.ones(1)
@@ -281,7 +281,9 @@ def test_the_probe_values_a_move_that_empties_the_hand_by_its_afterstate() -> No
         action = int(np.flatnonzero(probe.legal[row])[0])
         with torch.no_grad():
             grid, other = (torch.from_numpy(x[row : row + 1]) for x in (probe.grid, probe.other))
-            mask = torch.from_numpy(cell_masks(probe.other[row : row + 1], [action], 0, 360))
+            mask = torch.from_numpy(
+                cell_masks(probe.other[row : row + 1], np.array([action]), 0, 360)
+            )
             _, nxt = model.dynamics(model.represent(grid, other), torch.tensor([action]), mask)
             head = model.afterstate_predict(nxt)[0] if afterstate else model.predict(nxt)[1]
         value = float(from_logits(head)[0])

@@ -69,7 +69,7 @@ def rebuilt(state: GameState, name: str, tables: SymmetryTables) -> GameState:
     board cell by cell, and the image of each shape of its hand."""
     g = tables.names.index(name)
     out = GameState(initial_seed=0)
-    shapes = []
+    shapes: list[Shape | None] = []
     for shape in state.get_shapes():
         if shape is None:
             shapes.append(None)
@@ -127,7 +127,7 @@ def test_no_symmetry_but_the_identity_maps_the_shape_set_onto_itself() -> None:
 
 
 def test_shape_discovery_finds_every_shape_the_engine_deals() -> None:
-    more = set()
+    more: set[tuple[tuple[int, int, bool], ...]] = set()
     for seed in range(SHAPE_DISCOVERY_SEEDS, SHAPE_DISCOVERY_SEEDS + 600):
         state = GameState(initial_seed=seed)
         more.update(tuple(s.triangles) for s in state.get_shapes() if s is not None)

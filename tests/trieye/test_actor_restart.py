@@ -5,6 +5,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
@@ -56,7 +57,8 @@ def test_a_killed_actor_restarts_and_counts_exactly_the_lost_events(tmp_path: Pa
     saved = ray.get(client.save_checkpoint(50, {"w": torch.full((2,), 2.0)}))
     client.flush()
 
-    after = ray.get(ray.get_actor(ctx.actor_name, namespace=ctx.namespace).run_info.remote())
+    actor: Any = ray.get_actor(ctx.actor_name, namespace=ctx.namespace)
+    after = ray.get(actor.run_info.remote())
     assert after["actor_pid"] != before["actor_pid"]
     assert after["mlflow_run_id"] == before["mlflow_run_id"]
     assert (after["restarts"], after["lost_events"]) == (1, lost)
@@ -73,6 +75,7 @@ def test_a_killed_actor_restarts_and_counts_exactly_the_lost_events(tmp_path: Pa
 
     mlflow = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
     experiment = mlflow.get_experiment_by_name("app")
+    assert experiment is not None
     [run] = mlflow.search_runs(
         [experiment.experiment_id], filter_string="attributes.run_name = 'crashy'"
     )

@@ -82,6 +82,7 @@ def test_resume_after_a_crash_continues_without_repeating_steps(tmp_path: Path) 
 
     mlflow = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
     experiment = mlflow.get_experiment_by_name("app")
+    assert experiment is not None
     runs = mlflow.search_runs(
         [experiment.experiment_id], filter_string="attributes.run_name = 'resumable'"
     )

@@ -78,7 +78,8 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, ray_session: None) ->
     client.log("lr", 0.01, 2)
     client.log("lr", 0.02, 3)
     client.flush()
-    first, second = EpisodeWorker.remote(ctx), EpisodeWorker.remote(ctx)
+    first = EpisodeWorker.remote(ctx)  # type: ignore[attr-defined]
+    second = EpisodeWorker.remote(ctx)  # type: ignore[attr-defined]
     ray.get(first.play.remote([(5, 10.0, 3), (5, 20.0, 5)]))
     ray.get(second.play.remote([(6, 30.0, 2), (7, 50.0, 4), (8, 70.0, 6)]))
     client.log("loss/total", 4.0, 9)
@@ -105,7 +106,9 @@ EXPECTED = {
 def test_mlflow_history_has_the_exact_aggregates(finished_run: FinishedRun) -> None:
     ctx = finished_run.ctx
     mlflow = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
-    [run] = mlflow.search_runs([mlflow.get_experiment_by_name("app").experiment_id])
+    experiment = mlflow.get_experiment_by_name("app")
+    assert experiment is not None
+    [run] = mlflow.search_runs([experiment.experiment_id])
     assert run.info.run_id == finished_run.info["mlflow_run_id"]
     assert run.info.run_name == "multi"
     assert run.info.status == "FINISHED"
