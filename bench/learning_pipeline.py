@@ -420,6 +420,8 @@ def main() -> None:
 
     png = args.out / "learning_pipeline.png"
     setup = args.config.name if args.config else "defaults"
+    if args.max_steps:
+        setup += f", max_steps {args.max_steps}"
     plot(png, series, report, args.minutes, steps, periodic_games, setup)
     players = _ordered(report["players"])
     summary: dict[str, Any] = {
@@ -456,7 +458,7 @@ def main() -> None:
     (args.out / "learning_pipeline.json").write_text(json.dumps(summary, indent=2))
 
     print(
-        f"\n### alphatriangle train, {args.minutes:g} min on {os.cpu_count()} CPUs; "
+        f"\n### alphatriangle train ({setup}), {args.minutes:g} min on {os.cpu_count()} CPUs; "
         f"eval on seeds {args.seeds} (network {report['simulations']} sims)\n"
     )
     print("| player | mean | median | sd | max |")
