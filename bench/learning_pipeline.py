@@ -5,7 +5,9 @@ Run: ``.venv/bin/python bench/learning_pipeline.py [--minutes 30] [--seeds 1000:
 
 1. Starts the real ``alphatriangle train`` on its defaults, or on ``--config`` (``--workers``
    passed through), in a temporary data directory and sends it SIGINT ``--minutes`` after launch, so the budget
-   includes start-up. It must exit 0: it saves a final checkpoint on the way out.
+   includes start-up. It must exit 0: it saves a final checkpoint on the way out. A run that
+   reaches its ``max_steps`` (``--max-steps``, else its config's ``train.max_steps``, where its
+   cosine learning rate ends) before then finishes there.
 2. Runs ``alphatriangle eval --checkpoint latest`` on the held-out ``--seeds``: the trained
    network with the run's own player (``--sims``, by default its player count,
    ``play_simulations_at``) beside uniform-prior MCTS (``--baseline-sims``), greedy one-step
@@ -65,10 +67,6 @@ CLI = str(Path(sys.executable).parent / "alphatriangle")
 RUN_NAME = "learning-pipeline"
 SELFPLAY_SEED_FLOOR = 2**20
 """Self-play seeds start here (see README), so evaluation seeds must stay below it."""
-MAX_STEPS = 100_000_000
-"""Passed as ``--max-steps`` unless ``--max-steps`` is given: never reached, so the time budget
-ends training and the learning rate stays at its peak (the cosine schedule runs over
-``max_steps``)."""
 CURVES = ("episode/score", "eval/score_mean")
 PLAYER_ORDER = ("network", "uniform-mcts", "greedy", "random")
 
@@ -129,17 +127,18 @@ def train(
     max_steps: int | None = None,
 ) -> Child:
     """``alphatriangle train`` for ``budget_s`` from launch, then SIGINT and a clean exit; or
-    until it finishes at ``max_steps`` (when given), if that comes first."""
+    until it finishes at its ``max_steps`` (``max_steps`` when given, else its config's), if
+    that comes first."""
     extra = ["--workers", str(workers)] if workers else []
     extra += ["--config", str(config.resolve())] if config else []
-    steps = str(max_steps or MAX_STEPS)
-    child = _start(["train", "--run-name", RUN_NAME, "--max-steps", steps, *extra], env, "train")
+    extra += ["--max-steps", str(max_steps)] if max_steps else []
+    child = _start(["train", "--run-name", RUN_NAME, *extra], env, "train")
     try:
         # An exit before the budget is spent is a failure (a crash, or bad input), unless the
-        # run reached the --max-steps it was given.
+        # run reached its max_steps.
         child.proc.wait(timeout=budget_s)
         child.reader.join(timeout=10)
-        if max_steps and child.proc.returncode == 0 and f"at step {max_steps} " in child.text:
+        if child.proc.returncode == 0 and f"finished {RUN_NAME!r} at step " in child.text:
             return child
         raise SystemExit(
             f"training ended before the budget (exit {child.proc.returncode}):\n"
@@ -326,7 +325,8 @@ def main() -> None:
         type=int,
         default=None,
         help="passed to alphatriangle train: the cosine learning-rate schedule ends there, and "
-        "so does training if it comes before --minutes (default: never, so a constant rate)",
+        "so does training if it comes before --minutes (default: the run's config, "
+        "train.max_steps)",
     )
     parser.add_argument(
         "--baselines",
@@ -401,7 +401,8 @@ def main() -> None:
         eval_s = time.monotonic() - started
         series = curves(run)
         # The run's own config says which seeds its periodic evaluation played.
-        periodic_games = AlphaTriangleConfig.from_file(run.config_json).eval.games
+        run_cfg = AlphaTriangleConfig.from_file(run.config_json)
+        periodic_games, max_steps = run_cfg.eval.games, run_cfg.train.max_steps
         # progress/samples_generated is logged at every gradient step, so its last point is
         # the count at the final step; the throughput line only gives a rate.
         generated = _last_value(run, "progress/samples_generated")
@@ -420,8 +421,7 @@ def main() -> None:
 
     png = args.out / "learning_pipeline.png"
     setup = args.config.name if args.config else "defaults"
-    if args.max_steps:
-        setup += f", max_steps {args.max_steps}"
+    setup += f", max_steps {max_steps}"
     plot(png, series, report, args.minutes, steps, periodic_games, setup)
     players = _ordered(report["players"])
     summary: dict[str, Any] = {
@@ -429,7 +429,7 @@ def main() -> None:
         "budget_minutes": args.minutes,
         "workers": args.workers,
         "config": str(args.config) if args.config else None,
-        "max_steps": args.max_steps,
+        "max_steps": max_steps,
         "train_wall_s": round(train_s, 1),
         "eval_wall_s": round(eval_s, 1),
         "steps": steps,

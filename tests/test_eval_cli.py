@@ -23,6 +23,7 @@ from alphatriangle.app.runs import run_context
 from alphatriangle.core.algorithm import agent_player
 from alphatriangle.core.players import PolicyPlayer, play_games
 from tests.cli import (
+    Background,
     cli_env,
     manifest_steps,
     ok,
@@ -161,13 +162,23 @@ def test_a_signal_stops_eval_and_play_at_once_with_one_line(
     assert sorted(ctx.eval_dir.glob("*.json")) == reports
 
 
-def test_a_second_signal_ends_evals_processes_with_it(trained: Path) -> None:
+def _eval_with_its_pool(trained: Path) -> tuple[Background, list[psutil.Process]]:
+    """A long eval in two processes, once both are playing; its pool's processes."""
     args = ["--games", "1000", "--sims", "64", "--jobs", "2"]
     proc = start_cli(trained, "eval", "--run-name", "ev", *args)
     proc.wait_output("evaluating")
     cli = psutil.Process(proc.proc.pid)
     wait_for(lambda: len(cli.children()) == 2, proc)
-    pool = cli.children()
+    return proc, cli.children()
+
+
+def _gone(pool: list[psutil.Process]) -> bool:
+    _, alive = psutil.wait_procs(pool, timeout=30)
+    return [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_a_second_signal_ends_evals_processes_with_it(trained: Path) -> None:
+    proc, pool = _eval_with_its_pool(trained)
     # Back to back: the first stops the evaluation, the second quits at once.
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGINT)
@@ -175,22 +186,15 @@ def test_a_second_signal_ends_evals_processes_with_it(trained: Path) -> None:
     assert proc.returncode == 130, out
     assert "again: quitting at once" in out or out.rstrip().endswith("stopped before finishing")
     assert "Traceback" not in out
-    _, alive = psutil.wait_procs(pool, timeout=30)
-    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    assert _gone(pool)
 
 
 def test_evals_processes_end_when_it_is_killed(trained: Path) -> None:
     """``kill -9`` of eval leaves no process of its pool behind, playing or waiting for work."""
-    args = ["--games", "1000", "--sims", "64", "--jobs", "2"]
-    proc = start_cli(trained, "eval", "--run-name", "ev", *args)
-    proc.wait_output("evaluating")
-    cli = psutil.Process(proc.proc.pid)
-    wait_for(lambda: len(cli.children()) == 2, proc)
-    pool = cli.children()
+    proc, pool = _eval_with_its_pool(trained)
     proc.proc.kill()
     proc.proc.wait()
-    _, alive = psutil.wait_procs(pool, timeout=30)
-    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    assert _gone(pool)
 
 
 @pytest.mark.parametrize(
@@ -459,16 +463,20 @@ def test_the_learning_pipeline_keeps_each_complete_checkpoint_it_sees(
     ]
 
 
+@pytest.mark.parametrize("where", ["config", "flag"])
 def test_the_learning_pipeline_ends_at_max_steps_with_the_cosine_schedule(
-    tmp_path: Path,
+    tmp_path: Path, where: str
 ) -> None:
-    """``--max-steps`` sets the length of the run's cosine learning rate, and a run that
-    reaches it before ``--minutes`` is a finished benchmark, not a failure."""
-    (tmp_path / "tiny.toml").write_text(tiny_config(train={"lr_warmup_steps": 0}))
+    """The run's ``train.max_steps``, or ``--max-steps``, sets the length of its cosine
+    learning rate, and a run that reaches it before ``--minutes`` is a finished benchmark,
+    not a failure."""
+    train = {"lr_warmup_steps": 0} | ({"max_steps": 6} if where == "config" else {})
+    (tmp_path / "tiny.toml").write_text(tiny_config(train=train))
     script = Path(__file__).parents[1] / "bench" / "learning_pipeline.py"
     out = tmp_path / "out"
     args = [sys.executable, str(script), "--config", str(tmp_path / "tiny.toml")]
-    args += ["--workers", "1", "--minutes", "10", "--max-steps", "6", "--no-baselines"]
+    args += ["--workers", "1", "--minutes", "10", "--no-baselines"]
+    args += ["--max-steps", "6"] if where == "flag" else []
     args += ["--seeds", "1000:1002", "--out", str(out), "--keep-data"]
     done = subprocess.run(args, capture_output=True, text=True, env=cli_env(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr

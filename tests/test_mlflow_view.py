@@ -130,7 +130,7 @@ def test_the_run_says_which_command_code_and_user_made_it_and_what_it_trains(
     assert tags["mlflow.note.content"] == (
         "AlphaZero; gumbel search, 8 simulations (16 considered); network 32 channels, "
         "1 residual block; batch 16, lr 0.001 (cosine), replay ratio 8, buffer 100000; "
-        "100000 steps, 1 worker, seed 0"
+        "50000 steps, 1 worker, seed 0"
     )
     # The whole config: as params, and as the artifact config.json.
     assert (run.data.params["mcts.simulations"], run.data.params["train.batch_size"]) == ("8", "16")
