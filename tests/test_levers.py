@@ -276,8 +276,7 @@ CONFIG_FIELDS = {
     "levers_network_wider.toml": {"model.channels", "model.num_blocks"},
     "muzero.toml": {"algorithm"},
     "muzero_consistency.toml": {"algorithm", "muzero.consistency_weight"},
-    "muzero_clear_bias.toml": {"algorithm", "muzero.clear_oversample_beta"},
-    "muzero_root_footprint.toml": {"algorithm", "muzero.root_policy"},
+    "stochastic_muzero.toml": {"algorithm", "muzero.stochastic"},
 }
 
 

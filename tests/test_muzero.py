@@ -10,16 +10,25 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
+from trianglengin import GameState
 
 from alphatriangle.core import gumbel_rules
 from alphatriangle.core.algorithm import searcher
 from alphatriangle.core.config import AlphaTriangleConfig, MCTSConfig, ModelConfig, MuZeroConfig
+from alphatriangle.core.features import feature_spec
 from alphatriangle.core.learner import Learner
 from alphatriangle.core.muzero.network import MuZeroNet, scale_latent
 from alphatriangle.core.muzero.replay import TrajectoryBuffer, n_step_targets
 from alphatriangle.core.muzero.search import GumbelTree, LatentSearcher, LatentTree, PuctTree
 from alphatriangle.core.muzero.support import from_logits, squash, to_support, unsquash
 from alphatriangle.core.muzero.training import scale_gradient, unrolled_loss
+from alphatriangle.core.players import (
+    GreedyPlayer,
+    RandomPlayer,
+    SearchPlayer,
+    play_games,
+    summarize,
+)
 from alphatriangle.core.search import SearchSettings
 from alphatriangle.core.selfplay import EpisodeRecord, SelfPlayGames
 
@@ -463,3 +472,73 @@ def test_the_same_seed_plays_the_same_muzero_game() -> None:
     play = [SelfPlayGames(searcher(model, cfg, noise=True), [7], 1).play()[0] for _ in range(2)]
     np.testing.assert_array_equal(play[0].actions, play[1].actions)
     np.testing.assert_array_equal(play[0].root_values, play[1].root_values)
+
+
+ACTIONS = feature_spec().action_dim
+
+
+class ExactModel:
+    """A ``LatentModel`` that is the real game: a latent state is the index of a copy of a
+    position (-1 once the game is over or a move was illegal there), a step plays the move on
+    a new copy and returns its real reward; uniform priors and value 0, so a search with it
+    can only look ahead through the rewards."""
+
+    def __init__(self) -> None:
+        self.states: list[GameState | None] = []
+
+    def _keep(self, state: GameState | None) -> list[float]:
+        self.states.append(state)
+        return [float(len(self.states) - 1)]
+
+    def initial(self, observations: Sequence[object]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self.states = []
+        latents = [self._keep(state.copy()) for state in observations]  # type: ignore[attr-defined]
+        count = len(observations)
+        return np.array(latents), np.zeros((count, ACTIONS)), np.zeros(count)
+
+    def recurrent(
+        self, latents: np.ndarray, actions: np.ndarray, masks: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        nxt, rewards = [], []
+        for latent, action in zip(latents, actions, strict=True):
+            state = self.states[int(latent[0])]
+            if state is None or state.is_over() or int(action) not in state.valid_actions():
+                nxt.append(self._keep(None))
+                rewards.append(0.0)
+                continue
+            child = state.copy()
+            before = child.game_score()
+            child.step(int(action))
+            rewards.append(child.game_score() - before)
+            nxt.append(self._keep(child))
+        count = len(actions)
+        return np.array(nxt), np.array(rewards), np.zeros((count, ACTIONS)), np.zeros(count)
+
+    def afterstate(
+        self, latents: np.ndarray, actions: np.ndarray, masks: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        raise AssertionError("a MuZero search has no afterstates")
+
+    def chance(
+        self, afterstates: np.ndarray, codes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise AssertionError("a MuZero search has no chance nodes")
+
+
+@pytest.mark.parametrize("variant", ["gumbel", "puct"])
+def test_the_latent_search_on_an_exact_model_plays_as_well_as_greedy(variant: str) -> None:
+    # The search's own rules, action ids and move choice, without a learned model: on the real
+    # game (value 0, uniform priors) 32 simulations find what one-step greedy finds (on these
+    # 20 seeds, 2026-12-06: Gumbel 16.76, PUCT 15.94, greedy 17.74, random 2.40). A search
+    # that mixed up action ids or played another move than it searched plays at random level.
+    settings = SearchSettings.of(
+        MCTSConfig(variant=variant, simulations=32), noise=False, muzero=MuZeroConfig()
+    )
+    seeds = range(1000, 1020)
+    searched = summarize(
+        "exact", play_games(SearchPlayer(LatentSearcher(ExactModel(), settings)), seeds)
+    )
+    greedy = summarize("greedy", play_games(GreedyPlayer(), seeds))
+    randomly = summarize("random", play_games(RandomPlayer(), seeds))
+    assert searched.mean >= 0.85 * greedy.mean
+    assert searched.mean >= 5 * randomly.mean

@@ -144,16 +144,18 @@ def test_the_root_policy_is_alphazeros_footprint_head_by_hand() -> None:
                     expected[slot * CELLS + y * 15 + x] = float(out + model.root_policy_out.bias)
     assert other[0, ::SLOT_FEATURES][:3].sum() == 3  # a full hand: three shapes read
     np.testing.assert_allclose(root[0].numpy(), expected, rtol=1e-12, atol=1e-12)
-    # "conv" (the default): the root's policy is the latent head's.
-    conv = MuZeroNet(TINY_MODEL, MuZeroConfig()).double()
+    # "conv": the root's policy is the latent head's.
+    conv = MuZeroNet(TINY_MODEL, MuZeroConfig(root_policy="conv")).double()
     with torch.no_grad():
         s = conv.represent(grid, other)
         assert torch.equal(conv.predict_root(s, other)[0], conv.predict(s)[0])
     assert not hasattr(conv, "root_policy_in")
     # The root head shapes the weights: a checkpoint of one does not load into the other.
-    base = AlphaTriangleConfig(algorithm="muzero")
+    base = AlphaTriangleConfig(algorithm="muzero", muzero=MuZeroConfig(root_policy="conv"))
     footprint = base.model_copy(update={"muzero": MuZeroConfig(root_policy="footprint")})
     assert algorithm.network_settings(base) != algorithm.network_settings(footprint)
+    # "footprint" is the default.
+    assert MuZeroConfig().root_policy == "footprint"
 
 
 def test_the_latent_search_reads_footprints_while_the_roots_hand_lasts() -> None:
@@ -313,6 +315,10 @@ def test_positions_whose_unroll_holds_a_clear_are_oversampled_with_exact_weights
     )
     assert isinstance(made, TrajectoryBuffer)
     assert (made.clear_oversample, made.clear_oversample_beta) == (3.0, 0.25)
+    # The default keeps the stated bias: oversampled 4 times, unit weights.
+    default = algorithm.new_buffer(AlphaTriangleConfig(algorithm="muzero"))
+    assert isinstance(default, TrajectoryBuffer)
+    assert (default.clear_oversample, default.clear_oversample_beta) == (4.0, 0.0)
     with pytest.raises(ConfigError, match=r"muzero\.clear_oversample_beta: Input should be"):
         AlphaTriangleConfig.from_dict({"muzero": {"clear_oversample_beta": 1.5}})
     # Off (1): uniform draws, unit weights, as PositionBuffer's.

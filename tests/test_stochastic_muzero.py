@@ -105,7 +105,7 @@ def test_the_afterstate_loss_of_a_tiny_network_on_a_two_step_sample_by_hand() ->
     # against the dealt codes, and position 2's prediction from chance(as2, dealt hand).
     with torch.no_grad():
         s0 = model.represent(torch.from_numpy(grid), torch.from_numpy(other))
-        p0, v0 = (t.numpy()[0] for t in model.predict(s0))
+        p0, v0 = (t.numpy()[0] for t in model.predict_root(s0, torch.from_numpy(other)))
         r1, s1 = model.dynamics(s0, torch.tensor([5]))
         p1, v1 = (t.numpy()[0] for t in model.predict(s1))
         r2, as2 = model.dynamics(s1, torch.tensor([200]))

@@ -395,13 +395,13 @@ class MuZeroConfig(BaseModel):
         "(bench/muzero_reward.py). Shapes the network's weights.",
     )
     root_policy: Literal["conv", "footprint"] = Field(
-        "conv",
+        "footprint",
         description="The policy head at the root, f(h(o)), where the real hand is known: "
-        "'conv' (the default) the latent head of every step, a (3, 5) convolution per slot, "
-        "which learns the hand's shapes only from a bias the extra features add to the whole "
-        "board; 'footprint' AlphaZero's head (footprint pooling, alphatriangle/core/network.py) "
-        "on h(o) and the hand's footprints. Deeper steps keep the latent head (the hand dealt "
-        "next is unknown there). Shapes the network's weights.",
+        "'footprint' (the default) AlphaZero's head (footprint pooling, "
+        "alphatriangle/core/network.py) on h(o) and the hand's footprints; 'conv' the latent "
+        "head of every step, a (3, 5) convolution per slot, which learns the hand's shapes only "
+        "from a bias the extra features add to the whole board. Deeper steps keep the latent "
+        "head (the hand dealt next is unknown there). Shapes the network's weights.",
     )
     consistency_weight: float = Field(
         0.0,
@@ -415,18 +415,19 @@ class MuZeroConfig(BaseModel):
         ge=1,
         le=1000,
         description="Uniform replay draws a position whose K-step unroll holds a line clear this "
-        "many times as often as one that does not, with importance weights 1 / (N P(i)) that "
-        "keep the loss an unbiased estimate of the uniform one (clears are about 1% of moves, "
-        "so most batches would hold one or none); 1 turns it off. With "
+        "many times as often as one that does not, each with importance weight "
+        "(1 / (N P(i))) ** clear_oversample_beta (clears are about 1% of moves, so most "
+        "batches would hold one or none); 1 turns it off. With "
         "train.prioritized_replay, PER's priorities decide instead.",
     )
     clear_oversample_beta: float = Field(
-        1.0,
+        0.0,
         ge=0,
         le=1,
         description="Exponent of clear_oversample's importance weights (1 / (N P(i))) ** beta: "
-        "1 (the default) keeps the loss unbiased; 0 leaves the oversampled unrolls weighing "
-        "clear_oversample times as much in the loss (a stated bias toward the rare clears).",
+        "0 (the default) leaves the oversampled unrolls weighing clear_oversample times as much "
+        "in the loss (a stated bias toward the rare clears); 1 keeps the loss an unbiased "
+        "estimate of the uniform one.",
     )
     stochastic: bool = Field(
         False,

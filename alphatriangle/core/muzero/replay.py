@@ -14,13 +14,14 @@ loss is almost all "no clear". With ``clear_oversample = c > 1`` (and uniform re
 position whose unroll holds a clear (a move at ``t..t+K-1`` of the same game gaining at least
 ``CLEAR_REWARD``) is drawn ``c`` times as often as one that does not: ``P(i) = c_i / sum_j
 c_j``, ``c_i`` = ``c`` or 1. Each sample's importance weight is ``(1 / (N P(i))) ** beta``
-(``clear_oversample_beta``), not normalised. With ``beta = 1`` (the default) the weighted loss
-is in expectation exactly the uniform mean (the weights average 1 over the draws), so the
+(``clear_oversample_beta``), not normalised. With ``beta = 0`` (the default) the weights are
+1: a stated bias, the unrolls holding a clear weigh ``c`` times as much in the loss as under
+uniform replay (the reward head then overestimates how often a move clears, by up to ``c``
+times, but it sees the clears ``c`` times as often). With ``beta = 1`` the weighted loss is in
+expectation exactly the uniform mean (the weights average 1 over the draws), so the
 oversampling changes which samples carry the clears' signal (more of them, each weighing less:
-less noise), not what the loss estimates. With ``beta = 0`` the weights are 1: a stated bias,
-the unrolls holding a clear weigh ``c`` times as much in the loss as under uniform replay (the
-reward head then overestimates how often a move clears, by up to ``c`` times, but it sees the
-clears ``c`` times as often); in between, part of the bias is corrected, as PER's exponent does.
+less noise), not what the loss estimates; in between, part of the bias is corrected, as PER's
+exponent does.
 """
 
 from __future__ import annotations
