@@ -264,7 +264,21 @@ def test_latent_states_are_scaled_to_the_unit_interval_per_sample() -> None:
     assert out[1].flatten().tolist() == [0.0, 0.0]  # a constant state stays finite
 
 
-class TableModel:
+class NoChance:
+    """A MuZero model's Stochastic MuZero methods: a MuZero search never calls them."""
+
+    def afterstate(
+        self, latents: np.ndarray, actions: np.ndarray, masks: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        raise AssertionError("a MuZero search reached an afterstate")
+
+    def chance(
+        self, afterstates: np.ndarray, codes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise AssertionError("a MuZero search reached a chance node")
+
+
+class TableModel(NoChance):
     """A hand-made model: latent states are node ids; ``EDGES[(s, a)] = (next, reward)``,
     ``PRIOR[s]`` and ``VALUE[s]`` per state. Records the edges it was asked to expand."""
 
@@ -301,16 +315,6 @@ class TableModel:
             self._logits(nxt),
             np.array([self.VALUE[s] for s in nxt]),
         )
-
-    def afterstate(
-        self, latents: np.ndarray, actions: np.ndarray, masks: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        raise AssertionError("a MuZero search reached an afterstate")
-
-    def chance(
-        self, afterstates: np.ndarray, codes: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        raise AssertionError("a MuZero search reached a chance node")
 
 
 def latent_settings(simulations: int, **mcts: object) -> SearchSettings:
@@ -477,7 +481,7 @@ def test_the_same_seed_plays_the_same_muzero_game() -> None:
 ACTIONS = feature_spec().action_dim
 
 
-class ExactModel:
+class ExactModel(NoChance):
     """A ``LatentModel`` that is the real game: a latent state is the index of a copy of a
     position (-1 once the game is over or a move was illegal there), a step plays the move on
     a new copy and returns its real reward; uniform priors and value 0, so a search with it
@@ -513,16 +517,6 @@ class ExactModel:
             nxt.append(self._keep(child))
         count = len(actions)
         return np.array(nxt), np.array(rewards), np.zeros((count, ACTIONS)), np.zeros(count)
-
-    def afterstate(
-        self, latents: np.ndarray, actions: np.ndarray, masks: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        raise AssertionError("a MuZero search has no afterstates")
-
-    def chance(
-        self, afterstates: np.ndarray, codes: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        raise AssertionError("a MuZero search has no chance nodes")
 
 
 @pytest.mark.parametrize("variant", ["gumbel", "puct"])
